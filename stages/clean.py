@@ -1,0 +1,126 @@
+"""clean: raw pages -> one table of documents (data/clean/docs.parquet) and metrics.
+
+Decode (HTTP charset, <meta>, detection), extract the work with trafilatura tuned for recall
+with the site's chrome pruned by XPath, unescape entities, NFC, collapse whitespace, one
+paragraph per line; optionally drop footnote markers and duplicates across documents.
+"""
+import hashlib
+import html
+import re
+import unicodedata
+from pathlib import Path
+
+import pandas as pd
+import trafilatura
+
+from stages.common import StageError, atomic_path, decode_page, load_params, log, read_json, run_stage, write_json
+
+RAW_DIR = Path("data/raw")
+DOCS = Path("data/clean/docs.parquet")
+METRICS = Path("metrics/clean.json")
+REPORT = Path("metrics/clean_documents.csv")
+FOOTNOTE_MARKER = re.compile(r"\s?\[\d{1,3}\]")
+
+
+def prepare_html(page):
+    # libxml2 nests unclosed <dd> paragraphs (az.lib.ru has no <dl> around them) down to its depth
+    # limit of 256 and silently drops the rest of the work; trafilatura also discards the short
+    # <h3> chapter headings. As <p> both survive.
+    return re.sub(r"<(/?)(?:dd|h[3-6])\b", r"<\1p", page, flags=re.I)
+
+
+def extract_paragraphs(page, params):
+    text = trafilatura.extract(
+        prepare_html(page),
+        favor_recall=True,
+        include_comments=False,
+        include_tables=False,
+        deduplicate=False,
+        prune_xpath=params["prune_xpath"] or None,
+    )
+    paragraphs = []
+    for line in (text or "").split("\n"):
+        line = unicodedata.normalize("NFC", html.unescape(line))
+        if params["drop_footnote_markers"]:
+            line = FOOTNOTE_MARKER.sub("", line)
+        line = " ".join(line.split())
+        if line:
+            paragraphs.append(line)
+    return paragraphs
+
+
+def page_title(page):
+    match = re.search(r"<title[^>]*>(.*?)</title>", page, re.I | re.S)
+    return " ".join(html.unescape(match.group(1)).split()) if match else ""
+
+
+def drop_duplicates(docs, min_chars):
+    """Drop documents whose text repeats an earlier one, then paragraphs (of min_chars or more)
+    already seen in an earlier document. Short lines ("- Да.", "Глава I") legitimately repeat."""
+    seen_docs, seen_paragraphs, kept = set(), set(), []
+    for doc in docs:
+        digest = hashlib.sha256("\n".join(doc["paragraphs"]).encode()).hexdigest()
+        if digest in seen_docs:
+            doc["dropped"] = "duplicate document"
+            continue
+        seen_docs.add(digest)
+        own, paragraphs = set(), []
+        for paragraph in doc["paragraphs"]:
+            if len(paragraph) >= min_chars and paragraph in seen_paragraphs:
+                doc["duplicate_paragraphs"] += 1
+                continue
+            own.add(paragraph)
+            paragraphs.append(paragraph)
+        seen_paragraphs |= own
+        doc["paragraphs"] = paragraphs
+        kept.append(doc)
+    return kept
+
+
+def clean_pages(manifest, params):
+    docs = []
+    for record in manifest:
+        if record["error"]:
+            continue
+        page, encoding = decode_page((RAW_DIR / record["file"]).read_bytes(), record.get("declared_encoding"))
+        paragraphs = extract_paragraphs(page, params)
+        chars = sum(map(len, paragraphs))
+        if chars < params["min_chars"]:
+            raise StageError(f"{record['url']} yields {chars} characters of text (min_chars={params['min_chars']}): not a page with a work on it?")
+        docs.append({
+            "id": record["file"], "url": record["url"], "title": page_title(page), "encoding": encoding,
+            "chars_in": len(page), "paragraphs": paragraphs, "duplicate_paragraphs": 0, "dropped": "",
+        })
+    if not docs:
+        raise StageError(f"{RAW_DIR / 'manifest.json'} lists no fetched page")
+    kept = drop_duplicates(docs, params["dedup_min_chars"]) if params["dedup"] else docs
+    return docs, kept
+
+
+def main():
+    params = load_params("clean")
+    docs, kept = clean_pages(read_json(RAW_DIR / "manifest.json"), params)
+    for doc in docs:
+        doc["text"] = "\n".join(doc["paragraphs"])
+        doc["chars"] = len(doc["text"]) if not doc["dropped"] else 0
+        doc["n_paragraphs"] = len(doc["paragraphs"]) if not doc["dropped"] else 0
+    table = pd.DataFrame(kept)[["id", "url", "title", "text", "chars"]]
+    with atomic_path(DOCS) as tmp:
+        table.to_parquet(tmp, index=False)
+    report = pd.DataFrame(docs)[["id", "url", "title", "encoding", "chars_in", "chars", "n_paragraphs", "duplicate_paragraphs", "dropped"]]
+    with atomic_path(REPORT) as tmp:
+        report.to_csv(tmp, index=False)
+    metrics = {
+        "documents": len(kept),
+        "chars_in": int(report["chars_in"].sum()),
+        "chars_out": int(table["chars"].sum()),
+        "paragraphs": int(report["n_paragraphs"].sum()),
+        "dropped_duplicate_documents": int((report["dropped"] != "").sum()),
+        "dropped_duplicate_paragraphs": int(report["duplicate_paragraphs"].sum()),
+    }
+    write_json(METRICS, metrics)
+    log.info("clean: %(documents)d documents, %(chars_in)d -> %(chars_out)d characters, %(paragraphs)d paragraphs", metrics)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,146 @@
+"""Helpers shared by the stage scripts: params, atomic writes, errors, logging."""
+import codecs
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import charset_normalizer
+import numpy as np
+import pyarrow.parquet as pq
+import yaml
+
+log = logging.getLogger("tolstoy")
+
+
+class StageError(Exception):
+    """Bad input or params: reported as one line that names the culprit, exit status 2."""
+
+
+def load_params(section, path="params.yaml"):
+    with open(path, encoding="utf-8") as f:
+        params = yaml.safe_load(f) or {}
+    if section not in params:
+        raise StageError(f"{path} has no '{section}' section")
+    return params[section]
+
+
+def remove(path):
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path` (file or directory); move it into place only on success.
+
+    Readers never see a half-written output: on any error, or Ctrl-C, the temporary is removed
+    and whatever was at `path` before stays as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        remove(tmp)
+        raise
+    if path.is_dir() and not path.is_symlink():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)
+
+
+def write_json(path, obj):
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def run_stage(main):
+    """Run a stage: INFO logging, and a StageError becomes one `error:` line and exit status 2."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        main()
+    except StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def charset_of(content_type):
+    """The charset parameter of a Content-Type value, lower-cased, or None."""
+    match = re.search(r"charset=[\"']?([\w.:-]+)", content_type or "", re.I)
+    return match.group(1).lower() if match else None
+
+
+def _looks_like_mojibake(text):
+    # Cyrillic bytes decoded as latin-1/cp1252 come out as letters of the À..ÿ block.
+    letters = sum(c.isalpha() for c in text[:200_000]) or 1
+    return sum("\u00c0" <= c <= "\u00ff" for c in text[:200_000]) / letters > 0.01
+
+
+def _charset_candidates(body, http_charset):
+    yield http_charset
+    meta = re.search(rb"<meta[^>]+charset=[\"']?([\w.:-]+)", body[:4096], re.I)
+    yield meta.group(1).decode("ascii").lower() if meta else None
+    detected = charset_normalizer.from_bytes(body[:200_000]).best()  # slow: only when the declared ones fail
+    yield detected.encoding if detected else None
+    yield "utf-8"
+
+
+def decode_page(body, http_charset=None):
+    """Decode page bytes: HTTP charset, then <meta> charset, then detection. Returns (text, encoding).
+
+    A charset that fails strict decoding, or that turns Cyrillic into Latin-1 mojibake, is a lie
+    and the next source is tried.
+    """
+    for encoding in filter(None, _charset_candidates(body, http_charset)):
+        try:
+            text = body.decode(encoding)
+        except (LookupError, UnicodeDecodeError):
+            continue
+        if not _looks_like_mojibake(text):
+            return text, codecs.lookup(encoding).name
+    return body.decode("utf-8", errors="replace"), "utf-8"
+
+
+def iter_documents(path, columns=("id", "text")):
+    """Stream rows of the documents table one at a time (memory stays flat as the corpus grows)."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1, columns=list(columns)):
+        yield from batch.to_pylist()
+
+
+class Blocks:
+    """Map-style dataset over a flat token file: item i is block i, as input_ids and labels.
+
+    `limit` keeps that many blocks evenly spread over the file (a representative subset)."""
+
+    def __init__(self, tokens_dir, split, limit=None):
+        meta = read_json(Path(tokens_dir) / "meta.json")
+        self.tokens = np.memmap(Path(tokens_dir) / f"{split}.bin", dtype=meta["dtype"], mode="r")
+        self.block_size = meta["block_size"]
+        n_blocks = meta[split]["blocks"]
+        self.stride = max(1, n_blocks // limit) if limit else 1
+        self.n = min(n_blocks, limit) if limit else n_blocks
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        start = i * self.stride * self.block_size
+        ids = self.tokens[start:start + self.block_size].astype(np.int64)
+        return {"input_ids": ids, "labels": ids}

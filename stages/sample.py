@@ -1,0 +1,62 @@
+"""sample: continue the prompts in params with models/model -> metrics/samples.md (for people to read)."""
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+from stages.common import StageError, atomic_path, load_params, log, run_stage
+
+MODEL = Path("models/model")
+OUT = Path("metrics/samples.md")
+SETTINGS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
+
+
+def check_params(params):
+    if not params["prompts"] or not all(isinstance(p, str) and p for p in params["prompts"]):
+        raise StageError("sample.prompts must be a non-empty list of non-empty strings")
+    if params["max_new_tokens"] < 1:
+        raise StageError(f"sample.max_new_tokens={params['max_new_tokens']} must be positive")
+    if params["temperature"] < 0 or not 0 < params["top_p"] <= 1 or params["top_k"] < 0 or params["repetition_penalty"] <= 0:
+        raise StageError("sample: need temperature >= 0, 0 < top_p <= 1, top_k >= 0, repetition_penalty > 0")
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, prompt, params):
+    set_seed(params["seed"])
+    inputs = tokenizer(prompt, return_tensors="pt")
+    sampling = params["temperature"] > 0
+    output = model.generate(
+        **inputs,
+        max_new_tokens=params["max_new_tokens"],
+        do_sample=sampling,
+        temperature=params["temperature"] if sampling else None,
+        top_k=params["top_k"] if sampling else None,
+        top_p=params["top_p"] if sampling else None,
+        repetition_penalty=params["repetition_penalty"],
+        pad_token_id=tokenizer.pad_token_id,
+        use_cache=True,
+    )
+    new_tokens = output[0, inputs["input_ids"].shape[1]:]
+    return tokenizer.decode(new_tokens, skip_special_tokens=True), len(new_tokens)
+
+
+def main():
+    params = load_params("sample")
+    check_params(params)
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    model = AutoModelForCausalLM.from_pretrained(MODEL).eval()
+    lines = ["# Samples", "", ", ".join(f"{k}={params[k]}" for k in SETTINGS), ""]
+    tokens, started = 0, time.perf_counter()
+    for prompt in params["prompts"]:
+        continuation, n = generate(model, tokenizer, prompt, params)
+        tokens += n
+        lines += [f"## {prompt}", "", f"**{prompt}**{continuation}", ""]
+    seconds = time.perf_counter() - started
+    with atomic_path(OUT) as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+    log.info("sample: %d prompts, %d new tokens, %.1f tokens/s", len(params["prompts"]), tokens, tokens / seconds)
+
+
+if __name__ == "__main__":
+    run_stage(main)

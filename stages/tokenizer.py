@@ -1,0 +1,63 @@
+"""tokenizer: train a lossless byte-level BPE tokenizer on the cleaned documents.
+
+With model.base set (a hub id or a local directory) the base model's own tokenizer is saved
+instead: a pretrained model only understands the tokenizer it was trained with.
+"""
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from stages.common import StageError, atomic_path, iter_documents, load_params, log, run_stage
+
+DOCS = Path("data/clean/docs.parquet")
+OUT = Path("models/tokenizer")
+EOT = "<|endoftext|>"
+BYTE_ALPHABET = len(pre_tokenizers.ByteLevel.alphabet())
+
+
+def train_bpe(texts, vocab_size, min_frequency):
+    if vocab_size < BYTE_ALPHABET + 1:
+        raise StageError(f"tokenizer.vocab_size={vocab_size} is below the {BYTE_ALPHABET} byte symbols plus the end-of-text token")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer)
+    # clean_up_tokenization_spaces would turn " ," into "," on decode: not lossless.
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=EOT, eos_token=EOT, pad_token=EOT, clean_up_tokenization_spaces=False)
+
+
+def base_tokenizer(base):
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=False)
+    except (OSError, ValueError) as e:
+        raise StageError(f"model.base={base!r}: cannot load its tokenizer ({e})") from None
+    if not tokenizer.is_fast or tokenizer.eos_token_id is None:
+        raise StageError(f"model.base={base!r}: its tokenizer must be a fast tokenizer with an end-of-text (eos) token")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def main():
+    params = load_params("tokenizer")
+    base = load_params("model")["base"]
+    if base:
+        tokenizer = base_tokenizer(base)
+    else:
+        texts = (doc["text"] for doc in iter_documents(DOCS, ["text"]))
+        tokenizer = train_bpe(texts, params["vocab_size"], params["min_frequency"])
+    with atomic_path(OUT) as tmp:
+        tokenizer.save_pretrained(tmp)
+    log.info("tokenizer: %s, %d tokens, end-of-text %r", f"from {base}" if base else "trained byte-level BPE", len(tokenizer), tokenizer.eos_token)
+
+
+if __name__ == "__main__":
+    run_stage(main)
