@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -46,8 +47,9 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        remove(stale)  # left by a killed run
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    remove(tmp)
     try:
         yield tmp
     except BaseException:
@@ -72,8 +74,10 @@ def read_json(path):
 
 
 def run_stage(main):
-    """Run a stage: INFO logging, and a StageError becomes one `error:` line and exit status 2."""
+    """Run a stage: INFO logging, SIGTERM as an exception, and a StageError becomes one `error:` line and exit status 2."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    # SIGTERM (kill, dvc exp queue kill) raises like Ctrl-C, so temporaries are cleaned up.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         main()
     except StageError as e:

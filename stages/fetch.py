@@ -59,7 +59,7 @@ def apply_mirror(url, rules):
 def file_name(url):
     """A safe, collision-free file name: a readable slug of host+path plus a hash of the full URL."""
     parts = urlsplit(url)
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{parts.netloc}{parts.path}").strip("._-")[-80:]
+    slug = re.sub(r"[^A-Za-z0-9-]+", "_", f"{parts.netloc}{parts.path}").strip("_-")[-80:]
     return f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 

@@ -1,0 +1,114 @@
+import unicodedata
+
+import pandas as pd
+import pytest
+
+from stages import clean
+from stages.common import StageError, decode_page, read_json, write_json
+from tests import fixtures
+from tests.conftest import run_stage, tiny_params, write_params
+
+
+def write_raw(pages, declared="windows-1251"):
+    """Lay out data/raw as the fetch stage would: files plus manifest."""
+    manifest = []
+    for i, body in enumerate(pages):
+        name = f"page-{i}"
+        (clean.RAW_DIR).mkdir(parents=True, exist_ok=True)
+        (clean.RAW_DIR / name).write_bytes(body)
+        manifest.append({"url": f"http://az.lib.ru/p{i}", "file": name, "declared_encoding": declared, "error": None})
+    write_json(clean.RAW_DIR / "manifest.json", manifest)
+
+
+def clean_params(**overrides):
+    params = tiny_params([])["clean"]
+    params.update(overrides)
+    return params
+
+
+def run_clean(pages, **overrides):
+    write_raw(pages)
+    write_params(".", {"clean": clean_params(**overrides)})
+    run_stage("clean")
+    return pd.read_parquet(clean.DOCS), read_json(clean.METRICS)
+
+
+@pytest.mark.parametrize("declared", ["windows-1251", None, "utf-8", "iso-8859-1", "no-such-charset"])
+def test_windows_1251_decodes_whatever_the_header_says(declared):
+    text = "Пьер закашлялся и покраснел. Ёлка, «кавычки» — тире."
+    body = fixtures.page_html("Том", [("Глава 1", [text])]).encode("cp1251")
+    decoded, encoding = decode_page(body, declared)
+    assert text in decoded and encoding == "cp1251"
+
+
+def test_detection_without_any_declaration():
+    body = ("<html><body>" + fixtures.SENTENCES[0] * 20 + "</body></html>").encode("cp1251")
+    decoded, _ = decode_page(body, None)
+    assert fixtures.SENTENCES[0] in decoded
+
+
+def test_utf8_page_with_utf8_header():
+    body = fixtures.page_html("Том", [("Глава 1", ["Война и мир"])], charset_meta="utf-8").encode("utf-8")
+    assert "Война и мир" in decode_page(body, "utf-8")[0]
+
+
+def test_keeps_every_heading_and_paragraph_of_a_long_page_and_drops_chrome(project):
+    chapters = fixtures.work("long", chapters=3, per_chapter=150)  # 450 <dd>s: past libxml2's depth limit of 256
+    docs, metrics = run_clean([fixtures.page_html("Том", chapters).encode("cp1251")])
+    expected = [line for heading, paras in chapters for line in [heading, *paras]]
+    assert docs.loc[0, "text"].split("\n") == expected
+    for marker in fixtures.CHROME_MARKERS:
+        assert marker not in docs.loc[0, "text"]
+    assert docs.loc[0, "title"] == "Толстой Лев Николаевич. Том - Классика"
+    assert metrics["documents"] == 1 and metrics["paragraphs"] == len(expected)
+    assert metrics["chars_out"] == len(docs.loc[0, "text"]) == docs.loc[0, "chars"]
+    assert metrics["chars_in"] > metrics["chars_out"]
+
+
+def test_entities_unicode_and_whitespace_are_normalised(project):
+    decomposed = unicodedata.normalize("NFD", "Войн\u0430 й мир")
+    paragraph = f"&laquo;Да&raquo;,&nbsp;&nbsp;сказал   он &#189; &amp;mdash; {decomposed}"
+    docs, _ = run_clean([fixtures.page_html("Том", [("Глава 1", [paragraph] + fixtures.paragraphs(1, 5))]).encode("cp1251", "xmlcharrefreplace")])
+    first = docs.loc[0, "text"].split("\n")[1]
+    assert first == "«Да», сказал он ½ — " + unicodedata.normalize("NFC", decomposed)
+    assert unicodedata.is_normalized("NFC", docs.loc[0, "text"])
+
+
+def test_footnote_markers_dropped_only_when_asked(project):
+    paras = ["Он сказал это по-французски.[12] И замолчал."] + fixtures.paragraphs(2, 5)
+    page = fixtures.page_html("Том", [("Глава 1", paras)]).encode("cp1251")
+    kept, _ = run_clean([page])
+    assert "[12]" in kept.loc[0, "text"]
+    dropped, _ = run_clean([page], drop_footnote_markers=True)
+    assert "Он сказал это по-французски. И замолчал." in dropped.loc[0, "text"]
+
+
+def test_duplicates_across_documents_are_dropped_and_reported(project):
+    shared = "Этот длинный абзац встречается в двух документах подряд, слово в слово."
+    first = fixtures.page_html("A", [("Глава 1", [shared, "- Да."] + fixtures.paragraphs("a", 5))]).encode("cp1251")
+    second = fixtures.page_html("B", [("Глава 1", [shared, "- Да."] + fixtures.paragraphs("b", 5))]).encode("cp1251")
+    docs, metrics = run_clean([first, second, first])
+    assert len(docs) == 2
+    assert shared in docs.loc[0, "text"] and shared not in docs.loc[1, "text"]
+    assert "- Да." in docs.loc[1, "text"]  # short lines legitimately repeat
+    assert metrics["dropped_duplicate_documents"] == 1 and metrics["dropped_duplicate_paragraphs"] == 1
+    report = pd.read_csv(clean.REPORT)
+    assert list(report["dropped"].fillna("")) == ["", "", "duplicate document"]
+    kept, _ = run_clean([first, second, first], dedup=False)
+    assert len(kept) == 3
+
+
+def test_page_without_text_is_an_error_naming_it(project):
+    empty = "<html><head><title>x</title></head><body><form>Оценить</form></body></html>".encode("cp1251")
+    with pytest.raises(StageError, match=r"http://az.lib.ru/p1 yields 0 characters"):
+        run_clean([fixtures.page_html("A", fixtures.work(1)).encode("cp1251"), empty])
+    assert not clean.DOCS.exists()
+
+
+def test_failed_fetches_are_skipped(project):
+    write_raw([fixtures.page_html("A", fixtures.work(1)).encode("cp1251")])
+    manifest = read_json(clean.RAW_DIR / "manifest.json") + [{"url": "http://x/", "error": "HTTP 404"}]
+    write_json(clean.RAW_DIR / "manifest.json", manifest)
+    write_params(".", {"clean": clean_params()})
+    run_stage("clean")
+    assert len(pd.read_parquet(clean.DOCS)) == 1

@@ -1,0 +1,180 @@
+import hashlib
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stages import fetch
+from stages.common import StageError, read_json
+from tests.conftest import python_env, run_stage, tiny_params, write_params
+
+RAW = Path("data/raw")
+
+
+def fetch_params(urls, **overrides):
+    params = tiny_params(urls)["fetch"]
+    params.update(overrides)
+    return params
+
+
+def stored_files():
+    return sorted(p.name for p in RAW.iterdir() if p.name != "manifest.json")
+
+
+def only(manifest):
+    assert len(manifest) == 1
+    return manifest[0]
+
+
+def test_fetches_pages_with_a_complete_manifest(site, project):
+    base, server, pages = site
+    urls = [base + path for path, _ in pages]
+    manifest = fetch.fetch_all(fetch_params(urls))
+    assert [r["url"] for r in manifest] == urls
+    for record, (path, _) in zip(manifest, pages):
+        body = (RAW / record["file"]).read_bytes()
+        assert body == (server.root / path).read_bytes()
+        assert record["sha256"] == hashlib.sha256(body).hexdigest()
+        assert record["bytes"] == len(body)
+        assert record["status"] == 200 and record["error"] is None and record["attempts"] == 1
+        assert record["content_type"].startswith("text/html")
+        assert record["declared_encoding"] is None and record["detected_encoding"] == "cp1251"  # from <meta>
+        assert {"final_url", "etag", "last_modified", "fetched_at"} <= set(record)
+    assert read_json(RAW / "manifest.json") == manifest
+    user_agents = {headers["User-Agent"] for _, headers in server.requests}
+    assert user_agents == {fetch_params([])["user_agent"]}
+
+
+def test_mirror_rewrites_url_prefix(site, project):
+    base, _, pages = site
+    url = "http://az.lib.ru/" + pages[0][0]
+    record = only(fetch.fetch_all(fetch_params([url]), mirror_spec=f"http://az.lib.ru/={base}"))
+    assert record["url"] == url and record["source"] == base + pages[0][0] and record["error"] is None
+
+
+def test_mirror_spec_must_be_pairs():
+    with pytest.raises(StageError, match="FROM=TO"):
+        fetch.mirror_rules("http://az.lib.ru/")
+
+
+def test_local_files_and_file_urls(site, project):
+    _, server, pages = site
+    path = server.root / pages[0][0]
+    manifest = fetch.fetch_all(fetch_params([path.as_uri(), str(path)]))
+    assert [r["error"] for r in manifest] == [None, None]
+    assert all((RAW / r["file"]).read_bytes() == path.read_bytes() for r in manifest)
+    assert len(set(stored_files())) == 2  # same page under two sources: two names, no collision
+
+
+def test_file_names_are_safe_and_distinct():
+    names = {fetch.file_name(u) for u in ["http://a/../../etc/passwd", "http://a/x?y=1", "http://a/x?y=2", "http://a/x/"]}
+    assert len(names) == 4
+    assert all("/" not in n and not n.startswith(".") and ".." not in n for n in names)
+
+
+@pytest.mark.parametrize("fault, attempts", [("flaky", 3), ("ratelimited", 2), ("reset", 2), ("redirect/3", 1), ("gzip", 1), ("liar", 1)])
+def test_recovers(site, project, fault, attempts):
+    base, server, _ = site
+    record = only(fetch.fetch_all(fetch_params([f"{base}fault/{fault}"], retries=3)))
+    assert record["error"] is None and record["attempts"] == attempts
+    assert (RAW / record["file"]).read_bytes() == server.page
+    assert record["detected_encoding"] == "cp1251"  # whatever the header claimed
+
+
+def test_retry_after_is_honoured(site, project):
+    base, _, _ = site
+    started = time.monotonic()
+    fetch.fetch_all(fetch_params([f"{base}fault/ratelimited"], backoff=0.01))
+    assert time.monotonic() - started >= 1.0  # the server asked for one second
+
+
+@pytest.mark.parametrize("fault, reason", [
+    ("missing", "HTTP 404"),
+    ("binary", "content type 'image/png' is not HTML or text"),
+    ("loop", "too many redirects"),
+    ("huge", "over max_bytes"),
+    ("truncated", "ChunkedEncodingError|truncated"),
+    ("stall", "ConnectionError|ReadTimeout"),
+])
+def test_fails_with_the_reason_and_stores_nothing(site, project, fault, reason):
+    base, _, _ = site
+    url = f"{base}fault/{fault}"
+    params = fetch_params([url], max_bytes=1_000_000, read_timeout=1, retries=1)
+    record = only(fetch.fetch_all(params))
+    assert record["error"] and re.search(reason, record["error"]), record["error"]
+    assert stored_files() == []  # no partial page
+
+
+def test_failure_policy_fail_names_each_url(site, project):
+    base, _, pages = site
+    urls = [base + pages[0][0], f"{base}fault/missing"]
+    write_params(".", {"fetch": fetch_params(urls)})
+    with pytest.raises(StageError, match=r"fault/missing \(HTTP 404"):
+        run_stage("fetch")
+
+
+def test_failure_policy_skip_records_and_goes_on(site, project):
+    base, _, pages = site
+    urls = [base + pages[0][0], f"{base}fault/missing"]
+    write_params(".", {"fetch": fetch_params(urls, on_error="skip")})
+    run_stage("fetch")
+    manifest = read_json(RAW / "manifest.json")
+    assert manifest[0]["error"] is None and "HTTP 404" in manifest[1]["error"]
+
+
+def test_unreachable_host_is_named(project):
+    write_params(".", {"fetch": fetch_params(["http://127.0.0.1:9/nothing.html"], retries=0)})
+    with pytest.raises(StageError, match=r"127\.0\.0\.1:9/nothing\.html \(ConnectionError"):
+        run_stage("fetch")
+
+
+def test_conditional_refetch_keeps_stored_bytes_on_304(site, project):
+    base, server, _ = site
+    url = f"{base}fault/etag"
+    first = only(fetch.fetch_all(fetch_params([url])))
+    second = only(fetch.fetch_all(fetch_params([url])))
+    assert second["status"] == 304 and second["sha256"] == first["sha256"]
+    assert server.requests[-1][1].get("If-None-Match") == '"v1"'
+    assert server.requests[-1][1].get("If-Modified-Since") == "Wed, 01 Jan 2025 00:00:00 GMT"
+    assert (RAW / first["file"]).read_bytes() == server.page
+
+
+def test_politeness_delay_between_requests_to_one_host(site, project):
+    base, _, pages = site
+    started = time.monotonic()
+    fetch.fetch_all(fetch_params([base + p for p, _ in pages], delay=0.4))
+    assert time.monotonic() - started >= 0.8  # three requests, two waits
+
+
+def test_pages_no_longer_listed_are_removed(site, project):
+    base, _, pages = site
+    fetch.fetch_all(fetch_params([base + p for p, _ in pages]))
+    manifest = fetch.fetch_all(fetch_params([base + pages[0][0]]))
+    assert stored_files() == [manifest[0]["file"]]
+
+
+def test_killed_fetch_leaves_no_partial_page_and_a_rerun_completes(site, project):
+    base, server, _ = site
+    urls = [f"{base}fault/slow/{i}" for i in range(4)]
+    write_params(".", {"fetch": fetch_params(urls)})
+    process = subprocess.Popen([sys.executable, "-m", "stages.fetch"], env=python_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not (RAW.exists() and len(stored_files()) >= 1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # well into the next page
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    visible = [p for p in stored_files() if not p.startswith(".")]
+    assert 1 <= len(visible) < 4
+    assert all((RAW / name).read_bytes() == server.page for name in visible)
+    assert not (RAW / "manifest.json").exists()
+    run_stage("fetch")
+    manifest = read_json(RAW / "manifest.json")
+    assert [r["error"] for r in manifest] == [None] * 4
+    assert all(r["sha256"] == hashlib.sha256(server.page).hexdigest() for r in manifest)
+    assert stored_files() == sorted(r["file"] for r in manifest)  # temporaries of the killed run are gone
+

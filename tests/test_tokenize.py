@@ -1,0 +1,80 @@
+import numpy as np
+import pandas as pd
+import pytest
+from transformers import AutoTokenizer
+
+from stages import tokenize
+from stages.common import Blocks, StageError, read_json
+from tests.conftest import run_stage, tiny_params, write_params
+
+
+def test_spans_are_whole_paragraphs_of_at_least_span_chars():
+    text = "\n".join(f"абзац {i} " + "слово " * 10 for i in range(20))
+    spans = list(tokenize.spans(text, 200))
+    assert "\n".join(spans) == text
+    assert all(len(s) >= 200 for s in spans[:-1])
+
+
+def test_validation_is_spread_over_every_part_and_disjoint_from_train(built):
+    params = tiny_params([])["tokenize"]
+    texts = list(pd.read_parquet(built / "data/clean/docs.parquet")["text"])
+    n_spans = sum(1 for t in texts for _ in tokenize.spans(t, params["span_chars"]))
+    val = tokenize.choose_validation(n_spans, params["val_fraction"], params["seed"])
+    segments = list(tokenize.segments(texts, params["span_chars"], val))
+    val_text = "\n".join(text for split, text in segments if split == "val")
+    train_text = "\n".join(text for split, text in segments if split == "train")
+    assert val_text and train_text
+    val_paragraphs, train_paragraphs = set(val_text.split("\n")), set(train_text.split("\n"))
+    assert {p for p in val_paragraphs & train_paragraphs if not p.startswith("Глава")} == set()
+    # every paragraph of the corpus lands in exactly one split, in order
+    assert sorted(val_paragraphs | train_paragraphs) == sorted({p for t in texts for p in t.split("\n")})
+    # validation is not just the tail: its spans are spread over the corpus
+    assert min(val) < n_spans / 2 <= max(val)
+
+
+def test_split_is_seeded():
+    assert tokenize.choose_validation(100, 0.1, 1) == tokenize.choose_validation(100, 0.1, 1)
+    assert tokenize.choose_validation(100, 0.1, 1) != tokenize.choose_validation(100, 0.1, 2)
+    assert len(tokenize.choose_validation(100, 0.1, 1)) == 10
+
+
+def test_token_files_decode_back_to_the_text_with_separators(built):
+    meta = read_json(built / "data/tokens/meta.json")
+    tokenizer = AutoTokenizer.from_pretrained(built / "models/tokenizer")
+    for split in ("train", "val"):
+        ids = np.fromfile(built / f"data/tokens/{split}.bin", dtype=meta["dtype"])
+        assert len(ids) == meta[split]["tokens"] and ids[-1] == meta["eot_id"]
+        segments = tokenizer.decode(ids).split("<|endoftext|>")[:-1]
+        assert sum(map(len, segments)) == meta[split]["chars"]
+        assert meta[split]["blocks"] == len(ids) // meta["block_size"]
+    metrics = read_json(built / "metrics/tokenize.json")
+    assert metrics["train_tokens"] == meta["train"]["tokens"] and metrics["val_tokens"] == meta["val"]["tokens"]
+    assert 1 < metrics["bytes_per_token"] < 20
+
+
+def test_blocks_dataset_reads_consecutive_blocks(built):
+    blocks = Blocks(built / "data/tokens", "train")
+    ids = np.fromfile(built / "data/tokens/train.bin", dtype=read_json(built / "data/tokens/meta.json")["dtype"])
+    assert list(blocks[1]["input_ids"]) == list(ids[32:64])
+    subset = Blocks(built / "data/tokens", "train", limit=3)
+    assert len(subset) == 3 and subset.stride == len(blocks) // 3
+
+
+def test_corpus_too_small_for_validation_is_an_error(built_copy):
+    params = tiny_params([])
+    params["tokenize"]["span_chars"] = 10_000_000  # every document one span... and too few spans
+    docs = pd.read_parquet("data/clean/docs.parquet").head(1)
+    docs.to_parquet("data/clean/docs.parquet")
+    write_params(".", params)
+    with pytest.raises(StageError, match="too small to split off a non-empty validation set"):
+        run_stage("tokenize")
+
+
+def test_split_smaller_than_a_block_is_an_error(built_copy):
+    params = tiny_params([])
+    params["tokenize"].update(block_size=1_000_000)
+    write_params(".", params)
+    before = read_json("data/tokens/meta.json")
+    with pytest.raises(StageError, match=r"the train split has \d+ tokens, fewer than one block of tokenize.block_size=1000000"):
+        run_stage("tokenize")
+    assert read_json("data/tokens/meta.json") == before  # the previous output is untouched

@@ -1,0 +1,65 @@
+import pytest
+from transformers import AutoTokenizer
+
+from stages import tokenizer as tokenizer_stage
+from stages.common import StageError
+from tests import fixtures
+from tests.conftest import run_stage, write_params
+
+TEXTS = [p for seed in range(4) for p in fixtures.paragraphs(seed, 50)]
+UNSEEN = [
+    "Пьер закашлялся и  сказал: «Ça ira!» — 1812 год.",
+    "  leading and trailing spaces \n\n\ttabs\r\n",
+    "漢字とカタカナ, emoji 🐻‍❄️🇷🇺, combining й vs й, \u200b zero-width, \U0001d11e",
+    "<|endoftext|> as text",
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    return tokenizer_stage.train_bpe(iter(TEXTS), vocab_size=400, min_frequency=2)
+
+
+@pytest.mark.parametrize("text", UNSEEN + TEXTS[:3])
+def test_decode_encode_is_lossless_for_any_text(bpe, text):
+    ids = bpe(text, add_special_tokens=False)["input_ids"]
+    assert bpe.decode(ids) == text
+
+
+def test_never_unknown_and_has_end_of_text(bpe):
+    assert bpe.unk_token is None
+    assert bpe.eos_token == bpe.bos_token == bpe.pad_token == "<|endoftext|>"
+    assert bpe.convert_tokens_to_ids("<|endoftext|>") == bpe.eos_token_id == 0
+    assert len(bpe) == 400
+
+
+def test_learns_merges_for_russian(bpe):
+    word = "гостиную"
+    assert len(bpe(word, add_special_tokens=False)["input_ids"]) < len(word.encode())
+
+
+def test_vocab_below_byte_alphabet_is_refused():
+    with pytest.raises(StageError, match="vocab_size=200 is below the 256 byte symbols"):
+        tokenizer_stage.train_bpe(iter(TEXTS), vocab_size=200, min_frequency=2)
+
+
+def test_saved_tokenizer_reloads_as_fast_tokenizer(built):
+    loaded = AutoTokenizer.from_pretrained(built / "models/tokenizer")
+    assert loaded.is_fast and loaded.eos_token == "<|endoftext|>"
+    assert loaded.decode(loaded(UNSEEN[2])["input_ids"]) == UNSEEN[2]
+
+
+def test_base_model_tokenizer_is_used_instead_of_training(built_copy):
+    params = {"tokenizer": {"vocab_size": 300, "min_frequency": 2}, "model": {"base": str(built_copy / "models/model")}}
+    write_params(".", params)
+    run_stage("tokenizer")
+    saved = AutoTokenizer.from_pretrained("models/tokenizer")
+    base = AutoTokenizer.from_pretrained(built_copy / "models/model")
+    assert saved.get_vocab() == base.get_vocab() and len(saved) != 300
+
+
+def test_missing_base_is_named(project):
+    write_params(".", {"tokenizer": {"vocab_size": 300, "min_frequency": 2}, "model": {"base": "/no/such/model"}})
+    with pytest.raises(StageError, match="model.base='/no/such/model': cannot load its tokenizer"):
+        run_stage("tokenizer")
