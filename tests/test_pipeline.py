@@ -1,0 +1,102 @@
+"""End to end: the real `dvc` CLI in a temporary git repository holding this working tree,
+fetching fixture pages from a local HTTP server through FETCH_MIRROR."""
+import json
+import math
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT, python_env, run, tiny_params, write_params
+
+STAGES = ["fetch", "clean", "tokenizer", "tokenize", "train", "evaluate", "sample"]
+
+
+def make_repo(directory):
+    """A fresh git repository holding the working tree's tracked and untracked, not ignored, files."""
+    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True)
+    for name in filter(None, listing.stdout.decode().split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, directory / name)
+    env = git_env()
+    run(["git", "init", "-q", "-b", "main"], directory, env=env)
+    run(["git", "add", "-A"], directory, env=env)
+    run(["git", "commit", "-q", "-m", "snapshot"], directory, env=env)
+
+
+def git_env(**extra):
+    return dict(python_env(), GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@localhost",
+                GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@localhost", **extra)
+
+
+def ran_stages(output):
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def dvc(directory, *args, env):
+    return run(["dvc", *args], directory, env=env)
+
+
+@pytest.fixture
+def repo(tmp_path, site):
+    base, _, pages = site
+    directory = tmp_path / "repo"
+    directory.mkdir()
+    make_repo(directory)
+    write_params(directory, tiny_params([f"http://az.lib.ru/{path}" for path, _ in pages]))
+    env = git_env(FETCH_MIRROR=f"http://az.lib.ru/={base}")
+    run(["git", "commit", "-q", "-am", "tiny params"], directory, env=env)
+    return directory, env
+
+
+def set_param(directory, section, key, value):
+    import yaml
+    path = directory / "params.yaml"
+    params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    params[section][key] = value
+    write_params(directory, params)
+
+
+def test_repro_reruns_only_what_changed_and_experiments_compare(repo):
+    directory, env = repo
+    first = dvc(directory, "repro", env=env)
+    assert ran_stages(first.stdout) == STAGES
+
+    manifest = json.loads((directory / "data/raw/manifest.json").read_text())
+    assert len(manifest) == 3 and all(r["error"] is None and r["source"].startswith("http://127.0.0.1") for r in manifest)
+    clean = json.loads((directory / "metrics/clean.json").read_text())
+    assert clean["documents"] == 3 and 0 < clean["chars_out"] < clean["chars_in"]
+    tokens = json.loads((directory / "metrics/tokenize.json").read_text())
+    assert tokens["train_tokens"] > tokens["val_tokens"] > 0
+    evaluation = json.loads((directory / "metrics/eval.json").read_text())
+    assert 0 < evaluation["bits_per_char"] < 8 and math.isfinite(evaluation["perplexity"])
+    assert (directory / "models/model/model.safetensors").exists() and (directory / "models/tokenizer/tokenizer.json").exists()
+    assert "## Пьер закашлялся и" in (directory / "metrics/samples.md").read_text(encoding="utf-8")
+    assert "up to date" in dvc(directory, "status", env=env).stdout
+    assert ran_stages(dvc(directory, "repro", env=env).stdout) == []
+    metrics = json.loads(dvc(directory, "metrics", "show", "--json", env=env).stdout)
+    assert "metrics/eval.json" in json.dumps(metrics) and "metrics/train/metrics.json" in json.dumps(metrics)
+    plots = dvc(directory, "plots", "show", "--json", env=env).stdout
+    assert "Loss" in plots and "Learning rate" in plots
+
+    set_param(directory, "sample", "max_new_tokens", 12)
+    assert ran_stages(dvc(directory, "repro", env=env).stdout) == ["sample"]
+
+    set_param(directory, "tokenizer", "vocab_size", 350)
+    assert ran_stages(dvc(directory, "repro", env=env).stdout) == STAGES[2:]
+    assert json.loads((directory / "data/tokens/meta.json").read_text())["vocab_size"] == 350
+
+    run(["git", "add", "-A"], directory, env=env)
+    run(["git", "commit", "-q", "-m", "baseline"], directory, env=env)
+    experiment = dvc(directory, "exp", "run", "-n", "cooler", "-S", "sample.temperature=0.5", "-S", "evaluate.max_blocks=8", env=env)
+    assert ran_stages(experiment.stdout) == ["evaluate", "sample"]
+    table = json.loads(dvc(directory, "exp", "show", "--json", env=env).stdout)
+    experiments = [e for commit in table for e in (commit.get("experiments") or [])]
+    cooler = next(e for e in experiments if e["name"] == "cooler")
+    data = cooler["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["sample"]["temperature"] == 0.5
+    assert data["metrics"]["metrics/eval.json"]["data"]["val_blocks"] == 8
+    assert "bits_per_char" in data["metrics"]["metrics/eval.json"]["data"]
