@@ -3,6 +3,7 @@ tiny params, and a way to run stages in a scratch project directory."""
 import gzip
 import http.server
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -214,3 +215,38 @@ def run(cmd, cwd, check=True, env=None):
     if check and result.returncode:
         raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
+
+
+def make_repo(directory):
+    """A fresh git repository holding the working tree's tracked and untracked, not ignored, files."""
+    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True)
+    for name in filter(None, listing.stdout.decode().split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, directory / name)
+    env = git_env()
+    run(["git", "init", "-q", "-b", "main"], directory, env=env)
+    run(["git", "add", "-A"], directory, env=env)
+    run(["git", "commit", "-q", "-m", "snapshot"], directory, env=env)
+
+
+def git_env(**extra):
+    return dict(python_env(), GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@localhost",
+                GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@localhost", **extra)
+
+
+def ran_stages(output):
+    """The stages a `dvc repro` or `dvc exp run` output says it ran, in order."""
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def dvc(directory, *args, env):
+    return run(["dvc", *args], directory, env=env)
+
+
+def set_param(directory, section, key, value):
+    path = Path(directory) / "params.yaml"
+    params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    params[section][key] = value
+    write_params(directory, params)

@@ -2,42 +2,12 @@
 fetching fixture pages from a local HTTP server through FETCH_MIRROR."""
 import json
 import math
-import re
-import shutil
-import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, python_env, run, tiny_params, write_params
+from tests.conftest import dvc, git_env, make_repo, ran_stages, run, set_param, tiny_params, write_params
 
 STAGES = ["fetch", "clean", "tokenizer", "tokenize", "train", "evaluate", "sample"]
-
-
-def make_repo(directory):
-    """A fresh git repository holding the working tree's tracked and untracked, not ignored, files."""
-    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True)
-    for name in filter(None, listing.stdout.decode().split("\0")):
-        source = ROOT / name
-        if source.is_file():
-            (directory / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, directory / name)
-    env = git_env()
-    run(["git", "init", "-q", "-b", "main"], directory, env=env)
-    run(["git", "add", "-A"], directory, env=env)
-    run(["git", "commit", "-q", "-m", "snapshot"], directory, env=env)
-
-
-def git_env(**extra):
-    return dict(python_env(), GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@localhost",
-                GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@localhost", **extra)
-
-
-def ran_stages(output):
-    return re.findall(r"Running stage '(\w+)'", output)
-
-
-def dvc(directory, *args, env):
-    return run(["dvc", *args], directory, env=env)
 
 
 @pytest.fixture
@@ -50,14 +20,6 @@ def repo(tmp_path, site):
     env = git_env(FETCH_MIRROR=f"http://az.lib.ru/={base}")
     run(["git", "commit", "-q", "-am", "tiny params"], directory, env=env)
     return directory, env
-
-
-def set_param(directory, section, key, value):
-    import yaml
-    path = directory / "params.yaml"
-    params = yaml.safe_load(path.read_text(encoding="utf-8"))
-    params[section][key] = value
-    write_params(directory, params)
 
 
 def test_repro_reruns_only_what_changed_and_experiments_compare(repo):
