@@ -106,6 +106,7 @@ def test_fails_with_the_reason_and_stores_nothing(site, project, fault, reason):
     params = fetch_params([url], max_bytes=1_000_000, read_timeout=1, retries=1)
     record = only(fetch.fetch_all(params))
     assert record["error"] and re.search(reason, record["error"]), record["error"]
+    assert record["attempts"] == (2 if fault in ("truncated", "stall") else 1)  # only transient faults are retried
     assert stored_files() == []  # no partial page
 
 
