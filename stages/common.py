@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import charset_normalizer
@@ -148,3 +149,49 @@ class Blocks:
         start = i * self.stride * self.block_size
         ids = self.tokens[start:start + self.block_size].astype(np.int64)
         return {"input_ids": ids, "labels": ids}
+
+
+# Dense bf16/fp16 tensor-core peaks from the vendors' datasheets, TFLOP/s per GPU (fp32: plain, no TF32).
+GPU_PEAK_TFLOPS = {
+    "H200": {"bf16": 989, "fp16": 989, "fp32": 67},
+    "H100": {"bf16": 989, "fp16": 989, "fp32": 67},
+    "A100": {"bf16": 312, "fp16": 312, "fp32": 19.5},
+    "L40S": {"bf16": 362, "fp16": 362, "fp32": 91.6},
+    "A10G": {"bf16": 70, "fp16": 70, "fp32": 31.2},
+    "L4": {"bf16": 121, "fp16": 121, "fp32": 30.3},
+    "RTX 4090": {"bf16": 165, "fp16": 165, "fp32": 82.6},
+    "V100": {"fp16": 125, "fp32": 15.7},
+    "T4": {"fp16": 65, "fp32": 8.1},
+}
+
+
+def peak_flops(precision):
+    """Peak FLOP/s of this device for `precision`: the datasheet for a known GPU, otherwise a
+    matmul probe measured on the spot (what torch reaches here, not a nominal figure)."""
+    import torch  # heavy: only the stages that train or benchmark pay for it
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        for model, peaks in GPU_PEAK_TFLOPS.items():
+            if model in name and precision in peaks:
+                return peaks[precision] * 1e12
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    n = 8192 if device == "cuda" else 1024
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    best = 0.0
+    for _ in range(5):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - started))
+    return best
+
+
+def flops_per_token(n_params, n_layer, n_embd, context):
+    """Training FLOPs per token: 6N for the weight matmuls (forward + backward) plus 12·L·d·T for attention."""
+    return 6 * n_params + 12 * n_layer * n_embd * context

@@ -8,15 +8,20 @@ from the main process only. The final model and tokenizer are saved to models/mo
 """
 import hashlib
 import json
+import logging
+import math
+import os
+import resource
 import shutil
 import time
 from pathlib import Path
 
+import psutil
 import torch
 from dvclive import Live
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
-from stages.common import Blocks, StageError, atomic_path, load_params, log, read_json, run_stage, write_json
+from stages.common import Blocks, StageError, atomic_path, flops_per_token, load_params, log, peak_flops, read_json, run_stage, write_json
 
 TOKENS = Path("data/tokens")
 TOKENIZER = Path("models/tokenizer")
@@ -24,6 +29,7 @@ CHECKPOINTS = Path("models/checkpoints")
 FINGERPRINT = CHECKPOINTS / "fingerprint.json"
 MODEL = Path("models/model")
 LIVE_DIR = Path("metrics/train")
+COST = Path("metrics/train_cost.json")
 # Train params that change how a run is observed or saved, not what it computes.
 OPERATIONAL = {"save_steps", "save_total_limit", "logging_steps", "eval_steps", "eval_blocks"}
 LIVE_NAMES = {"loss": "train/loss", "eval_loss": "eval/loss", "learning_rate": "train/lr", "grad_norm": "train/grad_norm"}
@@ -125,11 +131,81 @@ def checkpoint_to_resume(current):
     return max(complete, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-class LiveCallback(TrainerCallback):
-    """Streams losses, learning rate and tokens/s to DVCLive; only the main process writes."""
+def predicted_peak_bytes(base_rss, n_params, config, micro_batch, block_size):
+    """Peak memory of a training step, fitted (within 10%) to measured peak RSS of ten CPU fp32 runs
+    (1-8 layers, d 64-384, T 128-1024, V 2k-30k): per token and layer about 44.5 saved d-wide
+    fp32 vectors, about 3 copies of the logits, 3.3 of every head's T x T attention (CPU SDPA
+    keeps them for backward), plus 12 bytes/parameter for gradients and AdamW moments. bf16 and
+    GPU flash attention need less, so elsewhere this is an upper bound."""
+    layers, width, heads = config.num_hidden_layers, config.hidden_size, config.num_attention_heads
+    tokens = micro_batch * block_size
+    activations = 44.5 * tokens * layers * width + 3.04 * tokens * config.vocab_size + 3.26 * micro_batch * heads * block_size**2 * layers
+    return base_rss + 12 * n_params + 4 * activations + 57e6
 
-    def __init__(self, live, tokens_per_step):
+
+def memory_budget(processes_here):
+    """Bytes one training process may use: GPU memory, or this process's share of RAM."""
+    if torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[1]
+    return (psutil.virtual_memory().available + current_rss() * processes_here) / processes_here
+
+
+def current_rss():
+    return psutil.Process().memory_info().rss
+
+
+def plan_micro_batch(batch_size, predict, budget):
+    """The largest micro-batch dividing batch_size whose predicted peak fits 90% of the budget."""
+    for micro in sorted((m for m in range(1, batch_size + 1) if batch_size % m == 0), reverse=True):
+        if predict(micro) <= 0.9 * budget:
+            return micro
+    raise StageError(
+        f"training needs about {predict(1) / 2**30:.1f} GiB even one block at a time, and {budget / 2**30:.1f} GiB is available: "
+        "use a smaller model (model.n_layer, model.n_embd), tokenize.block_size or tokenizer.vocab_size"
+    )
+
+
+def probe_seconds_per_micro_batch(model, micro_batch, block_size, precision):
+    """Time one forward+backward of a micro-batch of random tokens (after one warm-up)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    ids = torch.randint(0, model.config.vocab_size, (micro_batch, block_size), device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    for _ in range(2):  # the first pass warms up allocator and kernels
+        started = time.perf_counter()
+        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            model(input_ids=ids, labels=ids).loss.backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter() - started
+
+
+def truncate_live_rows(after_step):
+    """Drop DVCLive rows logged after the checkpoint being resumed from (they are logged again)."""
+    for tsv in (LIVE_DIR / "plots").rglob("*.tsv"):
+        rows = tsv.read_text().splitlines()
+        kept = rows[:1] + [row for row in rows[1:] if int(row.split("\t")[0]) <= after_step]
+        tsv.write_text("\n".join(kept) + "\n")
+
+
+def record_cost(estimate, seconds):
+    """Write the plan beside what the run took: time, peak RSS of this process, checkpoint size."""
+    checkpoints = sorted(CHECKPOINTS.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    actual = {
+        "seconds": round(seconds, 1),
+        "peak_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30, 3),
+        "checkpoint_mib": round(sum(f.stat().st_size for f in checkpoints[-1].rglob("*") if f.is_file()) / 2**20, 1) if checkpoints else None,
+    }
+    write_json(COST, {"estimate": estimate, "actual": actual})
+
+
+class LiveCallback(TrainerCallback):
+    """Streams losses, learning rate, tokens/s and MFU to DVCLive; only the main process writes."""
+
+    def __init__(self, live, tokens_per_step, flops_per_token, peak):
         self.live, self.tokens_per_step = live, tokens_per_step
+        self.flops_per_token, self.peak = flops_per_token, peak
         self.last_step, self.last_time = 0, time.perf_counter()
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -144,7 +220,9 @@ class LiveCallback(TrainerCallback):
                 self.live.log_metric(name, logs[key])
         if "loss" in logs and state.global_step > self.last_step:
             now = time.perf_counter()
-            self.live.log_metric("train/tokens_per_sec", (state.global_step - self.last_step) * self.tokens_per_step / (now - self.last_time))
+            tokens_per_sec = (state.global_step - self.last_step) * self.tokens_per_step / (now - self.last_time)
+            self.live.log_metric("train/tokens_per_sec", tokens_per_sec)
+            self.live.log_metric("train/mfu", tokens_per_sec * self.flops_per_token / self.peak)
             self.last_step, self.last_time = state.global_step, now
         if "train_runtime" in logs:
             self.live.log_metric("train/runtime_sec", logs["train_runtime"], plot=False)
@@ -152,6 +230,10 @@ class LiveCallback(TrainerCallback):
 
 
 def main():
+    # Under `accelerate launch` every process runs this; torchrun's variables say which one it is.
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if not is_main:
+        log.setLevel(logging.WARNING)
     model_params, train_params = load_params("model"), load_params("train")
     block_size = load_params("tokenize")["block_size"]
     check_params(model_params, train_params, block_size)
@@ -162,15 +244,23 @@ def main():
     train_data = Blocks(TOKENS, "train")
     eval_data = Blocks(TOKENS, "val", limit=train_params["eval_blocks"])
 
-    current = fingerprint(model_params, train_params)
-    resume = checkpoint_to_resume(current)
-    CHECKPOINTS.mkdir(parents=True, exist_ok=True)
-    write_json(FINGERPRINT, current)
+    # Plan: parameters, memory (micro-batches if the batch would not fit), FLOPs, time, disk.
+    config = model.config
+    n_params = sum(p.numel() for p in model.parameters())
+    per_token = flops_per_token(n_params - config.n_positions * config.hidden_size, config.num_hidden_layers, config.hidden_size, block_size)
+    base_rss = current_rss()
+    predict = lambda micro: predicted_peak_bytes(base_rss, n_params, config, micro, block_size)  # noqa: E731
+    processes_here = 1 if torch.cuda.is_available() else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    micro = plan_micro_batch(train_params["batch_size"], predict, memory_budget(processes_here))
+    grad_accum = train_params["grad_accum"] * train_params["batch_size"] // micro
+    if micro < train_params["batch_size"]:
+        log.info("train: batch_size=%d would not fit: %d micro-batches of %d (same global batch)", train_params["batch_size"], grad_accum, micro)
+
     args = TrainingArguments(
         output_dir=str(CHECKPOINTS),
-        per_device_train_batch_size=train_params["batch_size"],
-        per_device_eval_batch_size=train_params["batch_size"],
-        gradient_accumulation_steps=train_params["grad_accum"],
+        per_device_train_batch_size=micro,
+        per_device_eval_batch_size=micro,
+        gradient_accumulation_steps=grad_accum,
         learning_rate=train_params["lr"],
         lr_scheduler_type=train_params["lr_scheduler"],
         warmup_steps=train_params["warmup_steps"],
@@ -192,23 +282,59 @@ def main():
         logging_steps=train_params["logging_steps"],
         report_to="none",
         dataloader_drop_last=True,
+        ddp_find_unused_parameters=False,
         use_cpu=not torch.cuda.is_available(),
     )
-    live = Live(str(LIVE_DIR), resume=resume is not None, dvcyaml=False, save_dvc_exp=False)
-    tokens_per_step = train_params["batch_size"] * train_params["grad_accum"] * block_size * args.world_size
-    trainer = Trainer(
-        model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
-        processing_class=tokenizer, callbacks=[LiveCallback(live, tokens_per_step)],
+    current = fingerprint(model_params, train_params)
+    with args.main_process_first(local=False, desc="checkpoints"):  # the main process cleans up and marks them first
+        resume = checkpoint_to_resume(current)
+        if is_main:
+            CHECKPOINTS.mkdir(parents=True, exist_ok=True)
+            write_json(FINGERPRINT, current)
+    tokens_per_step = micro * grad_accum * block_size * args.world_size
+    steps = args.max_steps if args.max_steps > 0 else math.ceil(len(train_data) // (micro * args.world_size) / grad_accum) * int(train_params["epochs"])
+    done = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
+    seconds_per_micro = probe_seconds_per_micro_batch(model, micro, block_size, precision) if steps > done else 0.0
+    estimate = {
+        "params": n_params,
+        "tokens": (steps - done) * tokens_per_step,
+        "flops": (steps - done) * tokens_per_step * per_token,
+        "seconds": round((steps - done) * grad_accum * seconds_per_micro, 1),
+        "peak_gib": round(predict(micro) / 2**30, 3),
+        "checkpoint_mib": round(12 * n_params / 2**20, 1),  # fp32 weights and two AdamW moments
+        "micro_batch": micro,
+        "grad_accum": grad_accum,
+    }
+    log.info(
+        "train: %.2fM parameters, %s, %s; plan: %d steps x %d tokens = %.3g FLOPs, about %.0fs, peak %.2f GiB, %.0f MiB per checkpoint",
+        n_params / 1e6, precision, f"resuming from {resume}" if resume else "from the start", steps - done, tokens_per_step,
+        estimate["flops"], estimate["seconds"], estimate["peak_gib"], estimate["checkpoint_mib"],
     )
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("train: %.2fM parameters, %s, %d tokens/step, %s", n_params / 1e6, precision, tokens_per_step,
-             f"resuming from {resume}" if resume else "from the start")
+
+    if steps <= done:  # Trainer would take one step past max_steps; the checkpoint already is the result
+        if is_main:
+            with atomic_path(MODEL) as tmp:
+                AutoModelForCausalLM.from_pretrained(resume).save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+            record_cost(estimate, seconds=0.0)
+        log.info("train: %s already holds all %d steps: saved as the model", resume, steps)
+        return
+
+    live = None
+    if is_main:
+        if resume:
+            truncate_live_rows(done)
+        live = Live(str(LIVE_DIR), resume=resume is not None, dvcyaml=False, save_dvc_exp=False)
+    callback = LiveCallback(live, tokens_per_step, per_token, peak_flops(precision) * args.world_size)
+    trainer = Trainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer, callbacks=[callback])
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    if trainer.is_world_process_zero():
+    if is_main:
         with atomic_path(MODEL) as tmp:
             trainer.save_model(tmp)
         live.end()
-    log.info("train: %d steps, final train loss %.4f, %.0fs", result.global_step, result.training_loss, result.metrics["train_runtime"])
+        record_cost(estimate, seconds=result.metrics["train_runtime"])
+    log.info("train: %d steps, final train loss %.4f, %.0fs (estimated %.0fs)", result.global_step, result.training_loss,
+             result.metrics["train_runtime"], estimate["seconds"])
 
 
 if __name__ == "__main__":

@@ -1,5 +1,11 @@
 import logging
 import math
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -7,7 +13,7 @@ from safetensors.torch import load_file
 
 from stages import train
 from stages.common import StageError, read_json
-from tests.conftest import run_stage, tiny_params, write_params
+from tests.conftest import ROOT, python_env, run, run_stage, tiny_params, write_params
 
 
 def params_with(**sections):
@@ -56,7 +62,7 @@ def test_interrupted_run_resumes_to_the_same_model(built_copy, caplog):
     uninterrupted = weights()
     # as if killed after checkpoint-4 was written: the later checkpoint and the model never came to be
     for path in ("models/checkpoints/checkpoint-8", "models/model"):
-        train.shutil.rmtree(path)
+        shutil.rmtree(path)
     write_params(".", tiny_params([]))
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         run_stage("train")
@@ -93,7 +99,7 @@ def test_operational_params_do_not_invalidate_checkpoints(built_copy, caplog):
 
 def test_fine_tunes_a_local_base_model(built_copy):
     base = built_copy / "base"
-    train.shutil.copytree("models/model", base)
+    shutil.copytree("models/model", base)
     params = params_with(model={"base": str(base), "n_layer": 99}, train={"max_steps": 4})  # shape comes from the base
     write_params(".", params)
     for stage in ("tokenizer", "tokenize", "train", "evaluate"):
@@ -105,10 +111,104 @@ def test_fine_tunes_a_local_base_model(built_copy):
 
 def test_base_with_another_tokenizer_is_refused(built_copy):
     base = built_copy / "base"
-    train.shutil.copytree("models/model", base)
+    shutil.copytree("models/model", base)
     params = params_with(model={"base": str(base)}, tokenizer={"vocab_size": 300})
     write_params(".", {**params, "model": {**params["model"], "base": ""}})
     run_stage("tokenizer")  # a freshly trained 300-token tokenizer, not the base's
     write_params(".", params)
     with pytest.raises(StageError, match="models/tokenizer is not the tokenizer of model.base"):
         run_stage("train")
+
+
+def train_copy(built, directory, **train_values):
+    """A private copy of the built project, without checkpoints, with its own train params."""
+    shutil.copytree(built, directory, ignore=shutil.ignore_patterns("checkpoints"))
+    write_params(directory, params_with(train=train_values))
+    return directory
+
+
+def eval_loss(directory, monkeypatch):
+    monkeypatch.chdir(directory)
+    run_stage("evaluate")
+    return read_json("metrics/eval.json")["val_loss"]
+
+
+def test_killed_training_resumes_to_the_same_result(built, tmp_path, monkeypatch, caplog):
+    settings = dict(max_steps=40, save_steps=4, logging_steps=4, eval_steps=20)
+    reference = train_copy(built, tmp_path / "reference", **settings)
+    monkeypatch.chdir(reference)
+    run_stage("train")
+    killed = train_copy(built, tmp_path / "killed", **settings)
+    process = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=killed, env=python_env(),
+                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"))
+    while not (killed / "models/checkpoints/checkpoint-8/trainer_state.json").exists() and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
+    assert not (killed / "models/checkpoints/checkpoint-40").exists(), "killed too late"
+    monkeypatch.chdir(killed)
+    with caplog.at_level(logging.INFO, logger="tolstoy"):
+        run_stage("train")
+    assert re.search(r"resuming from models/checkpoints/checkpoint-(8|12|16)", caplog.text)
+    for name, tensor in weights(reference / "models/model").items():
+        assert torch.allclose(weights(killed / "models/model")[name], tensor, rtol=1e-4, atol=1e-6), name
+    assert eval_loss(killed, monkeypatch) == pytest.approx(eval_loss(reference, monkeypatch), rel=1e-4)
+    steps = [int(row.split("\t")[0]) for row in (killed / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]]
+    assert steps == list(range(4, 41, 4))  # rows logged after the checkpoint were not duplicated
+
+
+def test_micro_batches_with_accumulation_match_the_full_batch(built, tmp_path, monkeypatch):
+    full = train_copy(built, tmp_path / "full", batch_size=4, grad_accum=1)
+    micro = train_copy(built, tmp_path / "micro", batch_size=2, grad_accum=2)
+    for directory in (full, micro):
+        monkeypatch.chdir(directory)
+        run_stage("train")
+    for name, tensor in weights(full / "models/model").items():
+        assert torch.allclose(weights(micro / "models/model")[name], tensor, rtol=1e-4, atol=1e-5), name
+
+
+def test_micro_batch_plan():
+    predict = lambda micro: 1e9 + micro * 1e9  # noqa: E731 - bytes at a micro-batch
+    assert train.plan_micro_batch(8, predict, budget=10e9) == 8
+    assert train.plan_micro_batch(8, predict, budget=5e9) == 2  # 3 would fit too but does not divide 8
+    with pytest.raises(StageError, match=r"about 1.9 GiB even one block at a time, and 1.9 GiB is available"):
+        train.plan_micro_batch(8, predict, budget=2e9)
+
+
+@pytest.mark.parametrize("batch_size", [32, 128])
+def test_predicted_peak_memory_matches_measured_peak_rss(built, tmp_path, batch_size):
+    directory = tmp_path / "memory"
+    shutil.copytree(built, directory)
+    params = params_with(model={"n_layer": 2, "n_embd": 128, "n_head": 2, "n_positions": 64},
+                         train={"batch_size": batch_size, "max_steps": 2, "eval_steps": 100, "save_steps": 100})
+    params["tokenize"]["block_size"] = 64
+    write_params(directory, params)
+    run([sys.executable, "-m", "stages.tokenize"], directory)
+    run([sys.executable, "-m", "stages.train"], directory)  # a fresh process: its peak RSS is this run's
+    cost = read_json(directory / "metrics/train_cost.json")
+    assert cost["estimate"]["micro_batch"] == batch_size
+    assert cost["estimate"]["peak_gib"] == pytest.approx(cost["actual"]["peak_gib"], rel=0.15)
+    assert cost["estimate"]["checkpoint_mib"] == pytest.approx(cost["actual"]["checkpoint_mib"], rel=0.15)
+
+
+def test_two_processes_match_one_and_only_the_main_one_writes(built, tmp_path):
+    one = train_copy(built, tmp_path / "one", batch_size=4, max_steps=8, logging_steps=1)
+    two = train_copy(built, tmp_path / "two", batch_size=2, max_steps=8, logging_steps=1)  # same global batch
+    run([sys.executable, "-m", "stages.train"], one)
+    ddp = run(["accelerate", "launch", "--config_file", str(ROOT / "configs/accelerate/cpu-ddp.yaml"), "-m", "stages.train"], two)
+    assert ddp.stderr.count("train: 8 steps") == 1  # one summary line: the other rank is quiet
+    curve = lambda d: [float(r.split("\t")[1]) for r in (d / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]]  # noqa: E731
+    assert len(curve(two)) == 8  # no duplicated DVCLive rows
+    assert curve(two) == pytest.approx(curve(one), rel=1e-3)
+    assert read_json(two / "metrics/train_cost.json")["estimate"]["tokens"] == read_json(one / "metrics/train_cost.json")["estimate"]["tokens"]
+    assert sorted(p.name for p in (two / "models").iterdir()) == ["checkpoints", "model", "tokenizer"]
+    assert not list((two / "models").glob(".*"))  # no temporaries of a second writer
+
+
+def test_rerun_of_a_finished_run_keeps_its_model(built_copy):
+    before = weights()
+    write_params(".", tiny_params([]))
+    run_stage("train")
+    assert all(torch.equal(before[k], v) for k, v in weights().items())
+    assert read_json("metrics/train_cost.json")["estimate"]["tokens"] == 0
