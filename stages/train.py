@@ -234,6 +234,8 @@ def main():
     is_main = int(os.environ.get("RANK", "0")) == 0
     if not is_main:
         log.setLevel(logging.WARNING)
+    if not torch.cuda.is_available():  # accelerate launch sets OMP_NUM_THREADS=1: share the cores instead
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     model_params, train_params = load_params("model"), load_params("train")
     block_size = load_params("tokenize")["block_size"]
     check_params(model_params, train_params, block_size)
