@@ -7,10 +7,10 @@ Needs a finished default `dvc repro` in this checkout (data/, models/) and, for 
 ../shared/corpus/ruslit/prose. Every comparison is measured in the same run, on this machine.
 """
 import argparse
+import functools
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -24,7 +24,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
-from stages.common import Blocks, flops_per_token, iter_documents, peak_flops
+from stages.common import Blocks, flops_per_token, iter_documents, peak_flops, peak_rss_bytes
 from stages.tokenizer import train_bpe
 from stages.train import resolve_compile, resolve_precision
 
@@ -49,6 +49,12 @@ class StepTimer(TrainerCallback):
             self.losses.append(logs["loss"])
 
 
+@functools.lru_cache
+def measured_peak(precision):
+    """Measured once, before anything compiles: torch.compile leaves busy worker processes behind."""
+    return peak_flops(precision)
+
+
 def train_run(config, blocks, steps, recipe):
     """tokens/s, MFU and per-step losses of `steps` optimizer steps of batch 8 with one recipe."""
     torch.manual_seed(0)
@@ -66,7 +72,7 @@ def train_run(config, blocks, steps, recipe):
     Trainer(model=model, args=args, train_dataset=blocks, callbacks=[timer]).train()
     tokens_per_sec = (steps - 1) * 8 * config.n_positions / (timer.finished - timer.started)
     n_params = sum(p.numel() for p in model.parameters()) - config.n_positions * config.n_embd
-    mfu = tokens_per_sec * flops_per_token(n_params, config.n_layer, config.n_embd, config.n_positions) / peak_flops(precision)
+    mfu = tokens_per_sec * flops_per_token(n_params, config.n_layer, config.n_embd, config.n_positions) / measured_peak(precision)
     return {"recipe": recipe, "precision": precision, "tokens_per_sec": round(tokens_per_sec, 1), "mfu_%": round(100 * mfu, 1), "losses": timer.losses}
 
 
@@ -77,6 +83,7 @@ def block_list(ids, block_size):
 
 def bench_train(results):
     rows = []
+    results["peak_gflops"] = {p: round(measured_peak(p) / 1e9, 1) for p in {"fp32", resolve_precision(PARAMS["train"]["precision"])}}
     model_params = PARAMS["model"]
     block = PARAMS["tokenize"]["block_size"]
     default = GPT2Config(vocab_size=PARAMS["tokenizer"]["vocab_size"], n_positions=block, n_embd=model_params["n_embd"],
@@ -135,7 +142,7 @@ def prep_worker(kind, corpus, tokenizer_dir, out):
             return result
 
         dataset.map(group_texts, batched=True)
-    print(json.dumps({"seconds": time.perf_counter() - started, "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+    print(json.dumps({"seconds": time.perf_counter() - started, "peak_gib": peak_rss_bytes() / 2**30}))
 
 
 def bench_prep(results):

@@ -195,3 +195,12 @@ def peak_flops(precision):
 def flops_per_token(n_params, n_layer, n_embd, context):
     """Training FLOPs per token: 6N for the weight matmuls (forward + backward) plus 12·L·d·T for attention."""
     return 6 * n_params + 12 * n_layer * n_embd * context
+
+
+def peak_rss_bytes():
+    """This process's own peak RSS (VmHWM). ru_maxrss would also count the parent's RSS at fork."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0

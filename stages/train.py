@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import resource
 import shutil
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from dvclive import Live
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
-from stages.common import Blocks, StageError, atomic_path, flops_per_token, load_params, log, peak_flops, read_json, run_stage, write_json
+from stages.common import Blocks, StageError, atomic_path, flops_per_token, load_params, log, peak_flops, peak_rss_bytes, read_json, run_stage, write_json
 
 TOKENS = Path("data/tokens")
 TOKENIZER = Path("models/tokenizer")
@@ -194,7 +193,7 @@ def record_cost(estimate, seconds):
     checkpoints = sorted(CHECKPOINTS.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     actual = {
         "seconds": round(seconds, 1),
-        "peak_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30, 3),
+        "peak_gib": round(peak_rss_bytes() / 2**30, 3),
         "checkpoint_mib": round(sum(f.stat().st_size for f in checkpoints[-1].rglob("*") if f.is_file()) / 2**20, 1) if checkpoints else None,
     }
     write_json(COST, {"estimate": estimate, "actual": actual})
