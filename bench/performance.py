@@ -1,7 +1,8 @@
-"""Performance benchmark: this project's training settings against the tutorial's recipe, data
-preparation against the tutorial's datasets.map + group_texts, pipeline overhead, generation.
+"""Performance benchmark: this project's training settings against the tutorial's recipe (speed,
+and bits per character at equal wall time), data preparation against the tutorial's
+datasets.map + group_texts, pipeline overhead, generation.
 
-    python -m bench.performance [--only train,prep,pipeline,generate] [--json bench/results/performance.json]
+    python -m bench.performance [--only train,quality,prep,pipeline,generate] [--json bench/results/performance.json]
 
 Needs a finished default `dvc repro` in this checkout (data/, models/) and, for data preparation,
 ../shared/corpus/ruslit/prose. Every comparison is measured in the same run, on this machine.
@@ -9,6 +10,7 @@ Needs a finished default `dvc repro` in this checkout (data/, models/) and, for 
 import argparse
 import functools
 import json
+import math
 import os
 import platform
 import shutil
@@ -24,9 +26,11 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
-from stages.common import Blocks, flops_per_token, iter_documents, peak_flops, peak_rss_bytes
+from stages import tokenize
+from stages.common import Blocks, flops_per_token, iter_documents, peak_flops, read_json
+from stages.evaluate import validation_loss
 from stages.tokenizer import train_bpe
-from stages.train import resolve_compile, resolve_precision
+from stages.train import resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
@@ -55,25 +59,42 @@ def measured_peak(precision):
     return peak_flops(precision)
 
 
-def train_run(config, blocks, steps, recipe):
-    """tokens/s, MFU and per-step losses of `steps` optimizer steps of batch 8 with one recipe."""
+def train_run(config, blocks, steps, recipe, batch=8, log_every=1):
+    """tokens/s, MFU and losses (every `log_every` steps) of `steps` optimizer steps of `batch` blocks with one recipe."""
     torch.manual_seed(0)
     model = GPT2LMHeadModel(config)
-    common = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=8, learning_rate=5e-5, warmup_steps=200, max_steps=steps,
-                  logging_steps=1, report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(), seed=0, disable_tqdm=True)
+    common = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch, learning_rate=5e-5, warmup_steps=200, max_steps=steps,
+                  logging_steps=log_every, report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(), seed=0, disable_tqdm=True)
     precision = "fp32"
     if recipe == "tutorial":  # the tutorial's Trainer: library defaults, fp32
         args = TrainingArguments(**common)
     else:  # this project's train stage settings
         precision = resolve_precision(PARAMS["train"]["precision"])
-        compiled = recipe == "ours+compile" or resolve_compile(PARAMS["train"]["compile"])
-        args = TrainingArguments(**common, optim="adamw_torch_fused", bf16=precision == "bf16", fp16=precision == "fp16", torch_compile=compiled)
+        args = TrainingArguments(**common, optim="adamw_torch_fused", bf16=precision == "bf16", fp16=precision == "fp16", torch_compile=recipe == "ours+compile")
     timer = StepTimer()
     Trainer(model=model, args=args, train_dataset=blocks, callbacks=[timer]).train()
-    tokens_per_sec = (steps - 1) * 8 * config.n_positions / (timer.finished - timer.started)
+    tokens_per_sec = (steps - 1) * batch * config.n_positions / (timer.finished - timer.started)
     n_params = sum(p.numel() for p in model.parameters()) - config.n_positions * config.n_embd
     mfu = tokens_per_sec * flops_per_token(n_params, config.n_layer, config.n_embd, config.n_positions) / measured_peak(precision)
     return {"recipe": recipe, "precision": precision, "tokens_per_sec": round(tokens_per_sec, 1), "mfu_%": round(100 * mfu, 1), "losses": timer.losses}
+
+
+# The tutorial's configuration: GPT-2 6 x 384, block 1024, a 30k vocabulary trained on the same documents.
+TUTORIAL_CONFIG = GPT2Config(vocab_size=30000, n_positions=1024, n_embd=384, n_layer=6, n_head=6)
+
+
+@functools.lru_cache
+def corpus_texts():
+    return [doc["text"] for doc in iter_documents(ROOT / "data/clean/docs.parquet", ["text"])]
+
+
+@functools.lru_cache
+def tutorial_tokenizer():
+    return train_bpe(iter(corpus_texts()), vocab_size=TUTORIAL_CONFIG.vocab_size, min_frequency=2)
+
+
+def encode_with_eot(tokenizer, texts):
+    return np.array([i for text in texts for i in tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]], dtype=np.int64)
 
 
 def block_list(ids, block_size):
@@ -89,12 +110,8 @@ def bench_train(results):
     default = GPT2Config(vocab_size=PARAMS["tokenizer"]["vocab_size"], n_positions=block, n_embd=model_params["n_embd"],
                          n_layer=model_params["n_layer"], n_head=model_params["n_head"])
     default_blocks = Blocks(ROOT / "data/tokens", "train", limit=512)
-    # The tutorial's configuration: 6 x 384, block 1024, 30k vocabulary trained on the same documents.
-    texts = [doc["text"] for doc in iter_documents(ROOT / "data/clean/docs.parquet", ["text"])]
-    tokenizer = train_bpe(iter(texts), vocab_size=30000, min_frequency=2)
-    ids = np.array([i for text in texts[:2] for i in tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]], dtype=np.int32)
-    tutorial = GPT2Config(vocab_size=30000, n_positions=1024, n_embd=384, n_layer=6, n_head=6)
-    for name, config, blocks, steps in [("default", default, default_blocks, 16), ("6x384/1024/30k", tutorial, block_list(ids, 1024), 4)]:
+    ids = encode_with_eot(tutorial_tokenizer(), corpus_texts()[:2])
+    for name, config, blocks, steps in [("default", default, default_blocks, 16), ("6x384/1024/30k", TUTORIAL_CONFIG, block_list(ids, 1024), 4)]:
         runs = [train_run(config, blocks, steps, recipe) for recipe in ("tutorial", "ours", "ours+compile")]
         for run in runs:
             gap = max(abs(a - b) for a, b in zip(run["losses"], runs[0]["losses"]))
@@ -105,56 +122,97 @@ def bench_train(results):
     return pd.DataFrame(rows)
 
 
-def prep_worker(kind, corpus, tokenizer_dir, out):
-    """Runs in its own process so that its peak RSS is its own; prints seconds and peak GiB."""
+class StopAfter(TrainerCallback):
+    """Ends training at the first step boundary after `seconds` of training wall time."""
+
+    def __init__(self, seconds):
+        self.seconds, self.deadline = seconds, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.deadline = time.perf_counter() + self.seconds
+
+    def on_step_end(self, args, state, control, **kwargs):
+        control.should_training_stop = time.perf_counter() >= self.deadline
+
+
+def bits_per_char(loss, tokens, chars):
+    return loss / math.log(2) * tokens / chars
+
+
+def unigram_bits_per_char(train_ids, val_ids, vocab_size, val_chars):
+    """A token-frequency model of the train split (add-one smoothed), scored on validation."""
+    log_p = np.log((np.bincount(train_ids, minlength=vocab_size) + 1) / (len(train_ids) + vocab_size))
+    return bits_per_char(-log_p[val_ids].mean(), len(val_ids), val_chars)
+
+
+def bench_quality(results):
+    """Validation bits per character at equal training wall time: the committed default run against
+    the tutorial's recipe (6x384 / 1024 / 30k, Trainer defaults, lr 5e-5, warmup 200, batch 8,
+    fp32) trained here for as long as the train stage took, on the same train/validation split."""
+    cost, evaluated = read_json(ROOT / "metrics/train_cost.json"), read_json(ROOT / "metrics/eval.json")
+    meta = read_json(ROOT / "data/tokens/meta.json")
+    seconds = cost["actual"]["seconds"]
+    params = PARAMS["tokenize"]
+    texts = corpus_texts()
+    n_spans = sum(1 for text in texts for _ in tokenize.spans(text, params["span_chars"]))
+    val = tokenize.choose_validation(n_spans, params["val_fraction"], params["seed"])
+    split = {"train": [], "val": []}
+    for name, text in tokenize.segments(texts, params["span_chars"], val):
+        split[name].append(text)
+    val_chars = sum(map(len, split["val"]))
+    ids = {name: encode_with_eot(tutorial_tokenizer(), parts) for name, parts in split.items()}
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(TUTORIAL_CONFIG)
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=8, learning_rate=5e-5, warmup_steps=200,
+                             num_train_epochs=30, report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(), seed=0,
+                             disable_tqdm=True)
     started = time.perf_counter()
-    if kind == "ours":
-        work = Path(out)
-        (work / "data/clean").mkdir(parents=True)
-        shutil.copytree(tokenizer_dir, work / "models/tokenizer")
-        files = sorted(Path(corpus).rglob("*.txt"))
-        # one row group per file, so the stage streams one document at a time
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    state = Trainer(model=model, args=args, train_dataset=block_list(ids["train"], 1024), callbacks=[StopAfter(seconds)]).train()
+    tutorial_seconds = time.perf_counter() - started
+    tutorial_loss = validation_loss(model.eval(), block_list(ids["val"], 1024), 8)
+    ours_ids = {name: np.fromfile(ROOT / f"data/tokens/{name}.bin", dtype=meta["dtype"]).astype(np.int64) for name in ("train", "val")}
+    rows = [
+        {"model": "this project's default run", "train_seconds": seconds, "steps": PARAMS["train"]["max_steps"],
+         "tokens": cost["estimate"]["tokens"], "val_bits_per_char": evaluated["bits_per_char"]},
+        {"model": "tutorial's recipe, same wall time", "train_seconds": round(tutorial_seconds, 1), "steps": state.global_step,
+         "tokens": state.global_step * 8 * 1024, "val_bits_per_char": round(bits_per_char(tutorial_loss, len(ids["val"]), val_chars), 4)},
+        {"model": "token frequencies, 4k vocabulary", "train_seconds": 0, "steps": 0, "tokens": len(ours_ids["train"]),
+         "val_bits_per_char": round(unigram_bits_per_char(ours_ids["train"], ours_ids["val"], meta["vocab_size"], meta["val"]["chars"]), 4)},
+        {"model": "token frequencies, 30k vocabulary", "train_seconds": 0, "steps": 0, "tokens": len(ids["train"]),
+         "val_bits_per_char": round(unigram_bits_per_char(ids["train"], ids["val"], TUTORIAL_CONFIG.vocab_size, val_chars), 4)},
+    ]
+    results["quality"] = rows
+    return pd.DataFrame(rows)
 
-        with pq.ParquetWriter(work / "data/clean/docs.parquet", pa.schema([("id", pa.string()), ("text", pa.string())])) as writer:
-            for f in files:
-                writer.write_table(pa.table({"id": [f.name], "text": [f.read_text(encoding="utf-8")]}))
-        (work / "params.yaml").write_text(yaml.safe_dump({"tokenize": {**PARAMS["tokenize"], "block_size": 1024}}))
-        os.chdir(work)
-        started = time.perf_counter()
-        from stages import tokenize
 
-        tokenize.main()
-    else:  # the tutorial: datasets text loader, batched map to token ids, group_texts into 1024-token blocks
-        from datasets import load_dataset
+def prep_workdir(corpus, work):
+    """A work directory with the corpus as the clean stage's table (one row group per file, so the
+    stage streams one document at a time), as .txt files for the tutorial, and the default tokenizer."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-        os.environ["HF_DATASETS_CACHE"] = out
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        dataset = load_dataset("text", data_files=[str(f) for f in sorted(Path(corpus).rglob("*.txt"))], cache_dir=out)["train"]
-        dataset = dataset.map(lambda batch: tokenizer(batch["text"]), batched=True, remove_columns=["text"])
-
-        def group_texts(examples):
-            concatenated = {k: sum(examples[k], []) for k in examples}
-            total = len(concatenated["input_ids"]) // 1024 * 1024
-            result = {k: [t[i:i + 1024] for i in range(0, total, 1024)] for k, t in concatenated.items()}
-            result["labels"] = result["input_ids"].copy()
-            return result
-
-        dataset.map(group_texts, batched=True)
-    print(json.dumps({"seconds": time.perf_counter() - started, "peak_gib": peak_rss_bytes() / 2**30}))
+    (work / "data/clean").mkdir(parents=True)
+    shutil.copytree(corpus, work / "corpus")
+    shutil.copytree(ROOT / "models/tokenizer", work / "models/tokenizer")
+    with pq.ParquetWriter(work / "data/clean/docs.parquet", pa.schema([("id", pa.string()), ("text", pa.string())])) as writer:
+        for f in sorted(corpus.rglob("*.txt")):
+            writer.write_table(pa.table({"id": [f.name], "text": [f.read_text(encoding="utf-8")]}))
+    (work / "params.yaml").write_text(yaml.safe_dump({"tokenize": {**PARAMS["tokenize"], "block_size": 1024}}))
 
 
 def bench_prep(results):
     rows = []
-    for corpus_name, corpus in [("Tolstoy 16 MB", PROSE / "Tolstoy"), ("ruslit prose 47-64 MB", PROSE)]:
+    for corpus_name, corpus in [("Tolstoy", PROSE / "Tolstoy"), ("ruslit prose", PROSE)]:
         size = sum(f.stat().st_size for f in corpus.rglob("*.txt"))
-        for kind in ("tutorial", "ours"):
-            with tempfile.TemporaryDirectory() as out:
-                done = subprocess.run([sys.executable, "-m", "bench.performance", "--prep-worker", kind, str(corpus), str(ROOT / "models/tokenizer"), str(Path(out) / "w")],
-                                      cwd=ROOT, capture_output=True, text=True, check=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            prep_workdir(corpus, Path(tmp) / "w")
+            for kind in ("tutorial", "ours"):
+                done = subprocess.run([sys.executable, "-m", "bench.prep_worker", kind, str(Path(tmp) / "w")], cwd=ROOT,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, check=True)
                 measured = json.loads(done.stdout.strip().splitlines()[-1])
-            rows.append({"corpus": corpus_name, "MB": round(size / 1e6, 1), "approach": kind, "seconds": round(measured["seconds"], 1), "peak_gib": round(measured["peak_gib"], 2)})
+                rows.append({"corpus": corpus_name, "MB": round(size / 1e6, 1), "approach": kind, "seconds": round(measured["seconds"], 1),
+                             "peak_gib": round(measured["peak_gib"], 2)})
     results["prep"] = rows
     return pd.DataFrame(rows)
 
@@ -199,15 +257,12 @@ def bench_generate(results):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="train,prep,pipeline,generate")
+    parser.add_argument("--only", default="train,quality,prep,pipeline,generate")
     parser.add_argument("--json", type=Path, default=ROOT / "bench/results/performance.json")
-    parser.add_argument("--prep-worker", nargs=4, metavar=("KIND", "CORPUS", "TOKENIZER", "OUT"))
     args = parser.parse_args()
-    if args.prep_worker:
-        return prep_worker(*args.prep_worker)
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
                "cpu_model": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")}
-    sections = {"train": bench_train, "prep": bench_prep, "pipeline": bench_pipeline, "generate": bench_generate}
+    sections = {"train": bench_train, "quality": bench_quality, "prep": bench_prep, "pipeline": bench_pipeline, "generate": bench_generate}
     for name in args.only.split(","):
         table = sections[name](results)
         print(f"\n## {name}\n{table.to_string(index=False)}", flush=True)

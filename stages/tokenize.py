@@ -5,22 +5,49 @@ boundaries, and a seeded random `val_fraction` of all spans becomes validation. 
 thus samples every part of every work (not each work's tail, which holds editorial notes),
 and no span is in both splits. Runs of spans of one split are encoded as segments, each
 followed by the end-of-text token, and appended to a flat token file per split (streamed, so
-memory stays flat). Training reads block i as tokens[i*block_size:(i+1)*block_size].
+memory stays flat: one document, and a batch of pieces of it, at a time). Training reads
+block i as tokens[i*block_size:(i+1)*block_size].
 """
 import random
+import re
 from pathlib import Path
 
 import numpy as np
-from transformers import AutoTokenizer
+from tokenizers import Tokenizer
 
-from stages.common import StageError, atomic_path, iter_documents, load_params, log, run_stage, write_json
+from stages.common import StageError, atomic_path, iter_documents, load_params, log, read_json, run_stage, write_json
 
 DOCS = Path("data/clean/docs.parquet")
 TOKENIZER = Path("models/tokenizer")
 OUT = Path("data/tokens")
 METRICS = Path("metrics/tokenize.json")
 SPLITS = ("train", "val")
-ENCODE_BATCH_CHARS = 1 << 20
+PIECE_CHARS = 1 << 14  # texts are encoded in pieces of about this many characters...
+ENCODE_BATCH_CHARS = 1 << 18  # ...and this many characters of pieces per batch
+# A newline between two non-space characters is a pre-token of its own for the byte-level BPE
+# (GPT-2's split pattern), so cutting after it gives the ids of the uncut text.
+SAFE_CUT = re.compile(r"(?<=\S)\n(?=\S)")
+
+
+def load_tokenizer(directory):
+    """The saved fast tokenizer and its end-of-text id, read with `tokenizers` alone: importing
+    transformers would cost this stage about 240 MB and 2 s."""
+    eos = read_json(directory / "tokenizer_config.json").get("eos_token")
+    eos = eos.get("content") if isinstance(eos, dict) else eos
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    eos_id = tokenizer.token_to_id(eos) if eos else None
+    if eos_id is None:
+        raise StageError(f"{directory} has no end-of-text (eos) token: re-run the tokenizer stage")
+    return tokenizer, eos_id
+
+
+def pieces(text, size=PIECE_CHARS):
+    """Cut text into pieces of at least `size` characters (the last may be shorter) at safe newlines."""
+    start = 0
+    while len(text) - start > size and (cut := SAFE_CUT.search(text, start + size)):
+        yield text[start:cut.end()]
+        start = cut.end()
+    yield text[start:]
 
 
 def document_texts():
@@ -64,28 +91,31 @@ def segments(texts, span_chars, val):
 
 
 class TokenWriter:
-    """Encodes texts in batches and appends their ids, each followed by end-of-text, to a file."""
+    """Encodes texts in batches of pieces and appends their ids, each text followed by end-of-text, to a file."""
 
-    def __init__(self, path, tokenizer, dtype):
+    def __init__(self, path, tokenizer, eot_id, dtype):
         self.file = open(path, "wb")
-        self.tokenizer, self.dtype = tokenizer, dtype
-        self.pending, self.pending_chars = [], 0
+        self.tokenizer, self.eot_id, self.dtype = tokenizer, eot_id, dtype
+        self.pending, self.pending_chars = [], 0  # (piece, whether it ends its text)
         self.tokens = self.chars = self.bytes = 0
 
     def add(self, text):
-        self.pending.append(text)
-        self.pending_chars += len(text)
         self.chars += len(text)
         self.bytes += len(text.encode())
-        if self.pending_chars >= ENCODE_BATCH_CHARS:
-            self.flush()
+        *head, last = pieces(text)
+        for piece, ends_text in [(piece, False) for piece in head] + [(last, True)]:
+            self.pending.append((piece, ends_text))
+            self.pending_chars += len(piece)
+            if self.pending_chars >= ENCODE_BATCH_CHARS:
+                self.flush()
 
     def flush(self):
-        eot = self.tokenizer.eos_token_id
-        for encoding in self.tokenizer.backend_tokenizer.encode_batch(self.pending, add_special_tokens=False):
-            ids = np.array(encoding.ids + [eot], dtype=self.dtype)
-            ids.tofile(self.file)
-            self.tokens += len(ids)
+        encodings = self.tokenizer.encode_batch_fast([piece for piece, _ in self.pending], add_special_tokens=False)
+        ids = []
+        for (_, ends_text), encoding in zip(self.pending, encodings):
+            ids += encoding.ids + [self.eot_id] if ends_text else encoding.ids
+        np.array(ids, dtype=self.dtype).tofile(self.file)
+        self.tokens += len(ids)
         self.pending, self.pending_chars = [], 0
 
     def close(self):
@@ -98,12 +128,13 @@ def main():
     block_size = params["block_size"]
     if block_size < 2:
         raise StageError(f"tokenize.block_size={block_size}: a block needs at least 2 tokens")
-    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
-    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
+    tokenizer, eot_id = load_tokenizer(TOKENIZER)
+    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+    dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
     stats = {}
     with atomic_path(OUT) as tmp:
         tmp.mkdir()
-        writers = {split: TokenWriter(tmp / f"{split}.bin", tokenizer, dtype) for split in SPLITS}
+        writers = {split: TokenWriter(tmp / f"{split}.bin", tokenizer, eot_id, dtype) for split in SPLITS}
         # Two passes over the table, one document in memory at a time: count the spans, then encode.
         n_spans = sum(1 for text in document_texts() for _ in spans(text, params["span_chars"]))
         val = choose_validation(n_spans, params["val_fraction"], params["seed"])
@@ -118,7 +149,7 @@ def main():
                     "use a smaller block_size, a different val_fraction, or more text"
                 )
             stats[split] = {"tokens": writer.tokens, "blocks": blocks, "chars": writer.chars, "bytes": writer.bytes}
-        meta = {"dtype": np.dtype(dtype).name, "block_size": block_size, "vocab_size": len(tokenizer), "eot_id": tokenizer.eos_token_id, **stats}
+        meta = {"dtype": np.dtype(dtype).name, "block_size": block_size, "vocab_size": vocab_size, "eot_id": eot_id, **stats}
         write_json(tmp / "meta.json", meta)
     total_tokens = sum(s["tokens"] for s in stats.values())
     metrics = {

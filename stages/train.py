@@ -90,9 +90,17 @@ def resolve_precision(precision):
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
 
 
-def resolve_compile(compile_setting):
-    # On a GPU compilation pays for itself within a few hundred steps; on CPU only in long runs.
-    return torch.cuda.is_available() if compile_setting == "auto" else bool(compile_setting)
+# torch.compile costs 40-55 s on CPU before the first step and gains 0-50% per step there (1.5x on
+# the tutorial's 6x384 shape, nothing on the small default model): `auto` compiles on CPU only
+# when the run is estimated to take this long, so the compile costs a few percent at worst.
+CPU_COMPILE_AFTER_SECONDS = 1800
+
+
+def resolve_compile(compile_setting, estimated_seconds):
+    if compile_setting != "auto":
+        return bool(compile_setting)
+    # On a GPU compilation pays for itself within a few hundred steps.
+    return torch.cuda.is_available() or estimated_seconds > CPU_COMPILE_AFTER_SECONDS
 
 
 def file_sha256(path):
@@ -257,6 +265,11 @@ def main():
     if micro < train_params["batch_size"]:
         log.info("train: batch_size=%d would not fit: %d micro-batches of %d (same global batch)", train_params["batch_size"], grad_accum, micro)
 
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    tokens_per_step = micro * grad_accum * block_size * world_size
+    steps = train_params["max_steps"] if train_params["max_steps"] > 0 else math.ceil(len(train_data) // (micro * world_size) / grad_accum) * int(train_params["epochs"])
+    seconds_per_step = grad_accum * probe_seconds_per_micro_batch(model, micro, block_size, precision)
+    compile_model = resolve_compile(train_params["compile"], steps * seconds_per_step)
     args = TrainingArguments(
         output_dir=str(CHECKPOINTS),
         per_device_train_batch_size=micro,
@@ -273,7 +286,7 @@ def main():
         seed=train_params["seed"],
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        torch_compile=resolve_compile(train_params["compile"]),
+        torch_compile=compile_model,
         optim="adamw_torch_fused",
         eval_strategy="steps",
         eval_steps=train_params["eval_steps"],
@@ -292,23 +305,20 @@ def main():
         if is_main:
             CHECKPOINTS.mkdir(parents=True, exist_ok=True)
             write_json(FINGERPRINT, current)
-    tokens_per_step = micro * grad_accum * block_size * args.world_size
-    steps = args.max_steps if args.max_steps > 0 else math.ceil(len(train_data) // (micro * args.world_size) / grad_accum) * int(train_params["epochs"])
     done = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
-    seconds_per_micro = probe_seconds_per_micro_batch(model, micro, block_size, precision) if steps > done else 0.0
     estimate = {
         "params": n_params,
         "tokens": (steps - done) * tokens_per_step,
         "flops": (steps - done) * tokens_per_step * per_token,
-        "seconds": round((steps - done) * grad_accum * seconds_per_micro, 1),
+        "seconds": round((steps - done) * seconds_per_step, 1),
         "peak_gib": round(predict(micro) / 2**30, 3),
         "checkpoint_mib": round(12 * n_params / 2**20, 1),  # fp32 weights and two AdamW moments
         "micro_batch": micro,
         "grad_accum": grad_accum,
     }
     log.info(
-        "train: %.2fM parameters, %s, %s; plan: %d steps x %d tokens = %.3g FLOPs, about %.0fs, peak %.2f GiB, %.0f MiB per checkpoint",
-        n_params / 1e6, precision, f"resuming from {resume}" if resume else "from the start", steps - done, tokens_per_step,
+        "train: %.2fM parameters, %s%s, %s; plan: %d steps x %d tokens = %.3g FLOPs, about %.0fs, peak %.2f GiB, %.0f MiB per checkpoint",
+        n_params / 1e6, precision, ", compiled" if compile_model else "", f"resuming from {resume}" if resume else "from the start", steps - done, tokens_per_step,
         estimate["flops"], estimate["seconds"], estimate["peak_gib"], estimate["checkpoint_mib"],
     )
 

@@ -4,7 +4,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from stages import tokenize
-from stages.common import Blocks, StageError, read_json
+from stages.tokenizer import train_bpe
+from stages.common import Blocks, StageError, read_json, write_json
 from tests.conftest import run_stage, tiny_params, write_params
 
 
@@ -78,3 +79,26 @@ def test_split_smaller_than_a_block_is_an_error(built_copy):
     with pytest.raises(StageError, match=r"the train split has \d+ tokens, fewer than one block of tokenize.block_size=1000000"):
         run_stage("tokenize")
     assert read_json("data/tokens/meta.json") == before  # the previous output is untouched
+
+
+def test_text_encoded_in_pieces_has_the_ids_of_the_whole_text():
+    rng = np.random.default_rng(0)
+    # the whitespace a cut must respect: blank lines, indents, trailing spaces, tabs...
+    chunks = ["Пьер", "сказал", "—", "«Да»", ",", " ", "  ", "\n", "\n\n", " \n", "\n ", "\t", "12", "ё", "!"]
+    text = "".join(rng.choice(chunks, size=20_000))
+    # ...and a tokenizer with merges across it (cutting at every newline would change these ids)
+    tokenizer = train_bpe(iter([text]), vocab_size=400, min_frequency=2).backend_tokenizer
+    cut = list(tokenize.pieces(text, size=50))
+    assert "".join(cut) == text and len(cut) > 100
+    whole = tokenizer.encode(text, add_special_tokens=False).ids
+    assert [i for piece in cut for i in tokenizer.encode(piece, add_special_tokens=False).ids] == whole
+
+
+def test_tokenizer_without_an_end_of_text_token_is_an_error(built_copy):
+    config = read_json("models/tokenizer/tokenizer_config.json")
+    config["eos_token"] = None
+    write_json("models/tokenizer/tokenizer_config.json", config)
+    before = read_json("data/tokens/meta.json")
+    with pytest.raises(StageError, match="models/tokenizer has no end-of-text"):
+        run_stage("tokenize")
+    assert read_json("data/tokens/meta.json") == before

@@ -176,6 +176,14 @@ def test_micro_batch_plan():
         train.plan_micro_batch(8, predict, budget=2e9)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU policy")
+def test_compile_on_cpu_only_for_long_runs_unless_set():
+    assert not train.resolve_compile("auto", estimated_seconds=600)
+    assert train.resolve_compile("auto", estimated_seconds=train.CPU_COMPILE_AFTER_SECONDS + 1)
+    assert not train.resolve_compile(False, estimated_seconds=10 * train.CPU_COMPILE_AFTER_SECONDS)
+    assert train.resolve_compile(True, estimated_seconds=1)
+
+
 @pytest.mark.parametrize("batch_size", [32, 128])
 def test_predicted_peak_memory_matches_measured_peak_rss(built, tmp_path, batch_size):
     directory = tmp_path / "memory"
