@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -172,20 +173,23 @@ def plan_micro_batch(batch_size, predict, budget):
     )
 
 
-def probe_seconds_per_micro_batch(model, micro_batch, block_size, precision):
-    """Time one forward+backward of a micro-batch of random tokens (after one warm-up)."""
+def probe_seconds_per_micro_batch(model, micro_batch, block_size, precision, warmup=2, timed=3):
+    """Median time of a forward+backward of a micro-batch of random tokens, after warm-up passes
+    (the first passes run up to twice as slow while allocator and kernels settle)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     ids = torch.randint(0, model.config.vocab_size, (micro_batch, block_size), device=device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    for _ in range(2):  # the first pass warms up allocator and kernels
+    seconds = []
+    for _ in range(warmup + timed):
         started = time.perf_counter()
         with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
             model(input_ids=ids, labels=ids).loss.backward()
+        model.zero_grad(set_to_none=True)
         if device == "cuda":
             torch.cuda.synchronize()
-    model.zero_grad(set_to_none=True)
-    return time.perf_counter() - started
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds[warmup:])
 
 
 def truncate_live_rows(after_step):
