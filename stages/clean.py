@@ -106,7 +106,7 @@ def main():
         doc["n_paragraphs"] = len(doc["paragraphs"]) if not doc["dropped"] else 0
     table = pd.DataFrame(kept)[["id", "url", "title", "text", "chars"]]
     with atomic_path(DOCS) as tmp:
-        table.to_parquet(tmp, index=False)
+        table.to_parquet(tmp, index=False, row_group_size=1)  # a row group per document: readers stream them
     report = pd.DataFrame(docs)[["id", "url", "title", "encoding", "chars_in", "chars", "n_paragraphs", "duplicate_paragraphs", "dropped"]]
     with atomic_path(REPORT) as tmp:
         report.to_csv(tmp, index=False)

@@ -24,9 +24,9 @@ METRICS = Path("metrics/tokenize.json")
 SPLITS = ("train", "val")
 PIECE_CHARS = 1 << 14  # texts are encoded in pieces of about this many characters...
 ENCODE_BATCH_CHARS = 1 << 18  # ...and this many characters of pieces per batch
-# A newline between two non-space characters is a pre-token of its own for the byte-level BPE
-# (GPT-2's split pattern), so cutting after it gives the ids of the uncut text.
-SAFE_CUT = re.compile(r"(?<=\S)\n(?=\S)")
+# Between a non-space character and whitespace there is always a pre-token boundary of the
+# byte-level BPE (GPT-2's split pattern), so pieces cut there encode to the ids of the uncut text.
+SAFE_CUT = re.compile(r"(?<=\S)(?=\s)")
 
 
 def load_tokenizer(directory):
@@ -42,11 +42,11 @@ def load_tokenizer(directory):
 
 
 def pieces(text, size=PIECE_CHARS):
-    """Cut text into pieces of at least `size` characters (the last may be shorter) at safe newlines."""
+    """Cut text into pieces of at least `size` characters (the last may be shorter) at safe places."""
     start = 0
     while len(text) - start > size and (cut := SAFE_CUT.search(text, start + size)):
-        yield text[start:cut.end()]
-        start = cut.end()
+        yield text[start:cut.start()]
+        start = cut.start()
     yield text[start:]
 
 

@@ -86,12 +86,19 @@ def test_text_encoded_in_pieces_has_the_ids_of_the_whole_text():
     # the whitespace a cut must respect: blank lines, indents, trailing spaces, tabs...
     chunks = ["Пьер", "сказал", "—", "«Да»", ",", " ", "  ", "\n", "\n\n", " \n", "\n ", "\t", "12", "ё", "!"]
     text = "".join(rng.choice(chunks, size=20_000))
-    # ...and a tokenizer with merges across it (cutting at every newline would change these ids)
+    # ...and a tokenizer with merges across it (a cut inside whitespace or a word changes these ids)
     tokenizer = train_bpe(iter([text]), vocab_size=400, min_frequency=2).backend_tokenizer
     cut = list(tokenize.pieces(text, size=50))
     assert "".join(cut) == text and len(cut) > 100
     whole = tokenizer.encode(text, add_special_tokens=False).ids
     assert [i for piece in cut for i in tokenizer.encode(piece, add_special_tokens=False).ids] == whole
+
+
+@pytest.mark.parametrize("separator", [" ", "\r\n", "\n    "])
+def test_pieces_stay_small_in_text_without_paragraph_breaks(separator):
+    text = separator.join(["Пьер сказал: «Да»."] * 5000)  # one line, CRLF lines, indented lines
+    cut = list(tokenize.pieces(text, size=1000))
+    assert "".join(cut) == text and max(map(len, cut)) < 1000 + 25
 
 
 def test_tokenizer_without_an_end_of_text_token_is_an_error(built_copy):
