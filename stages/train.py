@@ -91,9 +91,10 @@ def resolve_precision(precision):
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
 
 
-# torch.compile costs 40-55 s on CPU before the first step and gains 0-50% per step there (1.5x on
-# the tutorial's 6x384 shape, nothing on the small default model): `auto` compiles on CPU only
-# when the run is estimated to take this long, so the compile costs a few percent at worst.
+# torch.compile costs 40-55 s on CPU before the first step (and needs a C++ compiler there) and
+# gains 0-60% per step (1.6x on the tutorial's 6x384 shape, 1.2x on the default 4x128, nothing on
+# 4x256): `auto` compiles on CPU only when the run is planned to take this long, so the compile
+# costs a few percent at worst.
 CPU_COMPILE_AFTER_SECONDS = 1800
 
 
