@@ -1,6 +1,7 @@
 import unicodedata
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from stages import clean
@@ -63,6 +64,14 @@ def test_keeps_every_heading_and_paragraph_of_a_long_page_and_drops_chrome(proje
     assert metrics["documents"] == 1 and metrics["paragraphs"] == len(expected)
     assert metrics["chars_out"] == len(docs.loc[0, "text"]) == docs.loc[0, "chars"]
     assert metrics["chars_in"] > metrics["chars_out"]
+
+
+
+def test_each_document_is_a_row_group_of_its_own(project):
+    # so that readers (tokenizer, tokenize) hold one document at a time, not the whole corpus
+    pages = [fixtures.page_html(f"Том {i}", fixtures.work(str(i), chapters=1, per_chapter=20)).encode("cp1251") for i in range(3)]
+    docs, _ = run_clean(pages)
+    assert len(docs) == 3 and pq.ParquetFile(clean.DOCS).num_row_groups == 3
 
 
 def test_entities_unicode_and_whitespace_are_normalised(project):

@@ -4,8 +4,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from stages import tokenize
-from stages.tokenizer import train_bpe
 from stages.common import Blocks, StageError, read_json, write_json
+from stages.tokenizer import train_bpe
 from tests.conftest import run_stage, tiny_params, write_params
 
 
