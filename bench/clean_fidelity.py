@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from stages.clean import extract_paragraphs
-from stages.common import decode_page, load_params
+from stages.charset import decode_page
+from stages.params import load_params
 
 WORKS = {
     "text_0040.shtml": "Война и мир. Том 1",

@@ -27,10 +27,12 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
 from stages import tokenize
-from stages.common import Blocks, flops_per_token, iter_documents, peak_flops, read_json
+from stages.blocks import Blocks
+from stages.common import read_json
+from stages.documents import iter_documents
 from stages.evaluate import validation_loss
 from stages.tokenizer import train_bpe
-from stages.train import resolve_precision
+from stages.training.plan import flops_per_token, peak_flops, resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))

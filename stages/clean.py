@@ -8,17 +8,14 @@ import hashlib
 import html
 import re
 import unicodedata
-from pathlib import Path
 
 import pandas as pd
 import trafilatura
 
-from stages.common import StageError, atomic_path, decode_page, load_params, log, read_json, run_stage, write_json
-
-RAW_DIR = Path("data/raw")
-DOCS = Path("data/clean/docs.parquet")
-METRICS = Path("metrics/clean.json")
-REPORT = Path("metrics/clean_documents.csv")
+from stages.charset import decode_page
+from stages.common import StageError, atomic_path, log, read_json, run_stage, write_json
+from stages.params import load_params
+from stages.paths import CLEAN_METRICS, CLEAN_REPORT, DOCS, MANIFEST, RAW
 FOOTNOTE_MARKER = re.compile(r"\s?\[\d{1,3}\]")
 
 
@@ -80,9 +77,9 @@ def drop_duplicates(docs, min_chars):
 def clean_pages(manifest, params):
     docs = []
     for record in manifest:
-        if record["error"]:
+        if not record["file"]:  # failed, with no page stored by an earlier fetch
             continue
-        page, encoding = decode_page((RAW_DIR / record["file"]).read_bytes(), record.get("declared_encoding"))
+        page, encoding = decode_page((RAW / record["file"]).read_bytes(), record.get("declared_encoding"))
         paragraphs = extract_paragraphs(page, params)
         chars = sum(map(len, paragraphs))
         if chars < params["min_chars"]:
@@ -92,14 +89,14 @@ def clean_pages(manifest, params):
             "chars_in": len(page), "paragraphs": paragraphs, "duplicate_paragraphs": 0, "dropped": "",
         })
     if not docs:
-        raise StageError(f"{RAW_DIR / 'manifest.json'} lists no fetched page")
+        raise StageError(f"{MANIFEST} lists no fetched page")
     kept = drop_duplicates(docs, params["dedup_min_chars"]) if params["dedup"] else docs
     return docs, kept
 
 
 def main():
     params = load_params("clean")
-    docs, kept = clean_pages(read_json(RAW_DIR / "manifest.json"), params)
+    docs, kept = clean_pages(read_json(MANIFEST), params)
     for doc in docs:
         doc["text"] = "\n".join(doc["paragraphs"])
         doc["chars"] = len(doc["text"]) if not doc["dropped"] else 0
@@ -108,7 +105,7 @@ def main():
     with atomic_path(DOCS) as tmp:
         table.to_parquet(tmp, index=False, row_group_size=1)  # a row group per document: readers stream them
     report = pd.DataFrame(docs)[["id", "url", "title", "encoding", "chars_in", "chars", "n_paragraphs", "duplicate_paragraphs", "dropped"]]
-    with atomic_path(REPORT) as tmp:
+    with atomic_path(CLEAN_REPORT) as tmp:
         report.to_csv(tmp, index=False)
     metrics = {
         "documents": len(kept),
@@ -118,7 +115,7 @@ def main():
         "dropped_duplicate_documents": int((report["dropped"] != "").sum()),
         "dropped_duplicate_paragraphs": int(report["duplicate_paragraphs"].sum()),
     }
-    write_json(METRICS, metrics)
+    write_json(CLEAN_METRICS, metrics)
     log.info("clean: %(documents)d documents, %(chars_in)d -> %(chars_out)d characters, %(paragraphs)d paragraphs", metrics)
 
 

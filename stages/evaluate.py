@@ -4,17 +4,14 @@ Bits per character divide the total loss by the characters the validation tokens
 models with different tokenizers compare fairly.
 """
 import math
-from pathlib import Path
-
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from stages.common import Blocks, StageError, load_params, log, read_json, run_stage, write_json
-
-TOKENS = Path("data/tokens")
-MODEL = Path("models/model")
-METRICS = Path("metrics/eval.json")
+from stages.blocks import Blocks
+from stages.common import log, read_json, run_stage, write_json
+from stages.params import load_params
+from stages.paths import EVAL_METRICS, MODEL, TOKENS
 
 
 @torch.inference_mode()
@@ -29,8 +26,6 @@ def validation_loss(model, blocks, batch_size):
 
 def main():
     params = load_params("evaluate")
-    if params["batch_size"] < 1:
-        raise StageError(f"evaluate.batch_size={params['batch_size']} must be positive")
     meta = read_json(TOKENS / "meta.json")
     blocks = Blocks(TOKENS, "val", limit=params["max_blocks"] or None)
     model = AutoModelForCausalLM.from_pretrained(MODEL).eval()
@@ -43,7 +38,7 @@ def main():
         "val_blocks": len(blocks),
         "val_tokens": len(blocks) * meta["block_size"],
     }
-    write_json(METRICS, metrics)
+    write_json(EVAL_METRICS, metrics)
     log.info("evaluate: loss %(val_loss).4f, perplexity %(perplexity).2f, %(bits_per_char).4f bits/char over %(val_tokens)d tokens", metrics)
 
 

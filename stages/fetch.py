@@ -3,8 +3,9 @@
 Raw bytes are stored exactly as received. One HTTP session with timeouts, retries with
 exponential backoff and jitter (honouring Retry-After), bounded redirects and response size,
 and a per-host delay. A rerun sends If-None-Match / If-Modified-Since and keeps the stored
-bytes on 304. Every page is written atomically, so a killed fetch leaves no partial page and
-a rerun completes the set.
+bytes on 304; a rerun that fails for a URL keeps the page stored before (its record gains the
+failure). Every page is written atomically, so a killed fetch leaves no partial page and a
+rerun completes the set.
 
 FETCH_MIRROR="FROM=TO [FROM=TO ...]" rewrites URL prefixes before fetching, e.g.
 FETCH_MIRROR="http://az.lib.ru/=http://127.0.0.1:8765/" for an offline mirror served over HTTP,
@@ -23,10 +24,10 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from stages.common import StageError, atomic_path, charset_of, decode_page, load_params, log, read_json, remove, run_stage, write_json
-
-OUT_DIR = Path("data/raw")
-MANIFEST = OUT_DIR / "manifest.json"
+from stages.charset import charset_of, decode_page
+from stages.common import StageError, atomic_path, log, read_json, remove, run_stage, write_json
+from stages.params import load_params
+from stages.paths import MANIFEST, RAW
 TEXT_TYPES = {"text/html", "application/xhtml+xml", "text/plain"}
 LOCAL_TYPES = {".html": "text/html", ".htm": "text/html", ".shtml": "text/html", ".txt": "text/plain"}
 
@@ -169,44 +170,49 @@ def read_local(source, max_bytes):
     return {**record, "attempts": 1}, path.read_bytes()
 
 
+def still_stored(record, name):
+    """The previous manifest's record of a page whose bytes are still on disk, or None."""
+    return record if record and record.get("file") == name and (RAW / name).is_file() else None
+
+
+def fetch_one(fetcher, source, stored, max_bytes):
+    if urlsplit(source).scheme in ("http", "https"):
+        return fetcher.fetch(source, stored)
+    return read_local(source, max_bytes)
+
+
 def fetch_all(params, mirror_spec=""):
-    """Fetch every URL; returns the manifest (one record per URL, failures with an `error`)."""
-    if not params["urls"]:
-        raise StageError("params fetch.urls is empty: nothing to fetch")
-    if params["on_error"] not in ("fail", "skip"):
-        raise StageError(f"params fetch.on_error must be 'fail' or 'skip', not {params['on_error']!r}")
+    """Fetch every URL; returns the manifest (one record per URL, failures with an `error`).
+
+    A failed URL whose page was stored by an earlier fetch keeps that page: its record describes
+    the stored bytes (source, fetched_at, sha256) and adds the failure (error, error_source, error_at).
+    """
     rules = mirror_rules(mirror_spec)
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    RAW.mkdir(parents=True, exist_ok=True)
     previous = {r["url"]: r for r in read_json(MANIFEST)} if MANIFEST.exists() else {}
     fetcher = Fetcher(params)
     manifest = []
     for url in params["urls"]:
-        source = apply_mirror(url, rules)
-        name = file_name(url)
-        stored = previous.get(url)
-        if stored and (stored.get("error") or not (OUT_DIR / name).exists()):
-            stored = None  # nothing valid on disk to revalidate
+        source, name = apply_mirror(url, rules), file_name(url)
+        stored = still_stored(previous.get(url), name)
         started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         try:
-            if urlsplit(source).scheme in ("http", "https"):
-                record, body = fetcher.fetch(source, stored)
-            else:
-                record, body = read_local(source, params["max_bytes"])
+            record, body = fetch_one(fetcher, source, stored, params["max_bytes"])
         except FetchFailure as failure:
-            manifest.append({"url": url, "source": source, "error": str(failure), "attempts": getattr(failure, "attempts", 1), "fetched_at": started})
-            log.warning("fetch %s failed: %s", source, failure)
+            failed = {"error": str(failure), "error_source": source, "error_at": started, "attempts": getattr(failure, "attempts", 1)}
+            manifest.append({**stored, **failed} if stored else {"url": url, "source": source, "file": None, **failed})
+            log.warning("fetch %s failed: %s%s", source, failure, f" (keeping the page fetched from {stored['source']} at {stored['fetched_at']})" if stored else "")
             continue
-        if body is not None:
-            with atomic_path(OUT_DIR / name) as tmp:
+        if body is None:  # 304 Not Modified: the stored bytes stand
+            body = (RAW / name).read_bytes()
+        else:
+            with atomic_path(RAW / name) as tmp:
                 tmp.write_bytes(body)
-            record.update(
-                bytes=len(body),
-                sha256=hashlib.sha256(body).hexdigest(),
-                detected_encoding=decode_page(body, record["declared_encoding"])[1],
-            )
+        record = {key: value for key, value in record.items() if key not in ("error_source", "error_at")}
+        record.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest(), detected_encoding=decode_page(body, record["declared_encoding"])[1])
         manifest.append({**record, "url": url, "source": source, "file": name, "fetched_at": started, "error": None})
-    keep = {r.get("file") for r in manifest} | {MANIFEST.name}
-    for path in OUT_DIR.iterdir():
+    keep = {r["file"] for r in manifest} | {MANIFEST.name}
+    for path in RAW.iterdir():
         if path.name not in keep:
             remove(path)  # pages no longer listed in params, and temporaries of a killed run
     write_json(MANIFEST, manifest)
@@ -217,14 +223,16 @@ def main():
     params = load_params("fetch")
     manifest = fetch_all(params, os.environ.get("FETCH_MIRROR", ""))
     failed = [r for r in manifest if r["error"]]
+    failures = "; ".join(f"{r['error_source']} ({r['error']}{', stored page kept' if r['file'] else ''})" for r in failed)
     if failed and params["on_error"] == "fail":
-        raise StageError("could not fetch: " + "; ".join(f"{r['source']} ({r['error']})" for r in failed))
-    ok = [r for r in manifest if not r["error"]]
-    if not ok:
-        raise StageError("every source failed: " + "; ".join(f"{r['source']} ({r['error']})" for r in failed))
+        raise StageError(f"could not fetch: {failures}")
+    stored = [r for r in manifest if r["file"]]
+    if not stored:
+        raise StageError(f"every source failed: {failures}")
     log.info(
-        "fetch: %d pages, %d bytes, %d not modified, %d skipped after failure",
-        len(ok), sum(r["bytes"] for r in ok), sum(r["status"] == 304 for r in ok), len(failed),
+        "fetch: %d pages, %d bytes, %d not modified, %d failed (%d of them kept from an earlier fetch)",
+        len(stored), sum(r["bytes"] for r in stored), sum(r.get("status") == 304 for r in stored if not r["error"]), len(failed),
+        sum(bool(r["file"]) for r in failed),
     )
 
 

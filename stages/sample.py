@@ -1,24 +1,13 @@
 """sample: continue the prompts in params with models/model -> metrics/samples.md (for people to read)."""
 import time
-from pathlib import Path
-
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-from stages.common import StageError, atomic_path, load_params, log, run_stage
+from stages.common import atomic_path, log, run_stage
+from stages.params import load_params
+from stages.paths import MODEL, SAMPLES
 
-MODEL = Path("models/model")
-OUT = Path("metrics/samples.md")
 SETTINGS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
-
-
-def check_params(params):
-    if not params["prompts"] or not all(isinstance(p, str) and p for p in params["prompts"]):
-        raise StageError("sample.prompts must be a non-empty list of non-empty strings")
-    if params["max_new_tokens"] < 1:
-        raise StageError(f"sample.max_new_tokens={params['max_new_tokens']} must be positive")
-    if params["temperature"] < 0 or not 0 < params["top_p"] <= 1 or params["top_k"] < 0 or params["repetition_penalty"] <= 0:
-        raise StageError("sample: need temperature >= 0, 0 < top_p <= 1, top_k >= 0, repetition_penalty > 0")
 
 
 @torch.inference_mode()
@@ -43,7 +32,6 @@ def generate(model, tokenizer, prompt, params):
 
 def main():
     params = load_params("sample")
-    check_params(params)
     tokenizer = AutoTokenizer.from_pretrained(MODEL)
     model = AutoModelForCausalLM.from_pretrained(MODEL).eval()
     lines = ["# Samples", "", ", ".join(f"{k}={params[k]}" for k in SETTINGS), ""]
@@ -53,7 +41,7 @@ def main():
         tokens += n
         lines += [f"## {prompt}", "", f"**{prompt}**{continuation}", ""]
     seconds = time.perf_counter() - started
-    with atomic_path(OUT) as tmp:
+    with atomic_path(SAMPLES) as tmp:
         tmp.write_text("\n".join(lines), encoding="utf-8")
     log.info("sample: %d prompts, %d new tokens, %.1f tokens/s", len(params["prompts"]), tokens, tokens / seconds)
 

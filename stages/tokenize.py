@@ -10,17 +10,14 @@ block i as tokens[i*block_size:(i+1)*block_size].
 """
 import random
 import re
-from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from stages.common import StageError, atomic_path, iter_documents, load_params, log, read_json, run_stage, write_json
-
-DOCS = Path("data/clean/docs.parquet")
-TOKENIZER = Path("models/tokenizer")
-OUT = Path("data/tokens")
-METRICS = Path("metrics/tokenize.json")
+from stages.common import StageError, atomic_path, log, read_json, run_stage, write_json
+from stages.documents import iter_documents
+from stages.params import load_params
+from stages.paths import DOCS, TOKENIZE_METRICS, TOKENIZER, TOKENS
 SPLITS = ("train", "val")
 PIECE_CHARS = 1 << 14  # texts are encoded in pieces of about this many characters...
 ENCODE_BATCH_CHARS = 1 << 18  # ...and this many characters of pieces per batch
@@ -126,13 +123,11 @@ class TokenWriter:
 def main():
     params = load_params("tokenize")
     block_size = params["block_size"]
-    if block_size < 2:
-        raise StageError(f"tokenize.block_size={block_size}: a block needs at least 2 tokens")
     tokenizer, eot_id = load_tokenizer(TOKENIZER)
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
     stats = {}
-    with atomic_path(OUT) as tmp:
+    with atomic_path(TOKENS) as tmp:
         tmp.mkdir()
         writers = {split: TokenWriter(tmp / f"{split}.bin", tokenizer, eot_id, dtype) for split in SPLITS}
         # Two passes over the table, one document in memory at a time: count the spans, then encode.
@@ -157,7 +152,7 @@ def main():
         "bytes_per_token": round(sum(s["bytes"] for s in stats.values()) / total_tokens, 4),
         "chars_per_token": round(sum(s["chars"] for s in stats.values()) / total_tokens, 4),
     }
-    write_json(METRICS, metrics)
+    write_json(TOKENIZE_METRICS, metrics)
     log.info("tokenize: train %(train_tokens)d tokens (%(train_blocks)d blocks), val %(val_tokens)d tokens, %(bytes_per_token).2f bytes/token", metrics)
 
 

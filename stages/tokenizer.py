@@ -3,22 +3,18 @@
 With model.base set (a hub id or a local directory) the base model's own tokenizer is saved
 instead: a pretrained model only understands the tokenizer it was trained with.
 """
-from pathlib import Path
-
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from stages.common import StageError, atomic_path, iter_documents, load_params, log, run_stage
+from stages.common import StageError, atomic_path, log, run_stage
+from stages.documents import iter_documents
+from stages.params import load_params
+from stages.paths import DOCS, TOKENIZER
 
-DOCS = Path("data/clean/docs.parquet")
-OUT = Path("models/tokenizer")
 EOT = "<|endoftext|>"
-BYTE_ALPHABET = len(pre_tokenizers.ByteLevel.alphabet())
 
 
 def train_bpe(texts, vocab_size, min_frequency):
-    if vocab_size < BYTE_ALPHABET + 1:
-        raise StageError(f"tokenizer.vocab_size={vocab_size} is below the {BYTE_ALPHABET} byte symbols plus the end-of-text token")
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -54,7 +50,7 @@ def main():
     else:
         texts = (doc["text"] for doc in iter_documents(DOCS, ["text"]))
         tokenizer = train_bpe(texts, params["vocab_size"], params["min_frequency"])
-    with atomic_path(OUT) as tmp:
+    with atomic_path(TOKENIZER) as tmp:
         tokenizer.save_pretrained(tmp)
     log.info("tokenizer: %s, %d tokens, end-of-text %r", f"from {base}" if base else "trained byte-level BPE", len(tokenizer), tokenizer.eos_token)
 

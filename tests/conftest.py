@@ -151,9 +151,18 @@ def tiny_params(urls):
     params["tokenizer"].update(vocab_size=400)
     params["tokenize"].update(block_size=32, span_chars=3000, val_fraction=0.1)
     params["model"].update(n_layer=1, n_head=2, n_embd=32, n_positions=64)
-    params["train"].update(max_steps=8, batch_size=4, warmup_steps=2, eval_steps=4, save_steps=4, logging_steps=2, eval_blocks=8, compile=False)
+    # fp32: tests that compare numbers compare exact arithmetic, on every CPU (auto would pick bf16 where it is native)
+    params["train"].update(max_steps=8, batch_size=4, warmup_steps=2, eval_steps=4, save_steps=4, logging_steps=2, eval_blocks=8, compile=False,
+                           precision="fp32", accelerate_config=str(ROOT / "configs/accelerate/single.yaml"))
     params["evaluate"].update(max_blocks=16)
     params["sample"].update(prompts=["Пьер закашлялся и", "Наташа"], max_new_tokens=10)
+    return params
+
+
+def tiny_repo_params(urls):
+    """tiny_params for a copy of the repository (paths inside it relative, as in params.yaml)."""
+    params = tiny_params(urls)
+    params["train"]["accelerate_config"] = "configs/accelerate/single.yaml"
     return params
 
 
@@ -161,8 +170,8 @@ def write_params(directory, params):
     (Path(directory) / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
 
-def run_stage(name):
-    """Run a stage's main() in the current directory, in this process."""
+def call_stage(name):
+    """Call a stage's main() in the current directory, in this process (a StageError propagates)."""
     module = __import__(f"stages.{name}", fromlist=["main"])
     module.main()
 
@@ -187,7 +196,7 @@ def built(tmp_path_factory):
     os.chdir(directory)
     try:
         for stage in ("fetch", "clean", "tokenizer", "tokenize", "train", "evaluate", "sample"):
-            run_stage(stage)
+            call_stage(stage)
     finally:
         os.chdir(cwd)
     return directory
@@ -250,3 +259,32 @@ def set_param(directory, section, key, value):
     params = yaml.safe_load(path.read_text(encoding="utf-8"))
     params[section][key] = value
     write_params(directory, params)
+
+
+def reproduced_repo(tmp_path_factory, name):
+    """A git repository of this working tree (tiny params, pages from local files) after `dvc repro`,
+    with its results committed; returns (directory, environment for git and dvc)."""
+    directory = tmp_path_factory.mktemp(name)
+    site = directory.parent / f"{directory.name}-site"
+    pages = fixtures.write_site(site)
+    make_repo(directory)
+    write_params(directory, tiny_repo_params([(site / path).as_uri() for path, _ in pages]))
+    env = git_env()
+    dvc(directory, "repro", env=env)
+    run(["git", "add", "-A"], directory, env=env)
+    run(["git", "commit", "-q", "-m", "tiny run"], directory, env=env)
+    return directory, env
+
+
+@pytest.fixture
+def repo(tmp_path, site):
+    """A git repository holding this working tree with tiny params, fetching the fixture site
+    through FETCH_MIRROR; yields (directory, environment for git and dvc)."""
+    base, _, pages = site
+    directory = tmp_path / "repo"
+    directory.mkdir()
+    make_repo(directory)
+    write_params(directory, tiny_repo_params([f"http://az.lib.ru/{path}" for path, _ in pages]))
+    env = git_env(FETCH_MIRROR=f"http://az.lib.ru/={base}")
+    run(["git", "commit", "-q", "-am", "tiny params"], directory, env=env)
+    return directory, env

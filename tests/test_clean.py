@@ -4,10 +4,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from stages import clean
-from stages.common import StageError, decode_page, read_json, write_json
+from stages import paths
+from stages.charset import decode_page
+from stages.common import StageError, read_json, write_json
 from tests import fixtures
-from tests.conftest import run_stage, tiny_params, write_params
+from tests.conftest import call_stage, tiny_params, write_params
 
 
 def write_raw(pages, declared="windows-1251"):
@@ -15,10 +16,10 @@ def write_raw(pages, declared="windows-1251"):
     manifest = []
     for i, body in enumerate(pages):
         name = f"page-{i}"
-        (clean.RAW_DIR).mkdir(parents=True, exist_ok=True)
-        (clean.RAW_DIR / name).write_bytes(body)
+        (paths.RAW).mkdir(parents=True, exist_ok=True)
+        (paths.RAW / name).write_bytes(body)
         manifest.append({"url": f"http://az.lib.ru/p{i}", "file": name, "declared_encoding": declared, "error": None})
-    write_json(clean.RAW_DIR / "manifest.json", manifest)
+    write_json(paths.RAW / "manifest.json", manifest)
 
 
 def clean_params(**overrides):
@@ -30,8 +31,8 @@ def clean_params(**overrides):
 def run_clean(pages, **overrides):
     write_raw(pages)
     write_params(".", {"clean": clean_params(**overrides)})
-    run_stage("clean")
-    return pd.read_parquet(clean.DOCS), read_json(clean.METRICS)
+    call_stage("clean")
+    return pd.read_parquet(paths.DOCS), read_json(paths.CLEAN_METRICS)
 
 
 @pytest.mark.parametrize("declared", ["windows-1251", None, "utf-8", "iso-8859-1", "no-such-charset"])
@@ -71,7 +72,7 @@ def test_each_document_is_a_row_group_of_its_own(project):
     # so that readers (tokenizer, tokenize) hold one document at a time, not the whole corpus
     pages = [fixtures.page_html(f"Том {i}", fixtures.work(str(i), chapters=1, per_chapter=20)).encode("cp1251") for i in range(3)]
     docs, _ = run_clean(pages)
-    assert len(docs) == 3 and pq.ParquetFile(clean.DOCS).num_row_groups == 3
+    assert len(docs) == 3 and pq.ParquetFile(paths.DOCS).num_row_groups == 3
 
 
 def test_entities_unicode_and_whitespace_are_normalised(project):
@@ -101,7 +102,7 @@ def test_duplicates_across_documents_are_dropped_and_reported(project):
     assert shared in docs.loc[0, "text"] and shared not in docs.loc[1, "text"]
     assert "- Да." in docs.loc[1, "text"]  # short lines legitimately repeat
     assert metrics["dropped_duplicate_documents"] == 1 and metrics["dropped_duplicate_paragraphs"] == 1
-    report = pd.read_csv(clean.REPORT)
+    report = pd.read_csv(paths.CLEAN_REPORT)
     assert list(report["dropped"].fillna("")) == ["", "", "duplicate document"]
     kept, _ = run_clean([first, second, first], dedup=False)
     assert len(kept) == 3
@@ -111,13 +112,13 @@ def test_page_without_text_is_an_error_naming_it(project):
     empty = "<html><head><title>x</title></head><body><form>Оценить</form></body></html>".encode("cp1251")
     with pytest.raises(StageError, match=r"http://az.lib.ru/p1 yields 0 characters"):
         run_clean([fixtures.page_html("A", fixtures.work(1)).encode("cp1251"), empty])
-    assert not clean.DOCS.exists()
+    assert not paths.DOCS.exists()
 
 
 def test_failed_fetches_are_skipped(project):
     write_raw([fixtures.page_html("A", fixtures.work(1)).encode("cp1251")])
-    manifest = read_json(clean.RAW_DIR / "manifest.json") + [{"url": "http://x/", "error": "HTTP 404"}]
-    write_json(clean.RAW_DIR / "manifest.json", manifest)
+    manifest = read_json(paths.RAW / "manifest.json") + [{"url": "http://x/", "file": None, "error": "HTTP 404"}]
+    write_json(paths.RAW / "manifest.json", manifest)
     write_params(".", {"clean": clean_params()})
-    run_stage("clean")
-    assert len(pd.read_parquet(clean.DOCS)) == 1
+    call_stage("clean")
+    assert len(pd.read_parquet(paths.DOCS)) == 1

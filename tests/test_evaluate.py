@@ -3,7 +3,7 @@ import math
 import pytest
 
 from stages.common import StageError, read_json
-from tests.conftest import run_stage, tiny_params, write_params
+from tests.conftest import call_stage, tiny_params, write_params
 
 
 def test_metrics_are_consistent(built):
@@ -20,7 +20,7 @@ def test_every_block_when_max_blocks_is_zero(built_copy):
     params = tiny_params([])
     params["evaluate"].update(max_blocks=0, batch_size=7)  # a last batch shorter than the others
     write_params(".", params)
-    run_stage("evaluate")
+    call_stage("evaluate")
     assert read_json("metrics/eval.json")["val_blocks"] == read_json("data/tokens/meta.json")["val"]["blocks"]
 
 
@@ -28,5 +28,5 @@ def test_bad_batch_size(built_copy):
     params = tiny_params([])
     params["evaluate"]["batch_size"] = 0
     write_params(".", params)
-    with pytest.raises(StageError, match="evaluate.batch_size=0 must be positive"):
-        run_stage("evaluate")
+    with pytest.raises(StageError, match="evaluate.batch_size=0 must be an integer >= 1"):
+        call_stage("evaluate")

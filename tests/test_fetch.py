@@ -10,7 +10,7 @@ import pytest
 
 from stages import fetch
 from stages.common import StageError, read_json
-from tests.conftest import python_env, run_stage, tiny_params, write_params
+from tests.conftest import python_env, call_stage, tiny_params, write_params
 
 RAW = Path("data/raw")
 
@@ -115,14 +115,14 @@ def test_failure_policy_fail_names_each_url(site, project):
     urls = [base + pages[0][0], f"{base}fault/missing"]
     write_params(".", {"fetch": fetch_params(urls)})
     with pytest.raises(StageError, match=r"fault/missing \(HTTP 404"):
-        run_stage("fetch")
+        call_stage("fetch")
 
 
 def test_failure_policy_skip_records_and_goes_on(site, project):
     base, _, pages = site
     urls = [base + pages[0][0], f"{base}fault/missing"]
     write_params(".", {"fetch": fetch_params(urls, on_error="skip")})
-    run_stage("fetch")
+    call_stage("fetch")
     manifest = read_json(RAW / "manifest.json")
     assert manifest[0]["error"] is None and "HTTP 404" in manifest[1]["error"]
 
@@ -130,7 +130,7 @@ def test_failure_policy_skip_records_and_goes_on(site, project):
 def test_unreachable_host_is_named(project):
     write_params(".", {"fetch": fetch_params(["http://127.0.0.1:9/nothing.html"], retries=0)})
     with pytest.raises(StageError, match=r"127\.0\.0\.1:9/nothing\.html \(ConnectionError"):
-        run_stage("fetch")
+        call_stage("fetch")
 
 
 def test_conditional_refetch_keeps_stored_bytes_on_304(site, project):
@@ -173,9 +173,42 @@ def test_killed_fetch_leaves_no_partial_page_and_a_rerun_completes(site, project
     assert 1 <= len(visible) < 4
     assert all((RAW / name).read_bytes() == server.page for name in visible)
     assert not (RAW / "manifest.json").exists()
-    run_stage("fetch")
+    call_stage("fetch")
     manifest = read_json(RAW / "manifest.json")
     assert [r["error"] for r in manifest] == [None] * 4
     assert all(r["sha256"] == hashlib.sha256(server.page).hexdigest() for r in manifest)
     assert stored_files() == sorted(r["file"] for r in manifest)  # temporaries of the killed run are gone
 
+
+
+@pytest.mark.parametrize("failing_mirror", ["http://127.0.0.1:9/", "{base}fault/missing/", "file:///nonexistent/mirror/"],
+                         ids=["server down", "404", "missing mirror directory"])
+def test_failed_refetch_keeps_the_stored_pages(site, project, monkeypatch, failing_mirror):
+    base, _, pages = site
+    urls = ["http://az.lib.ru/" + path for path, _ in pages]
+    write_params(".", {"fetch": fetch_params(urls, retries=0)})
+    good = fetch.fetch_all(fetch_params(urls), mirror_spec=f"http://az.lib.ru/={base}")
+    stored = {name: (RAW / name).read_bytes() for name in stored_files()}
+    monkeypatch.setenv("FETCH_MIRROR", "http://az.lib.ru/=" + failing_mirror.format(base=base))
+    with pytest.raises(StageError, match="stored page kept"):  # on_error: fail still fails the stage
+        call_stage("fetch")
+    assert {name: (RAW / name).read_bytes() for name in stored_files()} == stored
+    manifest = read_json(RAW / "manifest.json")
+    for before, after in zip(good, manifest):
+        assert after["error"] and after["error_source"].startswith(failing_mirror.format(base=base)[:20])
+        assert {k: after[k] for k in ("file", "source", "fetched_at", "sha256", "bytes")} == {k: before[k] for k in ("file", "source", "fetched_at", "sha256", "bytes")}
+    write_params(".", {"fetch": fetch_params(urls, retries=0, on_error="skip")})
+    call_stage("fetch")  # skip: goes on with the stored pages
+    assert {name: (RAW / name).read_bytes() for name in stored_files()} == stored
+    monkeypatch.setenv("FETCH_MIRROR", f"http://az.lib.ru/={base}")
+    call_stage("fetch")
+    assert [r["error"] for r in read_json(RAW / "manifest.json")] == [None] * len(urls)
+
+
+def test_refetch_recomputes_what_the_code_derives_from_the_stored_bytes(site, project, monkeypatch):
+    base, _, _ = site
+    url = f"{base}fault/etag"
+    assert only(fetch.fetch_all(fetch_params([url])))["detected_encoding"] == "cp1251"
+    monkeypatch.setattr(fetch, "decode_page", lambda body, declared: (body.decode("latin-1"), "latin-1"))  # changed code
+    second = only(fetch.fetch_all(fetch_params([url])))
+    assert second["status"] == 304 and second["detected_encoding"] == "latin-1"

@@ -3,23 +3,9 @@ fetching fixture pages from a local HTTP server through FETCH_MIRROR."""
 import json
 import math
 
-import pytest
+from tests.conftest import dvc, ran_stages, run, set_param
 
-from tests.conftest import dvc, git_env, make_repo, ran_stages, run, set_param, tiny_params, write_params
-
-STAGES = ["fetch", "clean", "tokenizer", "tokenize", "train", "evaluate", "sample"]
-
-
-@pytest.fixture
-def repo(tmp_path, site):
-    base, _, pages = site
-    directory = tmp_path / "repo"
-    directory.mkdir()
-    make_repo(directory)
-    write_params(directory, tiny_params([f"http://az.lib.ru/{path}" for path, _ in pages]))
-    env = git_env(FETCH_MIRROR=f"http://az.lib.ru/={base}")
-    run(["git", "commit", "-q", "-am", "tiny params"], directory, env=env)
-    return directory, env
+STAGES = ["validate", "fetch", "clean", "tokenizer", "tokenize", "train", "evaluate", "sample"]
 
 
 def test_repro_reruns_only_what_changed_and_experiments_compare(repo):
@@ -45,16 +31,16 @@ def test_repro_reruns_only_what_changed_and_experiments_compare(repo):
     assert "Loss" in plots and "Learning rate" in plots
 
     set_param(directory, "sample", "max_new_tokens", 12)
-    assert ran_stages(dvc(directory, "repro", env=env).stdout) == ["sample"]
+    assert ran_stages(dvc(directory, "repro", env=env).stdout) == ["validate", "sample"]
 
     set_param(directory, "tokenizer", "vocab_size", 350)
-    assert ran_stages(dvc(directory, "repro", env=env).stdout) == STAGES[2:]
+    assert ran_stages(dvc(directory, "repro", env=env).stdout) == ["validate"] + STAGES[3:]
     assert json.loads((directory / "data/tokens/meta.json").read_text())["vocab_size"] == 350
 
     run(["git", "add", "-A"], directory, env=env)
     run(["git", "commit", "-q", "-m", "baseline"], directory, env=env)
     experiment = dvc(directory, "exp", "run", "-n", "cooler", "-S", "sample.temperature=0.5", "-S", "evaluate.max_blocks=8", env=env)
-    assert ran_stages(experiment.stdout) == ["evaluate", "sample"]
+    assert ran_stages(experiment.stdout) == ["validate", "evaluate", "sample"]
     table = json.loads(dvc(directory, "exp", "show", "--json", env=env).stdout)
     experiments = [e for commit in table for e in (commit.get("experiments") or [])]
     cooler = next(e for e in experiments if e["name"] == "cooler")

@@ -11,8 +11,7 @@ import time
 import boto3
 import pytest
 
-from tests import fixtures
-from tests.conftest import dvc, git_env, make_repo, ran_stages, run, tiny_params, write_params
+from tests.conftest import dvc, git_env, ran_stages, reproduced_repo, run
 
 BUCKET = "tolstoy-test"
 CACHED_OUTPUTS = ["data/raw", "data/clean/docs.parquet", "models/tokenizer", "data/tokens", "models/model", "models/checkpoints"]
@@ -86,16 +85,7 @@ def s3():
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """A git repository of this working tree on which the tiny pipeline has run and been committed."""
-    directory = tmp_path_factory.mktemp("pipeline")
-    site = directory.parent / f"{directory.name}-site"
-    pages = fixtures.write_site(site)
-    make_repo(directory)
-    write_params(directory, tiny_params([(site / path).as_uri() for path, _ in pages]))
-    env = git_env()
-    dvc(directory, "repro", env=env)
-    run(["git", "add", "-A"], directory, env=env)
-    run(["git", "commit", "-q", "-m", "tiny run"], directory, env=env)
-    return directory
+    return reproduced_repo(tmp_path_factory, "pipeline")[0]
 
 
 @pytest.fixture

@@ -4,9 +4,10 @@ import pytest
 from transformers import AutoTokenizer
 
 from stages import tokenize
-from stages.common import Blocks, StageError, read_json, write_json
+from stages.blocks import Blocks
+from stages.common import StageError, read_json, write_json
 from stages.tokenizer import train_bpe
-from tests.conftest import run_stage, tiny_params, write_params
+from tests.conftest import call_stage, tiny_params, write_params
 
 
 def test_spans_are_whole_paragraphs_of_at_least_span_chars():
@@ -68,7 +69,7 @@ def test_corpus_too_small_for_validation_is_an_error(built_copy):
     docs.to_parquet("data/clean/docs.parquet")
     write_params(".", params)
     with pytest.raises(StageError, match="too small to split off a non-empty validation set"):
-        run_stage("tokenize")
+        call_stage("tokenize")
 
 
 def test_split_smaller_than_a_block_is_an_error(built_copy):
@@ -77,7 +78,7 @@ def test_split_smaller_than_a_block_is_an_error(built_copy):
     write_params(".", params)
     before = read_json("data/tokens/meta.json")
     with pytest.raises(StageError, match=r"the train split has \d+ tokens, fewer than one block of tokenize.block_size=1000000"):
-        run_stage("tokenize")
+        call_stage("tokenize")
     assert read_json("data/tokens/meta.json") == before  # the previous output is untouched
 
 
@@ -107,5 +108,5 @@ def test_tokenizer_without_an_end_of_text_token_is_an_error(built_copy):
     write_json("models/tokenizer/tokenizer_config.json", config)
     before = read_json("data/tokens/meta.json")
     with pytest.raises(StageError, match="models/tokenizer has no end-of-text"):
-        run_stage("tokenize")
+        call_stage("tokenize")
     assert read_json("data/tokens/meta.json") == before

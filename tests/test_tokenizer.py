@@ -4,7 +4,7 @@ from transformers import AutoTokenizer
 from stages import tokenizer as tokenizer_stage
 from stages.common import StageError
 from tests import fixtures
-from tests.conftest import run_stage, write_params
+from tests.conftest import call_stage, tiny_params, write_params
 
 TEXTS = [p for seed in range(4) for p in fixtures.paragraphs(seed, 50)]
 UNSEEN = [
@@ -39,9 +39,12 @@ def test_learns_merges_for_russian(bpe):
     assert len(bpe(word, add_special_tokens=False)["input_ids"]) < len(word.encode())
 
 
-def test_vocab_below_byte_alphabet_is_refused():
-    with pytest.raises(StageError, match="vocab_size=200 is below the 256 byte symbols"):
-        tokenizer_stage.train_bpe(iter(TEXTS), vocab_size=200, min_frequency=2)
+def test_vocab_below_byte_alphabet_is_refused(project):
+    params = tiny_params([])
+    params["tokenizer"]["vocab_size"] = 200
+    write_params(".", params)
+    with pytest.raises(StageError, match="tokenizer.vocab_size=200 must be an integer >= 257"):
+        call_stage("tokenizer")
 
 
 def test_saved_tokenizer_reloads_as_fast_tokenizer(built):
@@ -51,15 +54,20 @@ def test_saved_tokenizer_reloads_as_fast_tokenizer(built):
 
 
 def test_base_model_tokenizer_is_used_instead_of_training(built_copy):
-    params = {"tokenizer": {"vocab_size": 300, "min_frequency": 2}, "model": {"base": str(built_copy / "models/model")}}
+    params = tiny_params([])
+    params["tokenizer"]["vocab_size"] = 300
+    params["model"]["base"] = str(built_copy / "models/model")
     write_params(".", params)
-    run_stage("tokenizer")
+    call_stage("tokenizer")
     saved = AutoTokenizer.from_pretrained("models/tokenizer")
     base = AutoTokenizer.from_pretrained(built_copy / "models/model")
     assert saved.get_vocab() == base.get_vocab() and len(saved) != 300
 
 
-def test_missing_base_is_named(project):
-    write_params(".", {"tokenizer": {"vocab_size": 300, "min_frequency": 2}, "model": {"base": "/no/such/model"}})
-    with pytest.raises(StageError, match="model.base='/no/such/model': cannot load its tokenizer"):
-        run_stage("tokenizer")
+def test_base_without_a_tokenizer_is_named(project):
+    (project / "empty").mkdir()
+    params = tiny_params([])
+    params["model"]["base"] = str(project / "empty")
+    write_params(".", params)
+    with pytest.raises(StageError, match=f"model.base='{project / 'empty'}': cannot load its tokenizer"):
+        call_stage("tokenizer")

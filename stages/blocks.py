@@ -1,0 +1,28 @@
+"""Token blocks as a dataset: what training and evaluation read from data/tokens."""
+from pathlib import Path
+
+import numpy as np
+
+from stages.common import read_json
+
+
+class Blocks:
+    """Map-style dataset over a flat token file: item i is block i, as input_ids and labels.
+
+    `limit` keeps that many blocks evenly spread over the file (a representative subset)."""
+
+    def __init__(self, tokens_dir, split, limit=None):
+        meta = read_json(Path(tokens_dir) / "meta.json")
+        self.tokens = np.memmap(Path(tokens_dir) / f"{split}.bin", dtype=meta["dtype"], mode="r")
+        self.block_size = meta["block_size"]
+        n_blocks = meta[split]["blocks"]
+        self.stride = max(1, n_blocks // limit) if limit else 1
+        self.n = min(n_blocks, limit) if limit else n_blocks
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        start = i * self.stride * self.block_size
+        ids = self.tokens[start:start + self.block_size].astype(np.int64)
+        return {"input_ids": ids, "labels": ids}

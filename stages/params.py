@@ -1,0 +1,233 @@
+"""params.yaml: every key of every section with its type and allowed values, checked before any work.
+
+`load_params(section)` returns a section only once all its keys are present, known and valid;
+otherwise a StageError names the key, the value and what is allowed.
+"""
+import difflib
+import math
+import re
+from pathlib import Path
+
+import yaml
+
+from stages.common import StageError
+
+PARAMS = Path("params.yaml")
+
+
+class Rule:
+    """One key's rule: `problem(value)` is None when the value is allowed."""
+
+    def __init__(self, allowed, test):
+        self.allowed, self.test = allowed, test
+
+    def problem(self, value):
+        return None if self.test(value) else self.allowed
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def integer(low=None, high=None):
+    bounds = " and ".join(part for part in (low is not None and f">= {low}", high is not None and f"<= {high}") if part)
+    return Rule(f"an integer{' ' + bounds if bounds else ''}",
+                lambda v: _is_int(v) and (low is None or v >= low) and (high is None or v <= high))
+
+
+def number(above=None, at_least=None, below=None, at_most=None):
+    limits = [(above, "> "), (at_least, ">= "), (below, "< "), (at_most, "<= ")]
+    text = " and ".join(f"{sign}{limit}" for limit, sign in limits if limit is not None)
+    return Rule(f"a number{' ' + text if text else ''}", lambda v: _is_number(v)
+                and (above is None or v > above) and (at_least is None or v >= at_least)
+                and (below is None or v < below) and (at_most is None or v <= at_most))
+
+
+def choice(*values):
+    return Rule("one of " + ", ".join(map(repr, values)), lambda v: any(v == c and type(v) is type(c) for c in values))
+
+
+def boolean():
+    return choice(True, False)
+
+
+def text(empty=False):
+    return Rule("a string" if empty else "a non-empty string", lambda v: isinstance(v, str) and (empty or v.strip() != ""))
+
+
+def text_list(item_ok=lambda v: True, item_allowed="non-empty strings", empty=False):
+    def ok(value):
+        return isinstance(value, list) and (empty or value) and all(isinstance(v, str) and v.strip() and item_ok(v) for v in value)
+    return Rule(f"a {'' if empty else 'non-empty '}list of {item_allowed}", ok)
+
+
+def _is_source(value):
+    return bool(re.match(r"(https?|file)://\S+$", value)) or not re.match(r"\w+://", value)
+
+
+def _is_xpath(value):
+    from lxml import etree  # trafilatura's own XPath engine
+
+    try:
+        etree.XPath(value)
+    except etree.XPathSyntaxError:
+        return False
+    return True
+
+
+def _is_base(value):
+    return isinstance(value, str) and (value == "" or Path(value).is_dir() or bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", value)))
+
+
+def _is_accelerate_config(value):
+    try:
+        config = yaml.safe_load(Path(value).read_text(encoding="utf-8"))
+    except (OSError, TypeError, yaml.YAMLError):
+        return False
+    return isinstance(config, dict) and {"distributed_type", "num_processes", "num_machines"} <= set(config)
+
+
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt")
+
+SCHEMA = {
+    "fetch": {
+        "urls": text_list(_is_source, "http(s):// or file:// URLs or local paths"),
+        "connect_timeout": number(above=0),
+        "read_timeout": number(above=0),
+        "max_seconds": number(above=0),
+        "retries": integer(0, 100),
+        "backoff": number(at_least=0),
+        "backoff_max": number(at_least=0),
+        "max_redirects": integer(0, 100),
+        "max_bytes": integer(1),
+        "delay": number(at_least=0),
+        "user_agent": text(),
+        "on_error": choice("fail", "skip"),
+    },
+    "clean": {
+        "prune_xpath": text_list(_is_xpath, "valid XPath expressions", empty=True),
+        "drop_footnote_markers": boolean(),
+        "dedup": boolean(),
+        "dedup_min_chars": integer(1),
+        "min_chars": integer(0),
+    },
+    "tokenizer": {
+        "vocab_size": integer(257, 65536 * 16),  # the 256 byte symbols plus end-of-text, at least
+        "min_frequency": integer(1),
+    },
+    "tokenize": {
+        "block_size": integer(2),
+        "span_chars": integer(1),
+        "val_fraction": number(above=0, at_most=0.5),
+        "seed": integer(0),
+    },
+    "model": {
+        "base": Rule("'' (from scratch), a local model directory or a hub id like owner/name", _is_base),
+        "n_layer": integer(1),
+        "n_head": integer(1),
+        "n_embd": integer(1),
+        "n_positions": integer(2),
+        "dropout": number(at_least=0, below=1),
+    },
+    "train": {
+        "lr": number(above=0, at_most=1),
+        "lr_scheduler": choice(*SCHEDULERS),
+        "warmup_steps": integer(0),
+        "max_steps": integer(0),
+        "epochs": number(at_least=0),
+        "batch_size": integer(1),
+        "grad_accum": integer(1),
+        "weight_decay": number(at_least=0),
+        "adam_beta2": number(above=0, below=1),
+        "max_grad_norm": number(at_least=0),
+        "seed": integer(0),
+        "precision": choice("auto", "fp32", "bf16", "fp16"),
+        "compile": choice("auto", True, False),
+        "attn_implementation": choice("sdpa", "eager"),
+        "accelerate_config": Rule("an existing accelerate config file (see configs/accelerate)", _is_accelerate_config),
+        "eval_steps": integer(1),
+        "eval_blocks": integer(1),
+        "logging_steps": integer(1),
+        "save_steps": integer(1),
+        "save_total_limit": integer(1),
+    },
+    "evaluate": {
+        "batch_size": integer(1),
+        "max_blocks": integer(0),
+    },
+    "sample": {
+        "prompts": text_list(),
+        "max_new_tokens": integer(1),
+        "temperature": number(at_least=0),
+        "top_k": integer(0),
+        "top_p": number(above=0, at_most=1),
+        "repetition_penalty": number(above=0),
+        "seed": integer(0),
+    },
+}
+
+
+def _unknown(name, known):
+    close = difflib.get_close_matches(name.rsplit(".", 1)[-1], known, n=1)
+    prefix = name.rsplit(".", 1)[0] + "." if "." in name else ""
+    return f"unknown key {name}" + (f" (did you mean {prefix}{close[0]}?)" if close else "")
+
+
+def check_section(section, values):
+    """Raise a StageError for the first missing, unknown or invalid key of `section`."""
+    rules = SCHEMA[section]
+    if not isinstance(values, dict):
+        raise StageError(f"{PARAMS}: {section} must be a mapping of keys to values, not {values!r}")
+    for key in values:
+        if key not in rules:
+            raise StageError(f"{PARAMS}: {_unknown(f'{section}.{key}', rules)}")
+    for key, rule in rules.items():
+        if key not in values:
+            raise StageError(f"{PARAMS}: {section}.{key} is missing ({rule.allowed})")
+        problem = rule.problem(values[key])
+        if problem:
+            raise StageError(f"{PARAMS}: {section}.{key}={values[key]!r} must be {problem}")
+    if section == "train" and not (values["max_steps"] > 0 or values["epochs"] > 0):
+        raise StageError(f"{PARAMS}: train.max_steps={values['max_steps']} and train.epochs={values['epochs']}: one must be positive")
+    if section == "model" and not values["base"] and values["n_embd"] % values["n_head"]:
+        raise StageError(f"{PARAMS}: model.n_embd={values['n_embd']} must be divisible by model.n_head={values['n_head']}")
+
+
+def read_params(path=PARAMS):
+    try:
+        params = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise StageError(f"cannot read {path}: {e}") from None
+    if not isinstance(params, dict):
+        raise StageError(f"{path} must be a mapping of sections")
+    return params
+
+
+def load_params(section, path=PARAMS):
+    """One section of params.yaml, checked key by key."""
+    params = read_params(path)
+    if section not in params:
+        raise StageError(f"{path} has no '{section}' section")
+    check_section(section, params[section])
+    return params[section]
+
+
+def check_all(params):
+    """Every section, then the rules that span sections."""
+    for section in params:
+        if section not in SCHEMA:
+            raise StageError(f"{PARAMS}: {_unknown(section, SCHEMA)}")
+    for section in SCHEMA:
+        if section not in params:
+            raise StageError(f"{PARAMS} has no '{section}' section")
+        check_section(section, params[section])
+    check_context(params["model"], params["tokenize"]["block_size"])
+
+
+def check_context(model_params, block_size):
+    if not model_params["base"] and block_size > model_params["n_positions"]:
+        raise StageError(f"{PARAMS}: tokenize.block_size={block_size} must be <= the model's context model.n_positions={model_params['n_positions']}")

@@ -1,0 +1,48 @@
+"""Training metrics to DVCLive (metrics/train): losses, learning rate, tokens/s and MFU, main process only."""
+import time
+
+from dvclive import Live
+from transformers import TrainerCallback
+
+# Trainer's log keys -> DVCLive metric names.
+LIVE_NAMES = {"loss": "train/loss", "eval_loss": "eval/loss", "learning_rate": "train/lr", "grad_norm": "train/grad_norm"}
+
+
+def open_live(live_dir, resumed_after_step):
+    """DVCLive writer (dvc.yaml is never touched); when resuming, rows logged after the
+    checkpoint are dropped first, since they are logged again."""
+    if resumed_after_step is not None:
+        for tsv in (live_dir / "plots").rglob("*.tsv"):
+            rows = tsv.read_text().splitlines()
+            kept = rows[:1] + [row for row in rows[1:] if int(row.split("\t")[0]) <= resumed_after_step]
+            tsv.write_text("\n".join(kept) + "\n")
+    return Live(str(live_dir), resume=resumed_after_step is not None, dvcyaml=False, save_dvc_exp=False)
+
+
+class LiveCallback(TrainerCallback):
+    """Streams losses, learning rate, tokens/s and MFU to DVCLive; only the main process writes."""
+
+    def __init__(self, live, tokens_per_step, flops_per_token, peak):
+        self.live, self.tokens_per_step = live, tokens_per_step
+        self.flops_per_token, self.peak = flops_per_token, peak
+        self.last_step, self.last_time = 0, time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last_step, self.last_time = state.global_step, time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        self.live.step = state.global_step
+        for key, name in LIVE_NAMES.items():
+            if key in logs:
+                self.live.log_metric(name, logs[key])
+        if "loss" in logs and state.global_step > self.last_step:
+            now = time.perf_counter()
+            tokens_per_sec = (state.global_step - self.last_step) * self.tokens_per_step / (now - self.last_time)
+            self.live.log_metric("train/tokens_per_sec", tokens_per_sec)
+            self.live.log_metric("train/mfu", tokens_per_sec * self.flops_per_token / self.peak)
+            self.last_step, self.last_time = state.global_step, now
+        if "train_runtime" in logs:
+            self.live.log_metric("train/runtime_sec", logs["train_runtime"], plot=False)
+        self.live.next_step()

@@ -1,0 +1,140 @@
+"""Every key of params.yaml is checked for type and range before any work (stages/params.py)."""
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from stages.common import StageError
+from stages.params import SCHEMA, check_all
+from tests.conftest import ROOT, python_env, tiny_params, write_params
+
+# section.key: (a value of the wrong type, a value of the right type out of range)
+BAD_VALUES = {
+    "fetch.urls": ("http://az.lib.ru/a.shtml", ["ftp://az.lib.ru/a.shtml"]),
+    "fetch.connect_timeout": ("10", 0),
+    "fetch.read_timeout": ([60], -1),
+    "fetch.max_seconds": (None, 0),
+    "fetch.retries": (1.5, -1),
+    "fetch.backoff": ("1s", -0.5),
+    "fetch.backoff_max": (True, -1),
+    "fetch.max_redirects": ("5", -1),
+    "fetch.max_bytes": (2e7, 0),
+    "fetch.delay": ("1", -1),
+    "fetch.user_agent": (5, "  "),
+    "fetch.on_error": (False, "retry"),
+    "clean.prune_xpath": ("//form", ["//form["]),
+    "clean.drop_footnote_markers": ("no", 1),
+    "clean.dedup": ("yes", 0),
+    "clean.dedup_min_chars": ("40", 0),
+    "clean.min_chars": (200.0, -1),
+    "tokenizer.vocab_size": ("4096", 100),
+    "tokenizer.min_frequency": (2.5, 0),
+    "tokenize.block_size": ("256", 1),
+    "tokenize.span_chars": (None, 0),
+    "tokenize.val_fraction": ("0.05", 1.5),
+    "tokenize.seed": (1.0, -1),
+    "model.base": (0, "not a model id"),
+    "model.n_layer": ("4", 0),
+    "model.n_head": (4.0, 0),
+    "model.n_embd": ([128], 0),
+    "model.n_positions": ("256", 1),
+    "model.dropout": ("0.1", 1.0),
+    "train.lr": ("fast", 0),
+    "train.lr_scheduler": (1, "cosine_annealing"),
+    "train.warmup_steps": (5.5, -1),
+    "train.max_steps": ("4600", -1),
+    "train.epochs": ("1", -1),
+    "train.batch_size": ("eight", 0),
+    "train.grad_accum": (1.0, 0),
+    "train.weight_decay": ("0.1", -0.1),
+    "train.adam_beta2": ("0.99", 1.0),
+    "train.max_grad_norm": ("1", -1),
+    "train.seed": ("1337", -1),
+    "train.precision": (16, "fp8"),
+    "train.compile": ("yes", 1),
+    "train.attn_implementation": (None, "flash_attention_9"),
+    "train.accelerate_config": (1, "configs/accelerate/missing.yaml"),
+    "train.eval_steps": ("200", 0),
+    "train.eval_blocks": (32.0, 0),
+    "train.logging_steps": ([50], 0),
+    "train.save_steps": ("500", 0),
+    "train.save_total_limit": (2.0, 0),
+    "evaluate.batch_size": ("16", 0),
+    "evaluate.max_blocks": (None, -1),
+    "sample.prompts": ("Наташа", []),
+    "sample.max_new_tokens": ("80", 0),
+    "sample.temperature": ("hot", -0.1),
+    "sample.top_k": (50.5, -1),
+    "sample.top_p": ("0.95", 0),
+    "sample.repetition_penalty": ("1.1", 0),
+    "sample.seed": ([1], -1),
+}
+
+
+@pytest.fixture
+def valid():
+    params = tiny_params(["http://az.lib.ru/a.shtml", "file:///tmp/page.html", "pages/local.txt"])
+    check_all(params)
+    return params
+
+
+def test_the_table_covers_every_key():
+    assert set(BAD_VALUES) == {f"{section}.{key}" for section, rules in SCHEMA.items() for key in rules}
+
+
+def test_the_repository_params_are_valid(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    check_all(yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("kind", ["wrong type", "out of range"])
+@pytest.mark.parametrize("name", sorted(BAD_VALUES))
+def test_every_key_is_checked(valid, name, kind):
+    section, key = name.split(".")
+    value = BAD_VALUES[name][kind == "out of range"]
+    params = copy.deepcopy(valid)
+    params[section][key] = value
+    with pytest.raises(StageError) as error:
+        check_all(params)
+    message = str(error.value)
+    assert f"{name}={value!r} must be " in message and "\n" not in message
+
+
+@pytest.mark.parametrize("section", sorted(SCHEMA))
+def test_missing_and_misspelt_keys_are_named(valid, section):
+    key = sorted(SCHEMA[section])[0]
+    params = copy.deepcopy(valid)
+    params[section][key + "s"] = params[section].pop(key)
+    with pytest.raises(StageError, match=rf"unknown key {section}\.{key}s \(did you mean {section}\.{key}\?\)"):
+        check_all(params)
+    del params[section][key + "s"]
+    with pytest.raises(StageError, match=rf"{section}\.{key} is missing \("):
+        check_all(params)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p.update(sampel=p.pop("sample")), r"unknown key sampel \(did you mean sample\?\)"),
+    (lambda p: p.pop("evaluate"), "has no 'evaluate' section"),
+    (lambda p: p.update(train=[1, 2]), "train must be a mapping"),
+    (lambda p: p["train"].update(max_steps=0, epochs=0), "train.max_steps=0 and train.epochs=0: one must be positive"),
+    (lambda p: p["model"].update(n_embd=30, n_head=4), "model.n_embd=30 must be divisible by model.n_head=4"),
+    (lambda p: p["tokenize"].update(block_size=128), r"tokenize.block_size=128 must be <= the model's context model.n_positions=64"),
+])
+def test_sections_and_rules_across_keys(valid, change, message):
+    change(valid)
+    with pytest.raises(StageError, match=message):
+        check_all(valid)
+
+
+@pytest.mark.parametrize("module", ["stages.validate", "stages.training.launch", "stages.sample"])
+def test_a_bad_value_is_one_line_and_exit_status_2(project, module):
+    params = tiny_params(["http://az.lib.ru/a.shtml"])
+    params["train"]["batch_size"] = "eight"
+    params["sample"]["top_p"] = 2
+    write_params(project, params)
+    result = subprocess.run([sys.executable, "-m", module], cwd=project, env=python_env(), capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: params.yaml: ")
+    assert ("sample.top_p=2" if module == "stages.sample" else "train.batch_size='eight' must be an integer >= 1") in result.stderr

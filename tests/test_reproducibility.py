@@ -1,0 +1,90 @@
+"""dvc.lock never lies and nothing a user made is lost: the real `dvc` CLI in a temporary git
+repository holding this working tree (tiny params, fp32)."""
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load, load_file
+
+from tests.conftest import dvc, ran_stages, reproduced_repo, run, set_param
+
+OUTPUTS = ("data/params.ok", "data/raw", "data/clean", "data/tokens", "models", "metrics")
+
+
+def snapshot(directory):
+    """Every output file's bytes, by path."""
+    return {str(f.relative_to(directory)): f.read_bytes() for root in OUTPUTS for f in sorted((directory / root).rglob("*")) if f.is_file()}
+
+
+def model_weights(directory):
+    return load_file(directory / "models/model/model.safetensors")
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+
+
+def edit(path, old, new):
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{path} no longer contains {old!r}"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    return reproduced_repo(tmp_path_factory, "reproduced")
+
+
+@pytest.fixture
+def repo(reproduced, tmp_path):
+    directory = tmp_path / "repo"
+    shutil.copytree(reproduced[0], directory, symlinks=True)
+    return directory, reproduced[1]
+
+
+def test_a_no_op_rerun_changes_nothing_and_edited_training_code_retrains(repo):
+    directory, env = repo
+    before = snapshot(directory)
+
+    forced = dvc(directory, "repro", "-f", "-s", "train", env=env)
+    assert ran_stages(forced.stdout) == ["train"]
+    after = snapshot(directory)
+    assert after.keys() == before.keys() and [k for k in before if after[k] != before[k]] == []
+    assert "up to date" in dvc(directory, "status", env=env).stdout  # evaluate and sample have nothing to do
+
+    # A real change of the training code (Adam's beta2 no longer from params): the checkpoints
+    # were made by other code, so train starts fresh, and DVC re-runs what reads the model.
+    edit(directory / "stages/train.py", 'adam_beta2=train_params["adam_beta2"],', "adam_beta2=0.9,")
+    rerun = dvc(directory, "repro", env=env)
+    assert ran_stages(rerun.stdout) == ["train", "evaluate", "sample"]
+    assert "were made with other code" in rerun.stdout + rerun.stderr
+    edited = model_weights(directory)
+    assert not same_weights(edited, load(before["models/model/model.safetensors"]))
+
+    shutil.rmtree(directory / "models/checkpoints")  # the same code from scratch
+    dvc(directory, "repro", "-f", "-s", "train", env=env)
+    assert same_weights(model_weights(directory), edited)
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("train", "batch_size", "eight"),
+    ("train", "accelerate_config", "configs/accelerate/missing.yaml"),
+    ("tokenize", "val_fraction", 1.5),
+    ("tokenizer", "vocab_size", 100),
+    ("evaluate", "batch_size", 0),
+    ("sample", "top_p", 2),
+    ("fetch", "urls", []),
+])
+def test_a_bad_param_costs_no_output(repo, section, key, value):
+    directory, env = repo
+    before = snapshot(directory)
+    set_param(directory, section, key, value)
+    failed = run(["dvc", "repro"], directory, check=False, env=env)
+    assert failed.returncode != 0
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: params.yaml: {section}.{key}={value!r} must be " + errors[0].split(" must be ", 1)[1]], failed.stderr
+    after = snapshot(directory)
+    assert {k: v for k, v in after.items() if k != "data/params.ok"} == {k: v for k, v in before.items() if k != "data/params.ok"}
+    run(["git", "checkout", "params.yaml"], directory, env=env)  # committed with the results
+    assert set(ran_stages(dvc(directory, "repro", env=env).stdout)) <= {"validate"}  # DVC's run cache may restore it instead
+    assert snapshot(directory) == before
