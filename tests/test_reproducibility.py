@@ -88,3 +88,14 @@ def test_a_bad_param_costs_no_output(repo, section, key, value):
     run(["git", "checkout", "params.yaml"], directory, env=env)  # committed with the results
     assert set(ran_stages(dvc(directory, "repro", env=env).stdout)) <= {"validate"}  # DVC's run cache may restore it instead
     assert snapshot(directory) == before
+
+
+def test_outputs_removed_by_dvc_repro_single_stage_come_back_with_the_documented_command(repo):
+    directory, env = repo
+    before = snapshot(directory)
+    set_param(directory, "train", "batch_size", "eight")
+    failed = run(["dvc", "repro", "-s", "train"], directory, check=False, env=env)  # -s skips validate
+    assert failed.returncode != 0 and "error: params.yaml: train.batch_size='eight' must be an integer >= 1" in failed.stderr
+    assert not (directory / "models/model").exists()  # DVC removed it before running the stage
+    run(["bash", "-c", "dvc checkout && git checkout -- metrics"], directory, env=env)  # the README's command
+    assert snapshot(directory) == before
