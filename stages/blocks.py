@@ -12,9 +12,10 @@ class Blocks:
     `limit` keeps that many blocks evenly spread over the file (a representative subset)."""
 
     def __init__(self, tokens_dir, split, limit=None):
-        meta = read_json(Path(tokens_dir) / "meta.json")
+        self.meta = meta = read_json(Path(tokens_dir) / "meta.json")
         self.tokens = np.memmap(Path(tokens_dir) / f"{split}.bin", dtype=meta["dtype"], mode="r")
         self.block_size = meta["block_size"]
+        self.chars_per_token = meta[split]["chars"] / meta[split]["tokens"]  # of the whole split
         n_blocks = meta[split]["blocks"]
         self.stride = max(1, n_blocks // limit) if limit else 1
         self.n = min(n_blocks, limit) if limit else n_blocks

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from stages.blocks import Blocks
-from stages.common import log, read_json, run_stage, write_json
+from stages.common import log, run_stage, write_json
 from stages.params import load_params
 from stages.paths import EVAL_METRICS, MODEL, TOKENS
 
@@ -26,17 +26,15 @@ def validation_loss(model, blocks, batch_size):
 
 def main():
     params = load_params("evaluate")
-    meta = read_json(TOKENS / "meta.json")
     blocks = Blocks(TOKENS, "val", limit=params["max_blocks"] or None)
     model = AutoModelForCausalLM.from_pretrained(MODEL).eval()
     loss = validation_loss(model, blocks, params["batch_size"])
-    chars_per_token = meta["val"]["chars"] / meta["val"]["tokens"]
     metrics = {
         "val_loss": round(loss, 5),
         "perplexity": round(math.exp(loss), 3),
-        "bits_per_char": round(loss / math.log(2) / chars_per_token, 5),
+        "bits_per_char": round(loss / math.log(2) / blocks.chars_per_token, 5),
         "val_blocks": len(blocks),
-        "val_tokens": len(blocks) * meta["block_size"],
+        "val_tokens": len(blocks) * blocks.block_size,
     }
     write_json(EVAL_METRICS, metrics)
     log.info("evaluate: loss %(val_loss).4f, perplexity %(perplexity).2f, %(bits_per_char).4f bits/char over %(val_tokens)d tokens", metrics)

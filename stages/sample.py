@@ -1,5 +1,6 @@
 """sample: continue the prompts in params with models/model -> metrics/samples.md (for people to read)."""
 import time
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
@@ -10,14 +11,23 @@ from stages.paths import MODEL, SAMPLES
 SETTINGS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
 
 
+def fit_context(input_ids, max_new_tokens, context):
+    """Keep the prompt's end and the number of new tokens within the model's positions."""
+    max_new_tokens = min(max_new_tokens, context - 1)
+    return input_ids[:, -(context - max_new_tokens):], max_new_tokens
+
+
 @torch.inference_mode()
 def generate(model, tokenizer, prompt, params):
+    """(continuation, number of new tokens) of `prompt` with the sampling params, within the context."""
     set_seed(params["seed"])
-    inputs = tokenizer(prompt, return_tensors="pt")
+    input_ids, max_new_tokens = fit_context(tokenizer(prompt, return_tensors="pt")["input_ids"], params["max_new_tokens"],
+                                            model.config.max_position_embeddings)
     sampling = params["temperature"] > 0
     output = model.generate(
-        **inputs,
-        max_new_tokens=params["max_new_tokens"],
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        max_new_tokens=max_new_tokens,
         do_sample=sampling,
         temperature=params["temperature"] if sampling else None,
         top_k=params["top_k"] if sampling else None,
@@ -26,7 +36,7 @@ def generate(model, tokenizer, prompt, params):
         pad_token_id=tokenizer.pad_token_id,
         use_cache=True,
     )
-    new_tokens = output[0, inputs["input_ids"].shape[1]:]
+    new_tokens = output[0, input_ids.shape[1]:]
     return tokenizer.decode(new_tokens, skip_special_tokens=True), len(new_tokens)
 
 

@@ -17,6 +17,7 @@ from stages.common import StageError, atomic_path, log, run_stage
 from stages.params import check_context, load_params
 from stages.paths import CHECKPOINTS, MODEL, TOKENIZER, TOKENS, TRAIN_COST, TRAIN_LIVE
 from stages.training import resume
+from stages.training.export import SAMPLING, model_card, write_generation_config
 from stages.training.live import LiveCallback, open_live
 from stages.training.plan import make_plan, peak_flops, record_cost, resolve_precision, total_steps
 
@@ -48,7 +49,14 @@ def build_model(model_params, tokenizer, block_size, attn_implementation):
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:
         raise StageError(f"the tokenizer has {len(tokenizer)} tokens but the model's embeddings have {rows} rows")
+    tokenizer.model_max_length = model.config.max_position_embeddings  # exported: clients truncate to the context
+    tokenizer.truncation_side = "left"  # a prompt keeps its end, which the continuation follows
     return model
+
+
+def speed_settings(precision, compile_model):
+    """The Trainer settings that make this project's training fast (bench.performance compares them)."""
+    return {"optim": "adamw_torch_fused", "bf16": precision == "bf16", "fp16": precision == "fp16", "torch_compile": compile_model}
 
 
 def training_arguments(train_params, plan, steps, precision):
@@ -65,10 +73,6 @@ def training_arguments(train_params, plan, steps, precision):
         adam_beta2=train_params["adam_beta2"],
         max_grad_norm=train_params["max_grad_norm"],
         seed=train_params["seed"],
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        torch_compile=plan.compile,
-        optim="adamw_torch_fused",
         eval_strategy="steps",
         eval_steps=train_params["eval_steps"],
         save_strategy="steps",
@@ -80,6 +84,7 @@ def training_arguments(train_params, plan, steps, precision):
         dataloader_drop_last=True,
         ddp_find_unused_parameters=False,
         use_cpu=not torch.cuda.is_available(),
+        **speed_settings(precision, plan.compile),
     )
 
 
@@ -90,7 +95,7 @@ def main():
     if not torch.cuda.is_available():  # accelerate launch sets OMP_NUM_THREADS=1: share the cores instead
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     model_params, train_params = load_params("model"), load_params("train")
-    block_size = load_params("tokenize")["block_size"]
+    block_size, sampling = load_params("tokenize")["block_size"], {k: load_params("sample")[k] for k in SAMPLING}
     check_context(model_params, block_size)
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     precision = resolve_precision(train_params["precision"])
@@ -117,21 +122,29 @@ def main():
         if is_main:
             resume.restore_final(CHECKPOINTS, MODEL, TRAIN_COST)
         log.info("train: %s holds all %d steps, made by this code, params and data: its model and cost record are restored", checkpoint, steps)
-        return
+    else:
+        live = open_live(TRAIN_LIVE, done if checkpoint else None) if is_main else None
+        callback = LiveCallback(live, plan.tokens_per_step, plan.flops_per_token, peak_flops(precision) * world_size, eval_data.chars_per_token)
+        resume.quiet_tied_weights_warning()
+        trainer = Trainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer, callbacks=[callback])
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if is_main:
+            export_run(trainer, {"model": model_params, "train": train_params, "tokenize.block_size": block_size}, train_data.meta)
+            live.end()
+            record_cost(TRAIN_COST, estimate, result.metrics["train_runtime"], resume.latest_checkpoint(CHECKPOINTS))
+            resume.keep_final(CHECKPOINTS, MODEL, TRAIN_COST)
+        log.info("train: %d steps, final train loss %.4f, %.0fs (estimated %.0fs)", result.global_step, result.training_loss,
+                 result.metrics["train_runtime"], estimate["seconds"])
+    if is_main:  # the sampling defaults are not part of what training computes: written either way
+        write_generation_config(MODEL, tokenizer, sampling)
 
-    live = open_live(TRAIN_LIVE, done if checkpoint else None) if is_main else None
-    callback = LiveCallback(live, plan.tokens_per_step, plan.flops_per_token, peak_flops(precision) * world_size)
-    resume.quiet_tied_weights_warning()
-    trainer = Trainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer, callbacks=[callback])
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if is_main:
-        with atomic_path(MODEL) as tmp:
-            trainer.save_model(tmp)
-        live.end()
-        record_cost(TRAIN_COST, estimate, result.metrics["train_runtime"], resume.latest_checkpoint(CHECKPOINTS))
-        resume.keep_final(CHECKPOINTS, MODEL, TRAIN_COST)
-    log.info("train: %d steps, final train loss %.4f, %.0fs (estimated %.0fs)", result.global_step, result.training_loss,
-             result.metrics["train_runtime"], estimate["seconds"])
+
+def export_run(trainer, params, tokens_meta):
+    """The trained model, its tokenizer and its model card, into models/model in one move."""
+    with atomic_path(MODEL) as tmp:
+        trainer.save_model(tmp)
+        card = model_card(trainer.model.config, params, tokens_meta, trainer.state.log_history)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
 
 
 if __name__ == "__main__":

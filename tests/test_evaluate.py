@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from stages.common import StageError, read_json
+from stages.common import read_json
 from tests.conftest import call_stage, tiny_params, write_params
 
 
@@ -22,11 +22,3 @@ def test_every_block_when_max_blocks_is_zero(built_copy):
     write_params(".", params)
     call_stage("evaluate")
     assert read_json("metrics/eval.json")["val_blocks"] == read_json("data/tokens/meta.json")["val"]["blocks"]
-
-
-def test_bad_batch_size(built_copy):
-    params = tiny_params([])
-    params["evaluate"]["batch_size"] = 0
-    write_params(".", params)
-    with pytest.raises(StageError, match="evaluate.batch_size=0 must be an integer >= 1"):
-        call_stage("evaluate")

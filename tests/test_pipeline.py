@@ -30,7 +30,13 @@ def test_repro_reruns_only_what_changed_and_experiments_compare(repo):
     plots = dvc(directory, "plots", "show", "--json", env=env).stdout
     assert "Loss" in plots and "Learning rate" in plots
 
-    set_param(directory, "sample", "max_new_tokens", 12)
+    weights, evaluation = (directory / "models/model/model.safetensors").read_bytes(), (directory / "metrics/eval.json").read_bytes()
+    set_param(directory, "sample", "max_new_tokens", 12)  # also the exported model's generation default: train restores, never retrains
+    sampled = dvc(directory, "repro", env=env)
+    assert ran_stages(sampled.stdout) == ["validate", "train", "evaluate", "sample"] and "are restored" in sampled.stdout + sampled.stderr
+    assert (directory / "models/model/model.safetensors").read_bytes() == weights and (directory / "metrics/eval.json").read_bytes() == evaluation
+    assert json.loads((directory / "models/model/generation_config.json").read_text())["max_new_tokens"] == 12
+    set_param(directory, "sample", "seed", 7)
     assert ran_stages(dvc(directory, "repro", env=env).stdout) == ["validate", "sample"]
 
     set_param(directory, "tokenizer", "vocab_size", 350)
@@ -40,7 +46,7 @@ def test_repro_reruns_only_what_changed_and_experiments_compare(repo):
     run(["git", "add", "-A"], directory, env=env)
     run(["git", "commit", "-q", "-m", "baseline"], directory, env=env)
     experiment = dvc(directory, "exp", "run", "-n", "cooler", "-S", "sample.temperature=0.5", "-S", "evaluate.max_blocks=8", env=env)
-    assert ran_stages(experiment.stdout) == ["validate", "evaluate", "sample"]
+    assert ran_stages(experiment.stdout) == ["validate", "train", "evaluate", "sample"]
     table = json.loads(dvc(directory, "exp", "show", "--json", env=env).stdout)
     experiments = [e for commit in table for e in (commit.get("experiments") or [])]
     cooler = next(e for e in experiments if e["name"] == "cooler")

@@ -1,9 +1,13 @@
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from stages.common import StageError
-from tests.conftest import call_stage, tiny_params, write_params
+from tests.conftest import call_stage, python_env, run, tiny_params, write_params
 
 
 def sample_with(**values):
@@ -37,3 +41,41 @@ def test_greedy_decoding(built_copy):
 def test_bad_params(built_copy, values, message):
     with pytest.raises(StageError, match=message):
         sample_with(**values)
+
+
+LONG_PROMPT = "Наташа вошла в гостиную и остановилась у окна. " * 40  # far more tokens than the 64 positions
+
+
+def test_a_prompt_longer_than_the_context_keeps_its_end(built_copy):
+    text = sample_with(prompts=[LONG_PROMPT], max_new_tokens=200)  # more new tokens than positions, too
+    assert text.count("## Наташа вошла") == 1
+
+
+def test_generate_command_continues_a_prompt_and_touches_no_output(built_copy):
+    before = {p: p.read_bytes() for p in Path(".").rglob("*") if p.is_file()}
+    short = run([sys.executable, "-m", "tools.generate", "Пьер закашлялся и", "--max-new-tokens", "12", "--temperature", "0"], built_copy)
+    assert short.stdout.startswith("Пьер закашлялся и") and len(short.stdout.strip()) > len("Пьер закашлялся и")
+    long = run([sys.executable, "-m", "tools.generate", LONG_PROMPT, "--max-new-tokens", "500"], built_copy)
+    assert long.stdout.startswith(LONG_PROMPT.strip()[:40])
+    interactive = subprocess.run([sys.executable, "-m", "tools.generate", "--interactive", "--max-new-tokens", "5"], cwd=built_copy,
+                                 env=python_env(), input="Наташа\nПьер\n", capture_output=True, text=True, check=True)
+    assert [line.split()[0] for line in interactive.stdout.splitlines() if line][:1] == ["Наташа"] and "Пьер" in interactive.stdout
+    assert {p: p.read_bytes() for p in Path(".").rglob("*") if p.is_file()} == before
+
+
+def test_the_exported_model_works_in_a_plain_pipeline(built, tmp_path):
+    model_dir = shutil.copytree(built / "models/model", tmp_path / "elsewhere/model")
+    script = f"""
+from transformers import pipeline
+generate = pipeline("text-generation", model={str(model_dir)!r})
+print(repr(generate("Наташа")[0]["generated_text"]))
+print(repr(generate({LONG_PROMPT!r}, truncation=True, handle_long_generation="hole", max_new_tokens=20)[0]["generated_text"][-60:]))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=python_env(), capture_output=True, text=True, check=True)
+    short, long = result.stdout.splitlines()
+    assert short.startswith("'Наташа") and len(short) > len("'Наташа'")
+    config = json.loads((model_dir / "generation_config.json").read_text())
+    assert config["max_new_tokens"] == 10 and config["temperature"] == 0.8 and config["eos_token_id"] == config["pad_token_id"] is not None
+    assert json.loads((model_dir / "tokenizer_config.json").read_text())["model_max_length"] == 64
+    card = (model_dir / "README.md").read_text(encoding="utf-8")
+    assert "pipeline_tag: text-generation" in card and '"n_layer": 1' in card and "Training tokens:" in card

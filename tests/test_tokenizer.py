@@ -39,14 +39,6 @@ def test_learns_merges_for_russian(bpe):
     assert len(bpe(word, add_special_tokens=False)["input_ids"]) < len(word.encode())
 
 
-def test_vocab_below_byte_alphabet_is_refused(project):
-    params = tiny_params([])
-    params["tokenizer"]["vocab_size"] = 200
-    write_params(".", params)
-    with pytest.raises(StageError, match="tokenizer.vocab_size=200 must be an integer >= 257"):
-        call_stage("tokenizer")
-
-
 def test_saved_tokenizer_reloads_as_fast_tokenizer(built):
     loaded = AutoTokenizer.from_pretrained(built / "models/tokenizer")
     assert loaded.is_fast and loaded.eos_token == "<|endoftext|>"

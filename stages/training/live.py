@@ -1,11 +1,14 @@
-"""Training metrics to DVCLive (metrics/train): losses, learning rate, tokens/s and MFU, main process only."""
+"""Training metrics to DVCLive (metrics/train): losses, validation bits per character, learning
+rate, tokens/s and MFU, main process only. Names never repeat a param's name (train/learning_rate,
+not train/lr), so `dvc exp show` columns stay apart."""
+import math
 import time
 
 from dvclive import Live
 from transformers import TrainerCallback
 
 # Trainer's log keys -> DVCLive metric names.
-LIVE_NAMES = {"loss": "train/loss", "eval_loss": "eval/loss", "learning_rate": "train/lr", "grad_norm": "train/grad_norm"}
+LIVE_NAMES = {"loss": "train/loss", "eval_loss": "eval/loss", "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm"}
 
 
 def open_live(live_dir, resumed_after_step):
@@ -22,9 +25,10 @@ def open_live(live_dir, resumed_after_step):
 class LiveCallback(TrainerCallback):
     """Streams losses, learning rate, tokens/s and MFU to DVCLive; only the main process writes."""
 
-    def __init__(self, live, tokens_per_step, flops_per_token, peak):
+    def __init__(self, live, tokens_per_step, flops_per_token, peak, val_chars_per_token):
         self.live, self.tokens_per_step = live, tokens_per_step
         self.flops_per_token, self.peak = flops_per_token, peak
+        self.val_chars_per_token = val_chars_per_token  # turns eval loss into bits per character
         self.last_step, self.last_time = 0, time.perf_counter()
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -37,6 +41,8 @@ class LiveCallback(TrainerCallback):
         for key, name in LIVE_NAMES.items():
             if key in logs:
                 self.live.log_metric(name, logs[key])
+        if "eval_loss" in logs:
+            self.live.log_metric("eval/bits_per_char", logs["eval_loss"] / math.log(2) / self.val_chars_per_token)
         if "loss" in logs and state.global_step > self.last_step:
             now = time.perf_counter()
             tokens_per_sec = (state.global_step - self.last_step) * self.tokens_per_step / (now - self.last_time)

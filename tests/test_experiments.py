@@ -1,0 +1,62 @@
+"""Reading and comparing experiments offline: the plots page, the comparison table, samples side
+by side (the real `dvc` CLI in a temporary git repository, tiny params)."""
+import re
+
+import pytest
+
+from tests.conftest import ROOT, dvc, reproduced_repo, run
+
+SERIES = ["train/loss", "eval/loss", "eval/bits_per_char", "train/learning_rate"]
+
+
+@pytest.fixture(scope="module")
+def two_experiments(tmp_path_factory):
+    directory, env = reproduced_repo(tmp_path_factory, "experiments")
+    dvc(directory, "exp", "run", "-n", "hot", "-S", "train.lr=0.01", "-S", "sample.temperature=1.0", env=env)
+    dvc(directory, "exp", "run", "-n", "wide", "-S", "model.n_embd=64", env=env)
+    return directory, env
+
+
+def external_references(html):
+    """src/href attributes that point off the page."""
+    return re.findall(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//[^"'\s>]+""", html, flags=re.I)
+
+
+def test_the_plots_page_draws_every_series_with_no_network(two_experiments, tmp_path):
+    directory, env = two_experiments
+    for command, out in ((["plots", "show"], tmp_path / "show"), (["plots", "diff", "hot", "wide"], tmp_path / "diff")):
+        dvc(directory, *command, "-o", str(out), env=env)
+        html = (out / "index.html").read_text(encoding="utf-8")
+        assert external_references(html) == [] and "vegaEmbed" in html and "cdn.jsdelivr" not in html
+        titles = re.findall(r'"title": \{\s*"text": "([^"]+)"', html) or re.findall(r'"title": "([^"]+)"', html)
+        assert sorted(set(titles)) == sorted(titles), titles  # each chart once
+        for series in SERIES:  # every value of every series is embedded in the page
+            rows = (directory / "metrics/train/plots/metrics" / f"{series}.tsv").read_text().splitlines()[1:]
+            assert rows and all(f'"{series.split("/")[1]}": "{row.split(chr(9))[1]}"' in html or row.split("\t")[1] in html for row in rows), series
+    assert "dvc_plots" not in run(["git", "status", "--porcelain"], directory, env=env).stdout
+
+
+def test_the_comparison_fits_a_terminal(two_experiments):
+    directory, env = two_experiments
+    output = run(["python", "-m", "tools.compare"], directory, env=env).stdout
+    header, *rows = output.splitlines()
+    assert header.split() == ["experiment", "model.n_embd", "train.lr", "sample.temperature", "bits/char", "perplexity", "train", "s", "tokens/s", "MFU", "%"]
+    names = [row.split()[0] for row in rows]
+    assert {"workspace", "hot", "wide"} <= set(names)
+    hot = rows[names.index("hot")].split()
+    assert list(map(float, hot[1:4])) == [32, 0.01, 1.0] and 0 < float(hot[4]) < 8 and float(hot[6]) > 0 and float(hot[7]) > 0, output
+
+
+def test_samples_side_by_side(two_experiments):
+    directory, env = two_experiments
+    output = run(["python", "-m", "tools.samples", "hot", "wide", "--width", "40"], directory, env=env).stdout
+    assert output.splitlines()[0].startswith("hot") and "| wide" in output.splitlines()[0]
+    assert "## Пьер закашлялся и" in output and "## Наташа" in output
+    assert all(len(line.split(" | ")[0]) == 40 for line in output.splitlines() if " | " in line)
+
+
+def test_plots_template_carries_its_libraries():
+    template = (ROOT / "plots/template.html").read_text(encoding="utf-8")
+    assert external_references(template) == [] and "{plot_divs}" in template
+    for library in ("vega", "vega-lite", "vega-embed"):
+        assert (ROOT / f"plots/licenses/{library}-LICENSE").is_file() and f"/* {library} " in template
