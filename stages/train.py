@@ -95,7 +95,7 @@ def main():
     if not torch.cuda.is_available():  # accelerate launch sets OMP_NUM_THREADS=1: share the cores instead
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     model_params, train_params = load_params("model"), load_params("train")
-    block_size, sampling = load_params("tokenize")["block_size"], {k: load_params("sample")[k] for k in SAMPLING}
+    block_size, sample_params = load_params("tokenize")["block_size"], load_params("sample")
     check_context(model_params, block_size)
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     precision = resolve_precision(train_params["precision"])
@@ -136,7 +136,7 @@ def main():
         log.info("train: %d steps, final train loss %.4f, %.0fs (estimated %.0fs)", result.global_step, result.training_loss,
                  result.metrics["train_runtime"], estimate["seconds"])
     if is_main:  # the sampling defaults are not part of what training computes: written either way
-        write_generation_config(MODEL, tokenizer, sampling)
+        write_generation_config(MODEL, tokenizer, {key: sample_params[key] for key in SAMPLING})
 
 
 def export_run(trainer, params, tokens_meta):

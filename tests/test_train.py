@@ -109,15 +109,17 @@ def test_fine_tunes_a_local_base_model(built_copy):
     assert math.isfinite(read_json("metrics/eval.json")["val_loss"])
 
 
-def test_base_with_another_tokenizer_is_refused(built_copy):
+@pytest.mark.parametrize("config", ["single.yaml", "cpu-ddp.yaml"])
+def test_an_error_in_a_training_process_is_one_line_and_exit_status_2(built_copy, config):
     base = built_copy / "base"
     shutil.copytree("models/model", base)
-    params = params_with(model={"base": str(base)}, tokenizer={"vocab_size": 300})
+    params = params_with(model={"base": str(base)}, tokenizer={"vocab_size": 300}, train={"accelerate_config": str(ROOT / "configs/accelerate" / config)})
     write_params(".", {**params, "model": {**params["model"], "base": ""}})
-    call_stage("tokenizer")  # a freshly trained 300-token tokenizer, not the base's
+    call_stage("tokenizer")  # a 300-token tokenizer, not the base's: found inside the training processes
     write_params(".", params)
-    with pytest.raises(StageError, match="models/tokenizer is not the tokenizer of model.base"):
-        call_stage("train")
+    result = run([sys.executable, "-m", "stages.training.launch"], built_copy, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "error: models/tokenizer is not the tokenizer of model.base" in result.stderr and "Traceback" not in result.stderr
 
 
 def train_copy(built, directory, **train_values):

@@ -17,11 +17,11 @@ from stages.params import check_context, load_params
 TRACEBACK = "Traceback (most recent call last):"
 
 
-def launch(config_path, extra_env=None):
+def launch(config_path):
     """Run the training processes; returns the exit status, 2 when a process reported a StageError."""
     with tempfile.TemporaryDirectory() as tmp:
         error_file = Path(tmp) / "error"
-        env = {**os.environ, **(extra_env or {}), ERROR_FILE_ENV: str(error_file)}
+        env = {**os.environ, ERROR_FILE_ENV: str(error_file)}
         command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(config_path), "-m", "stages.train"]
         process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
         held = []  # from the first traceback on: the launcher's own, when a process reported an error
