@@ -213,7 +213,7 @@ def built_copy(built, tmp_path, monkeypatch):
 
 def python_env():
     """Environment for subprocesses: this interpreter's bin first on PATH, offline hub."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", DVC_NO_ANALYTICS="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["PYTHONPATH"] = str(ROOT)
     return env
@@ -261,10 +261,11 @@ def set_param(directory, section, key, value):
     write_params(directory, params)
 
 
-def reproduced_repo(tmp_path_factory, name):
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory):
     """A git repository of this working tree (tiny params, pages from local files) after `dvc repro`,
-    with its results committed; returns (directory, environment for git and dvc)."""
-    directory = tmp_path_factory.mktemp(name)
+    with its results committed; (directory, environment for git and dvc). Tests work on copies."""
+    directory = tmp_path_factory.mktemp("reproduced")
     site = directory.parent / f"{directory.name}-site"
     pages = fixtures.write_site(site)
     make_repo(directory)
@@ -274,6 +275,17 @@ def reproduced_repo(tmp_path_factory, name):
     run(["git", "add", "-A"], directory, env=env)
     run(["git", "commit", "-q", "-m", "tiny run"], directory, env=env)
     return directory, env
+
+
+def copy_of(reproduced, directory):
+    """A private copy of the reproduced repository (its DVC cache included); (directory, env)."""
+    shutil.copytree(reproduced[0], directory, symlinks=True)
+    return directory, reproduced[1]
+
+
+@pytest.fixture
+def reproduced_copy(reproduced, tmp_path):
+    return copy_of(reproduced, tmp_path / "repo")
 
 
 @pytest.fixture

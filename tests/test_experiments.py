@@ -4,14 +4,14 @@ import re
 
 import pytest
 
-from tests.conftest import ROOT, dvc, reproduced_repo, run
+from tests.conftest import ROOT, copy_of, dvc, run
 
 SERIES = ["train/loss", "eval/loss", "eval/bits_per_char", "train/learning_rate"]
 
 
 @pytest.fixture(scope="module")
-def two_experiments(tmp_path_factory):
-    directory, env = reproduced_repo(tmp_path_factory, "experiments")
+def two_experiments(reproduced, tmp_path_factory):
+    directory, env = copy_of(reproduced, tmp_path_factory.mktemp("experiments") / "repo")
     dvc(directory, "exp", "run", "-n", "hot", "-S", "train.lr=0.01", "-S", "sample.temperature=1.0", env=env)
     dvc(directory, "exp", "run", "-n", "wide", "-S", "model.n_embd=64", env=env)
     return directory, env

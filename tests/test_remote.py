@@ -3,7 +3,6 @@ the commands the README documents, and a bare git repository as the git remote."
 import hashlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -11,7 +10,7 @@ import time
 import boto3
 import pytest
 
-from tests.conftest import dvc, git_env, ran_stages, reproduced_repo, run
+from tests.conftest import dvc, git_env, ran_stages, run
 
 BUCKET = "tolstoy-test"
 CACHED_OUTPUTS = ["data/raw", "data/clean/docs.parquet", "models/tokenizer", "data/tokens", "models/model", "models/checkpoints"]
@@ -82,17 +81,9 @@ def s3():
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """A git repository of this working tree on which the tiny pipeline has run and been committed."""
-    return reproduced_repo(tmp_path_factory, "pipeline")[0]
-
-
 @pytest.fixture
-def repo(pipeline, tmp_path):
-    directory = tmp_path / "repo"
-    shutil.copytree(pipeline, directory, symlinks=True)
-    return directory
+def repo(reproduced_copy):
+    return reproduced_copy[0]
 
 
 def use_s3(directory, server, env):

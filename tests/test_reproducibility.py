@@ -1,12 +1,14 @@
 """dvc.lock never lies and nothing a user made is lost: the real `dvc` CLI in a temporary git
 repository holding this working tree (tiny params, fp32)."""
+import json
 import shutil
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load, load_file
 
-from tests.conftest import dvc, ran_stages, reproduced_repo, run, set_param
+from tests.conftest import dvc, ran_stages, run, set_param
 
 OUTPUTS = ("data/params.ok", "data/raw", "data/clean", "data/tokens", "models", "metrics")
 
@@ -30,20 +32,8 @@ def edit(path, old, new):
     path.write_text(text.replace(old, new), encoding="utf-8")
 
 
-@pytest.fixture(scope="module")
-def reproduced(tmp_path_factory):
-    return reproduced_repo(tmp_path_factory, "reproduced")
-
-
-@pytest.fixture
-def repo(reproduced, tmp_path):
-    directory = tmp_path / "repo"
-    shutil.copytree(reproduced[0], directory, symlinks=True)
-    return directory, reproduced[1]
-
-
-def test_a_no_op_rerun_changes_nothing_and_edited_training_code_retrains(repo):
-    directory, env = repo
+def test_a_no_op_rerun_changes_nothing_and_edited_training_code_retrains(reproduced_copy):
+    directory, env = reproduced_copy
     before = snapshot(directory)
 
     forced = dvc(directory, "repro", "-f", "-s", "train", env=env)
@@ -75,8 +65,8 @@ def test_a_no_op_rerun_changes_nothing_and_edited_training_code_retrains(repo):
     ("sample", "top_p", 2),
     ("fetch", "urls", []),
 ])
-def test_a_bad_param_costs_no_output(repo, section, key, value):
-    directory, env = repo
+def test_a_bad_param_costs_no_output(reproduced_copy, section, key, value):
+    directory, env = reproduced_copy
     before = snapshot(directory)
     set_param(directory, section, key, value)
     failed = run(["dvc", "repro"], directory, check=False, env=env)
@@ -90,8 +80,8 @@ def test_a_bad_param_costs_no_output(repo, section, key, value):
     assert snapshot(directory) == before
 
 
-def test_outputs_removed_by_dvc_repro_single_stage_come_back_with_the_documented_command(repo):
-    directory, env = repo
+def test_outputs_removed_by_dvc_repro_single_stage_come_back_with_the_documented_command(reproduced_copy):
+    directory, env = reproduced_copy
     before = snapshot(directory)
     set_param(directory, "train", "batch_size", "eight")
     failed = run(["dvc", "repro", "-s", "train"], directory, check=False, env=env)  # -s skips validate
@@ -99,3 +89,30 @@ def test_outputs_removed_by_dvc_repro_single_stage_come_back_with_the_documented
     assert not (directory / "models/model").exists()  # DVC removed it before running the stage
     run(["bash", "-c", "dvc checkout && git checkout -- metrics"], directory, env=env)  # the README's command
     assert snapshot(directory) == before
+
+
+# A real change of what each stage writes, made in the stage's own code (or a module it imports).
+CODE_EDITS = {
+    "stages/charset.py": ("return text, codecs.lookup(encoding).name", "return text, codecs.lookup(encoding).name.upper()"),  # fetch, clean
+    "stages/tokenize.py": ('"bytes_per_token": round(', '"bytes_per_token": 2 * round('),
+    "stages/evaluate.py": ('"perplexity": round(math.exp(loss), 3)', '"perplexity": round(math.exp(loss))'),
+    "stages/sample.py": ('lines = ["# Samples"', 'lines = ["# Edited samples"'),
+}
+
+
+def test_edited_stage_code_reruns_the_stage_and_its_outputs_are_the_new_codes(reproduced_copy):
+    directory, env = reproduced_copy
+    tokenize_before = json.loads((directory / "metrics/tokenize.json").read_text())
+    for path, (old, new) in CODE_EDITS.items():
+        edit(directory / path, old, new)
+    ran = ran_stages(dvc(directory, "repro", env=env).stdout)
+    assert ran == ["fetch", "clean", "tokenize", "evaluate", "sample"]  # the tokenizer's and train's inputs did not change
+    assert {r["detected_encoding"] for r in json.loads((directory / "data/raw/manifest.json").read_text())} == {"CP1251"}
+    assert set(pd.read_csv(directory / "metrics/clean_documents.csv")["encoding"]) == {"CP1251"}
+    assert json.loads((directory / "metrics/tokenize.json").read_text())["bytes_per_token"] == pytest.approx(2 * tokenize_before["bytes_per_token"])
+    assert isinstance(json.loads((directory / "metrics/eval.json").read_text())["perplexity"], int)
+    assert (directory / "metrics/samples.md").read_text(encoding="utf-8").startswith("# Edited samples")
+    edited = snapshot(directory)
+    for stage in ("clean", "tokenize", "evaluate", "sample"):  # a fresh run of the edited code gives the same outputs
+        dvc(directory, "repro", "-f", "-s", stage, env=env)
+    assert snapshot(directory) == edited
