@@ -16,6 +16,7 @@ from stages.charset import decode_page
 from stages.common import StageError, atomic_path, log, read_json, run_stage, write_json
 from stages.params import load_params
 from stages.paths import CLEAN_METRICS, CLEAN_REPORT, DOCS, MANIFEST, RAW
+
 FOOTNOTE_MARKER = re.compile(r"\s?\[\d{1,3}\]")
 
 

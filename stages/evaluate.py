@@ -4,6 +4,7 @@ Bits per character divide the total loss by the characters the validation tokens
 models with different tokenizers compare fairly.
 """
 import math
+
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM

@@ -28,6 +28,7 @@ from stages.charset import charset_of, decode_page
 from stages.common import StageError, atomic_path, log, read_json, remove, run_stage, write_json
 from stages.params import load_params
 from stages.paths import MANIFEST, RAW
+
 TEXT_TYPES = {"text/html", "application/xhtml+xml", "text/plain"}
 LOCAL_TYPES = {".html": "text/html", ".htm": "text/html", ".shtml": "text/html", ".txt": "text/plain"}
 

@@ -18,6 +18,7 @@ from stages.common import StageError, atomic_path, log, read_json, run_stage, wr
 from stages.documents import iter_documents
 from stages.params import load_params
 from stages.paths import DOCS, TOKENIZE_METRICS, TOKENIZER, TOKENS
+
 SPLITS = ("train", "val")
 PIECE_CHARS = 1 << 14  # texts are encoded in pieces of about this many characters...
 ENCODE_BATCH_CHARS = 1 << 18  # ...and this many characters of pieces per batch

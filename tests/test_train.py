@@ -264,3 +264,14 @@ def test_bf16_training_on_any_cpu(built, tmp_path, monkeypatch):
     assert all(tensor.dtype == torch.float32 for tensor in weights(full / "models/model").values())  # master weights stay fp32
     assert all(math.isfinite(loss) for loss in loss_curve(full)) and len(loss_curve(full)) == 8
     assert loss_curve(micro) == pytest.approx(loss_curve(full), rel=2e-2)  # bf16 keeps 8 bits of mantissa
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs/accelerate").glob("*.yaml")))
+def test_accelerate_configs_load_and_say_what_to_edit(config):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = ROOT / "configs/accelerate" / config
+    loaded = load_config_from_file(str(path))
+    assert loaded.num_processes >= loaded.num_machines >= 1
+    if not loaded.use_cpu and loaded.num_processes > 1:  # GPU layouts depend on the machines they run on
+        assert "EDIT" in path.read_text()
