@@ -64,7 +64,7 @@ def comparison(rows):
         for (name, _, data), p in zip(rows, params)
     ])
     table["MFU %"] = table["MFU %"].astype(float) * 100
-    return table.round({"bits/char": 4, "perplexity": 2, "train s": 0, "tokens/s": 0, "MFU %": 1})
+    return table.round({"bits/char": 4, "perplexity": 2, "train s": 1, "tokens/s": 0, "MFU %": 1})
 
 
 def main():
