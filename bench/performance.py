@@ -32,6 +32,7 @@ from stages.common import read_json
 from stages.documents import iter_documents
 from stages.evaluate import validation_loss
 from stages.tokenizer import train_bpe
+from stages.train import speed_settings
 from stages.training.plan import flops_per_token, peak_flops, resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +73,7 @@ def train_run(config, blocks, steps, recipe, batch=8, log_every=1):
         args = TrainingArguments(**common)
     else:  # this project's train stage settings
         precision = resolve_precision(PARAMS["train"]["precision"])
-        args = TrainingArguments(**common, optim="adamw_torch_fused", bf16=precision == "bf16", fp16=precision == "fp16", torch_compile=recipe == "ours+compile")
+        args = TrainingArguments(**common, **speed_settings(precision, compile_model=recipe == "ours+compile"))
     timer = StepTimer()
     Trainer(model=model, args=args, train_dataset=blocks, callbacks=[timer]).train()
     tokens_per_sec = (steps - 1) * batch * config.n_positions / (timer.finished - timer.started)
