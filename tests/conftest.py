@@ -219,6 +219,12 @@ def python_env():
     return env
 
 
+def file_bytes(directory, roots):
+    """The bytes of every file under `roots` (files or folders, relative to directory), by relative path."""
+    paths = [directory / root for root in roots]
+    return {str(f.relative_to(directory)): f.read_bytes() for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*"))) if f.is_file()}
+
+
 def run(cmd, cwd, check=True, env=None):
     result = subprocess.run(cmd, cwd=cwd, env=env or python_env(), capture_output=True, text=True)
     if check and result.returncode:

@@ -8,14 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load, load_file
 
-from tests.conftest import dvc, ran_stages, run, set_param
+from tests.conftest import dvc, file_bytes, ran_stages, run, set_param
 
 OUTPUTS = ("data/params.ok", "data/raw", "data/clean", "data/tokens", "models", "metrics")
 
 
 def snapshot(directory):
     """Every output file's bytes, by path."""
-    return {str(f.relative_to(directory)): f.read_bytes() for root in OUTPUTS for f in sorted((directory / root).rglob("*")) if f.is_file()}
+    return file_bytes(directory, OUTPUTS)
 
 
 def model_weights(directory):

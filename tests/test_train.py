@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from stages.training import plan
 from stages.common import StageError, read_json, remove
-from tests.conftest import ROOT, python_env, run, call_stage, tiny_params, write_params
+from tests.conftest import ROOT, call_stage, file_bytes, python_env, run, tiny_params, write_params
 
 
 def params_with(**sections):
@@ -217,20 +217,16 @@ def test_two_processes_match_one_and_only_the_main_one_writes(built, tmp_path):
     assert not list((two / "models").glob(".*"))  # no temporaries of a second writer
 
 
-def file_bytes(*roots):
-    return {str(f): f.read_bytes() for root in map(Path, roots) for f in ([root] if root.is_file() else sorted(root.rglob("*"))) if f.is_file()}
-
-
 def test_rerun_of_a_finished_run_restores_its_outputs_byte_for_byte(built_copy, caplog):
     outputs = ("models/model", "metrics/train_cost.json", "metrics/train", "models/checkpoints")
-    before = file_bytes(*outputs)
+    before = file_bytes(Path("."), outputs)
     for path in ("models/model", "metrics/train_cost.json"):  # what DVC removes before running the stage
         remove(path)
     write_params(".", params_with(train={"logging_steps": 1}))  # operational: the finished run still stands
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("train")
     assert "its model and cost record are restored" in caplog.text
-    after = file_bytes(*outputs)
+    after = file_bytes(Path("."), outputs)
     assert after.keys() == before.keys() and all(after[k] == before[k] for k in before)
     assert "training_args.bin" in {Path(k).name for k in after if k.startswith("models/model")}
 
