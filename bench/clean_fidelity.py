@@ -1,12 +1,16 @@
 """How faithfully the clean stage extracts each work: its text against the plain-text reference.
 
-    python bench/clean_fidelity.py [--shared ../shared] [--json bench/results/clean_fidelity.json]
+    python -m bench.clean_fidelity [--shared ../shared] [--json bench/results/clean_fidelity.json]
 
 Runs the clean stage's extraction (params.yaml's clean section) on the seven pages of the
-offline mirror and aligns the result with the same works in corpus/ruslit/prose/Tolstoy, word by
-word: paragraphs that match exactly are aligned first, then the words of the gaps between them.
+offline mirror, against the same works in corpus/ruslit/prose/Tolstoy, and on works of other
+authors from corpus/ruslit rendered in three layouts by the builders in tests/fixtures.py
+(az.lib.ru cp1251 HTML, a Wikisource-like UTF-8 page with footnotes, a lib.ru KOI8-R
+hard-wrapped <pre>), each decoded with no charset declared over HTTP. Output and reference are
+aligned word by word: paragraphs that match exactly first, then the words of the gaps.
 recall = reference characters (non-space) found in the output; extra = output characters not in
-the reference. Targets: recall >= 99.5%, extra <= 0.1%.
+the reference; paragraphs = reference paragraphs found exactly, as one output line.
+Targets: recall >= 99.5%, extra <= 0.1%, paragraphs >= 95%.
 """
 import argparse
 import difflib
@@ -18,11 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.clean import extract_paragraphs
 from stages.charset import decode_page
+from stages.clean import extract_paragraphs
 from stages.params import load_params
+from tests import fixtures
 
-WORKS = {
+MIRRORED = {
     "text_0040.shtml": "Война и мир. Том 1",
     "text_0050.shtml": "Война и мир. Том 2",
     "text_0060.shtml": "Война и мир. Том 3",
@@ -30,6 +35,12 @@ WORKS = {
     "text_0080.shtml": "Анна Каренина",
     "text_0090.shtml": "Воскресение",
     "text_1860_dekabristy.shtml": "Декабристы",
+}
+OTHER_AUTHORS = ["Chekhov/Ванька", "Chekhov/Палата №6", "Dostoevsky/Белые ночи", "Gogol/Шинель", "Gorky/Макар Чудра"]
+LAYOUTS = {  # characters a charset lacks become character references, as the sites write them
+    "az.lib.ru": lambda title, author, chapters: fixtures.page_html(title, chapters).encode("cp1251", "xmlcharrefreplace"),
+    "wikisource": lambda title, author, chapters: fixtures.page_wikisource(title, chapters).encode("utf-8"),
+    "lib.ru <pre>": lambda title, author, chapters: fixtures.page_libru(title, author, chapters).encode("koi8-r", "xmlcharrefreplace"),
 }
 
 
@@ -42,19 +53,51 @@ def reference_lines(path):
     return lines(html.unescape(path.read_text(encoding="utf-8")))
 
 
-def matched_chars(reference, output):
-    """Characters (non-space) of reference words aligned with equal output words."""
-    total = 0
+def alignment(reference, output):
+    """(characters (non-space) of reference words aligned with equal output words, reference
+    paragraphs equal to an output line)."""
+    chars = paragraphs = 0
     coarse = difflib.SequenceMatcher(None, reference, output, autojunk=False)
     for tag, i1, i2, j1, j2 in coarse.get_opcodes():
         if tag == "equal":
-            total += sum(len(line.replace(" ", "")) for line in reference[i1:i2])
+            chars += sum(len(line.replace(" ", "")) for line in reference[i1:i2])
+            paragraphs += i2 - i1
             continue
         ref_words = " ".join(reference[i1:i2]).split()
         out_words = " ".join(output[j1:j2]).split()
         fine = difflib.SequenceMatcher(None, ref_words, out_words, autojunk=False)
-        total += sum(len(w) for block in fine.get_matching_blocks() for w in ref_words[block.a:block.a + block.size])
-    return total
+        chars += sum(len(w) for block in fine.get_matching_blocks() for w in ref_words[block.a:block.a + block.size])
+    return chars, paragraphs
+
+
+def score(layout, work, body, reference, params):
+    started = time.perf_counter()
+    page = decode_page(body)
+    output = lines("\n".join(extract_paragraphs(page.text, params)[0]))
+    seconds = time.perf_counter() - started
+    matched, paragraphs = alignment(reference, output)
+    ref_chars = sum(len(line.replace(" ", "")) for line in reference)
+    out_chars = sum(len(line.replace(" ", "")) for line in output)
+    return {"layout": layout, "work": work, "encoding": page.encoding, "reference_chars": ref_chars, "output_chars": out_chars,
+            "matched_chars": matched, "reference_paragraphs": len(reference), "exact_paragraphs": paragraphs,
+            "output_paragraphs": len(output), "extract_s": round(seconds, 2)}
+
+
+def rendered_works(corpus):
+    """(layout, work, page bytes, reference lines) for every other-author work in every layout."""
+    for name in OTHER_AUTHORS:
+        reference = reference_lines(corpus / f"{name}.txt")
+        author, title = reference[0], reference[1]
+        chapters = [(author, reference[1:])]
+        for layout, render in LAYOUTS.items():
+            yield layout, name, render(title.capitalize(), author, chapters), reference
+
+
+def percentages(frame):
+    sums = frame[["reference_chars", "output_chars", "matched_chars", "reference_paragraphs", "exact_paragraphs"]].sum()
+    return {"recall_%": round(100 * sums["matched_chars"] / sums["reference_chars"], 3),
+            "extra_%": round(100 * (sums["output_chars"] - sums["matched_chars"]) / sums["output_chars"], 3),
+            "paragraphs_%": round(100 * sums["exact_paragraphs"] / sums["reference_paragraphs"], 2)}
 
 
 def main():
@@ -64,29 +107,19 @@ def main():
     args = parser.parse_args()
     params = load_params("clean")
     mirror = args.shared / "mirror/az.lib.ru/t/tolstoj_lew_nikolaewich"
-    reference_dir = args.shared / "corpus/ruslit/prose/Tolstoy"
-    rows = []
-    for page, title in WORKS.items():
-        started = time.perf_counter()
-        text, _ = decode_page((mirror / page).read_bytes())
-        output = lines("\n".join(extract_paragraphs(text, params)))
-        seconds = time.perf_counter() - started
-        reference = reference_lines(reference_dir / f"{title}.txt")
-        matched = matched_chars(reference, output)
-        ref_chars = sum(len(line.replace(" ", "")) for line in reference)
-        out_chars = sum(len(line.replace(" ", "")) for line in output)
-        rows.append({"work": title, "reference_chars": ref_chars, "output_chars": out_chars,
-                     "recall_%": round(100 * matched / ref_chars, 3), "extra_%": round(100 * (out_chars - matched) / out_chars, 3),
-                     "extract_s": round(seconds, 2)})
+    corpus = args.shared / "corpus/ruslit/prose"
+    rows = [score("mirror", title, (mirror / page).read_bytes(), reference_lines(corpus / "Tolstoy" / f"{title}.txt"), params)
+            for page, title in MIRRORED.items()]
+    rows += [score(*work, params) for work in rendered_works(corpus)]
     table = pd.DataFrame(rows)
-    totals = table[["reference_chars", "output_chars"]].sum()
-    matched_total = sum(r["recall_%"] * r["reference_chars"] / 100 for r in rows)
-    summary = {"recall_%": round(100 * matched_total / totals["reference_chars"], 3),
-               "extra_%": round(100 * (totals["output_chars"] - matched_total) / totals["output_chars"], 3)}
-    print(table.to_string(index=False))
-    print(f"all works: recall {summary['recall_%']}%, extra {summary['extra_%']}%")
+    table = table.join(table.apply(lambda row: pd.Series(percentages(pd.DataFrame([row]))), axis=1))
+    summary = pd.DataFrame([{"layout": layout, **percentages(group)} for layout, group in table.groupby("layout", sort=False)])
+    print(table[["layout", "work", "encoding", "reference_chars", "output_chars", "recall_%", "extra_%",
+                 "reference_paragraphs", "output_paragraphs", "paragraphs_%", "extract_s"]].to_string(index=False))
+    print()
+    print(summary.to_string(index=False))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"works": rows, "all": summary}, ensure_ascii=False, indent=2) + "\n")
+    args.json.write_text(json.dumps({"works": rows, "layouts": summary.to_dict("records")}, ensure_ascii=False, indent=2) + "\n")
 
 
 if __name__ == "__main__":

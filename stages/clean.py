@@ -1,11 +1,14 @@
 """clean: raw pages -> one table of documents (data/clean/docs.parquet) and metrics.
 
-Decode (HTTP charset, <meta>, detection), extract the work with trafilatura tuned for recall
-with the site's chrome pruned by XPath, unescape entities, NFC, collapse whitespace, one
-paragraph per line; optionally drop footnote markers and duplicates across documents.
+Decode (the declared charset when its text reads as Russian, else the Cyrillic encoding whose
+text does), join hard-wrapped <pre>/plain text into paragraphs, extract the work with
+trafilatura tuned for recall with the site's chrome pruned by XPath, unescape entities, NFC,
+collapse whitespace, one paragraph per line; report (optionally drop) editorial apparatus,
+optionally drop footnote markers and duplicates across documents.
 """
 import hashlib
 import html
+import itertools
 import re
 import unicodedata
 
@@ -14,20 +17,29 @@ import trafilatura
 
 from stages.charset import decode_page
 from stages.common import StageError, atomic_path, log, read_json, run_stage, write_json
+from stages.layouts import is_apparatus, unwrap
 from stages.params import load_params
 from stages.paths import CLEAN_METRICS, CLEAN_REPORT, DOCS, MANIFEST, RAW
 
 FOOTNOTE_MARKER = re.compile(r"\s?\[\d{1,3}\]")
+MARK_OPEN, MARK_CLOSE = "⟦", "⟧"  # mathematical brackets: not in prose (trafilatura strips private-use characters)
+PARAGRAPH_MARK = re.compile(f"{MARK_OPEN}\\d+{MARK_CLOSE}")
 
 
 def prepare_html(page):
     # libxml2 nests unclosed <dd> paragraphs (az.lib.ru has no <dl> around them) down to its depth
     # limit of 256 and silently drops the rest of the work; trafilatura also discards the short
     # <h3> chapter headings. As <p> both survive.
-    return re.sub(r"<(/?)(?:dd|h[3-6])\b", r"<\1p", page, flags=re.I)
+    page = re.sub(r"<(/?)(?:dd|h[3-6])\b", r"<\1p", unwrap(page), flags=re.I)
+    # trafilatura keeps only the first of paragraphs with equal text (chapter numbers "I", "II" of
+    # every part, a repeated "- Да."); a numbered mark makes each one distinct until extracted.
+    count = itertools.count()
+    return re.sub(r"<p\b[^>]*>", lambda tag: f"{tag.group(0)}{MARK_OPEN}{next(count)}{MARK_CLOSE}", page, flags=re.I)
 
 
 def extract_paragraphs(page, params):
+    """(paragraphs of the work, paragraphs that look like editorial apparatus); the apparatus is
+    left among the paragraphs unless params['drop_apparatus']."""
     text = trafilatura.extract(
         prepare_html(page),
         favor_recall=True,
@@ -38,13 +50,17 @@ def extract_paragraphs(page, params):
     )
     paragraphs = []
     for line in (text or "").split("\n"):
-        line = unicodedata.normalize("NFC", html.unescape(line))
+        line = unicodedata.normalize("NFC", html.unescape(PARAGRAPH_MARK.sub("", line)))
         if params["drop_footnote_markers"]:
             line = FOOTNOTE_MARKER.sub("", line)
         line = " ".join(line.split())
         if line:
             paragraphs.append(line)
-    return paragraphs
+    flags = [is_apparatus(p, i) for i, p in enumerate(paragraphs)]
+    apparatus = [p for p, flag in zip(paragraphs, flags) if flag]
+    if params["drop_apparatus"]:
+        paragraphs = [p for p, flag in zip(paragraphs, flags) if not flag]
+    return paragraphs, apparatus
 
 
 def page_title(page):
@@ -80,14 +96,17 @@ def clean_pages(manifest, params):
     for record in manifest:
         if not record["file"]:  # failed, with no page stored by an earlier fetch
             continue
-        page, encoding = decode_page((RAW / record["file"]).read_bytes(), record.get("declared_encoding"))
-        paragraphs = extract_paragraphs(page, params)
+        page = decode_page((RAW / record["file"]).read_bytes(), record.get("declared_encoding"), record["url"])
+        if page.note:
+            log.warning("%s: decoded as %s (%s)", record["url"], page.encoding, page.note)
+        paragraphs, apparatus = extract_paragraphs(page.text, params)
         chars = sum(map(len, paragraphs))
         if chars < params["min_chars"]:
             raise StageError(f"{record['url']} yields {chars} characters of text (min_chars={params['min_chars']}): not a page with a work on it?")
         docs.append({
-            "id": record["file"], "url": record["url"], "title": page_title(page), "encoding": encoding,
-            "chars_in": len(page), "paragraphs": paragraphs, "duplicate_paragraphs": 0, "dropped": "",
+            "id": record["file"], "url": record["url"], "title": page_title(page.text), "declared_encoding": page.declared,
+            "encoding": page.encoding, "encoding_note": page.note, "chars_in": len(page.text), "paragraphs": paragraphs,
+            "apparatus_chars": sum(map(len, apparatus)), "duplicate_paragraphs": 0, "dropped": "",
         })
     if not docs:
         raise StageError(f"{MANIFEST} lists no fetched page")
@@ -105,7 +124,8 @@ def main():
     table = pd.DataFrame(kept)[["id", "url", "title", "text", "chars"]]
     with atomic_path(DOCS) as tmp:
         table.to_parquet(tmp, index=False, row_group_size=1)  # a row group per document: readers stream them
-    report = pd.DataFrame(docs)[["id", "url", "title", "encoding", "chars_in", "chars", "n_paragraphs", "duplicate_paragraphs", "dropped"]]
+    report = pd.DataFrame(docs)[["id", "url", "title", "declared_encoding", "encoding", "encoding_note", "chars_in", "chars",
+                                 "n_paragraphs", "apparatus_chars", "duplicate_paragraphs", "dropped"]]
     with atomic_path(CLEAN_REPORT) as tmp:
         report.to_csv(tmp, index=False)
     metrics = {
@@ -113,6 +133,9 @@ def main():
         "chars_in": int(report["chars_in"].sum()),
         "chars_out": int(table["chars"].sum()),
         "paragraphs": int(report["n_paragraphs"].sum()),
+        "encodings_not_as_declared": int((report["encoding_note"] != "").sum()),
+        "apparatus_chars_found": int(report["apparatus_chars"].sum()),
+        "apparatus_chars_kept": 0 if params["drop_apparatus"] else int(report["apparatus_chars"].sum()),
         "dropped_duplicate_documents": int((report["dropped"] != "").sum()),
         "dropped_duplicate_paragraphs": int(report["duplicate_paragraphs"].sum()),
     }

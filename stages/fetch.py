@@ -182,6 +182,14 @@ def fetch_one(fetcher, source, stored, max_bytes):
     return read_local(source, max_bytes)
 
 
+def encoding_fields(body, declared, url):
+    try:
+        page = decode_page(body, declared, url)
+    except StageError as ambiguous:  # the clean stage stops on it; the bytes are still worth keeping
+        return {"detected_encoding": None, "encoding_note": str(ambiguous)}
+    return {"detected_encoding": page.encoding, "encoding_note": page.note}
+
+
 def fetch_all(params, mirror_spec=""):
     """Fetch every URL; returns the manifest (one record per URL, failures with an `error`).
 
@@ -210,7 +218,7 @@ def fetch_all(params, mirror_spec=""):
             with atomic_path(RAW / name) as tmp:
                 tmp.write_bytes(body)
         record = {key: value for key, value in record.items() if key not in ("error_source", "error_at")}
-        record.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest(), detected_encoding=decode_page(body, record["declared_encoding"])[1])
+        record.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest(), **encoding_fields(body, record["declared_encoding"], url))
         manifest.append({**record, "url": url, "source": source, "file": name, "fetched_at": started, "error": None})
     keep = {r["file"] for r in manifest} | {MANIFEST.name}
     for path in RAW.iterdir():

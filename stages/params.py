@@ -111,6 +111,7 @@ SCHEMA = {
     "clean": {
         "prune_xpath": text_list(_is_xpath, "valid XPath expressions", empty=True),
         "drop_footnote_markers": boolean(),
+        "drop_apparatus": boolean(),
         "dedup": boolean(),
         "dedup_min_chars": integer(1),
         "min_chars": integer(0),

@@ -1,7 +1,14 @@
-"""Small fixture pages in the az.lib.ru layout: windows-1251 HTML, unclosed <dd> paragraphs,
-<h3> chapter headings, and the site's chrome (navigation, ads, metadata, rating form, hidden
-comments, footer) around the work."""
+"""Fixture pages in three layouts, each with its site's chrome around the work:
+- az.lib.ru: windows-1251 HTML, unclosed <dd> paragraphs, <h3> chapter headings, navigation,
+  ads, metadata, rating form, hidden comments, footer;
+- Wikisource-like: UTF-8, <p> paragraphs, footnote markers with a list of notes, header table,
+  categories;
+- lib.ru: KOI8-R, the whole work in one <pre> hard-wrapped at 72 columns, paragraphs marked by an
+  indented first line, centred headings, a site title line and source/OCR lines.
+The bench (bench/clean_fidelity.py) renders corpus texts with the same builders."""
+import html
 import random
+import textwrap
 
 SENTENCES = [
     "Все счастливые семьи похожи друг на друга, каждая несчастливая семья несчастлива по-своему.",
@@ -92,3 +99,66 @@ def write_site(root, n_pages=3, chapters=3, per_chapter=100):
         (site / name).write_bytes(page_html(f"Том {i + 1}", content).encode("cp1251"))
         pages.append((f"t/tolstoj/{name}", content))
     return pages
+
+
+def page_wikisource(title, chapters, note_every=25):
+    """UTF-8 Wikisource-like page; a footnote marker after every note_every-th paragraph."""
+    body, notes = [], []
+    for heading, paras in chapters:
+        body.append(f'<h2><span class="mw-headline">{html.escape(heading)}</span></h2>')
+        for i, paragraph in enumerate(paras, 1):
+            marker = ""
+            if i % note_every == 0:
+                notes.append(f"Примечание редакции: в первом издании абзац {i} читался иначе.")
+                n = len(notes)
+                marker = f'<sup id="cite_ref-{n}" class="reference"><a href="#cite_note-{n}">[{n}]</a></sup>'
+            body.append(f"<p>{html.escape(paragraph, quote=False)}{marker}</p>")
+    note_items = "".join(f'<li id="cite_note-{n}"><a href="#cite_ref-{n}">↑</a> <span class="reference-text">{note}</span></li>'
+                         for n, note in enumerate(notes, 1))
+    return f"""<!DOCTYPE html>
+<html lang="ru"><head><meta charset="UTF-8"><title>{html.escape(title)} — Викитека</title></head>
+<body>
+<div id="mw-navigation"><h2>Навигация</h2><ul><li><a href="/wiki/Main">Заглавная страница</a></li><li><a href="/wiki/Random">Случайная страница</a></li></ul></div>
+<div id="content"><h1 id="firstHeading">{html.escape(title)}</h1>
+<div id="bodyContent"><div id="siteSub">Материал из Викитеки — свободной библиотеки</div>
+<div class="mw-parser-output">
+<table class="headertemplate"><tr><td><a href="/wiki/prev">← Предыдущая</a></td><td><b>{html.escape(title)}</b><br>Источник: Собрание сочинений</td><td><a href="/wiki/next">Следующая →</a></td></tr></table>
+{chr(10).join(body)}
+<h2><span class="mw-headline">Примечания</span></h2>
+<ol class="references">{note_items}</ol>
+</div></div>
+<div id="catlinks" class="catlinks"><a href="/wiki/Categories">Категории</a>: <a href="/wiki/c1">Литература 1886 года</a> | <a href="/wiki/c2">Рассказы</a></div>
+</div>
+<div id="footer"><ul><li>Текст доступен по лицензии Creative Commons Attribution-ShareAlike.</li><li><a href="/privacy">Политика конфиденциальности</a></li></ul></div>
+</body></html>"""
+
+
+def wrapped_text(chapters, width=72, indent=5):
+    """The work as lib.ru lays it out: paragraphs hard-wrapped at width with an indented first line,
+    headings centred between blank lines."""
+    lines = []
+    for heading, paras in chapters:
+        lines += ["", heading.center(width).rstrip(), ""]
+        for paragraph in paras:
+            lines += textwrap.wrap(paragraph, width, initial_indent=" " * indent, break_long_words=False)
+    return "\n".join(lines)
+
+
+def page_libru(title, author, chapters):
+    """KOI8-R lib.ru page: site title line, source and OCR lines, the work in one <pre>."""
+    work = html.escape(wrapped_text(chapters), quote=False)
+    return f"""<html><head><title>Lib.ru/Классика: {html.escape(author)}. {html.escape(title)}</title></head>
+<body>
+<table width=100%><tr><td><a href=/>Lib.Ru</a>: <a href=/PROZA/>Проза</a> | <a href=/POEZIQ/>Поэзия</a> | <a href=/Forum/>Форум</a> | Поиск</td></tr></table>
+<h2>{html.escape(author)}. {html.escape(title)}</h2>
+<pre>
+     {html.escape(author)}. {html.escape(title)}
+---------------------------------------------------------------
+     Источник: Полное собрание сочинений. Москва, 1980.
+     OCR: Библиотека Мошкова
+---------------------------------------------------------------
+{work}
+</pre>
+<hr noshade><small>Last-modified: Mon, 12 Jan 2004 10:00:00 GMT</small>
+<form action=/cgi-bin/ocenka><small>Оценка: <select name=o><option>10</option></select><input type=submit value="Оценить"></small></form>
+</body></html>"""

@@ -1,3 +1,4 @@
+import codecs
 import unicodedata
 
 import pandas as pd
@@ -7,6 +8,7 @@ import pytest
 from stages import paths
 from stages.charset import decode_page
 from stages.common import StageError, read_json, write_json
+from stages.layouts import join_wrapped, unwrap
 from tests import fixtures
 from tests.conftest import call_stage, tiny_params, write_params
 
@@ -39,19 +41,18 @@ def run_clean(pages, **overrides):
 def test_windows_1251_decodes_whatever_the_header_says(declared):
     text = "Пьер закашлялся и покраснел. Ёлка, «кавычки» — тире."
     body = fixtures.page_html("Том", [("Глава 1", [text])]).encode("cp1251")
-    decoded, encoding = decode_page(body, declared)
-    assert text in decoded and encoding == "cp1251"
+    page = decode_page(body, declared)
+    assert text in page.text and page.encoding == "cp1251"
 
 
 def test_detection_without_any_declaration():
     body = ("<html><body>" + fixtures.SENTENCES[0] * 20 + "</body></html>").encode("cp1251")
-    decoded, _ = decode_page(body, None)
-    assert fixtures.SENTENCES[0] in decoded
+    assert fixtures.SENTENCES[0] in decode_page(body, None).text
 
 
 def test_utf8_page_with_utf8_header():
     body = fixtures.page_html("Том", [("Глава 1", ["Война и мир"])], charset_meta="utf-8").encode("utf-8")
-    assert "Война и мир" in decode_page(body, "utf-8")[0]
+    assert "Война и мир" in decode_page(body, "utf-8").text
 
 
 def test_keeps_every_heading_and_paragraph_of_a_long_page_and_drops_chrome(project):
@@ -122,3 +123,92 @@ def test_failed_fetches_are_skipped(project):
     write_params(".", {"clean": clean_params()})
     call_stage("clean")
     assert len(pd.read_parquet(paths.DOCS)) == 1
+
+
+def russian_page(charset_meta=None):
+    """An az.lib.ru page (optionally without its <meta> charset) with enough text to judge."""
+    page = fixtures.page_html("Том", fixtures.work("charset", chapters=1, per_chapter=20) + [("Глава 2", [fixtures.SENTENCES[0]])])
+    return page if charset_meta else page.replace('<meta http-equiv="Content-Type" content="text/html; charset=windows-1251">', "")
+
+
+@pytest.mark.parametrize("declared, actual", [
+    ("windows-1251", "koi8-r"), ("koi8-r", "utf-8"), ("utf-8", "cp1251"), (None, "koi8-r"), (None, "cp866"),
+    (None, "iso8859-5"), (None, "mac-cyrillic"), ("windows-1251", "utf-8"), ("iso-8859-1", "cp1251"),
+])
+def test_a_misdeclared_cyrillic_charset_is_decoded_by_evidence_and_reported(project, caplog, declared, actual):
+    write_raw([russian_page().encode(actual, "xmlcharrefreplace")], declared=declared)
+    write_params(".", {"clean": clean_params()})
+    call_stage("clean")
+    assert fixtures.SENTENCES[0] in pd.read_parquet(paths.DOCS).loc[0, "text"]
+    report = pd.read_csv(paths.CLEAN_REPORT, keep_default_na=False).loc[0]
+    assert report["encoding"] == codecs.lookup(actual).name and report["declared_encoding"] == (declared or "")
+    assert report["encoding_note"].startswith(f"declared {declared}" if declared else "no charset declared")
+    assert read_json(paths.CLEAN_METRICS)["encodings_not_as_declared"] == 1
+    assert f"http://az.lib.ru/p0: decoded as {codecs.lookup(actual).name}" in caplog.text
+
+
+def test_a_true_declaration_is_used_without_a_note(project):
+    write_raw([russian_page(charset_meta="koi8-r").replace("windows-1251", "koi8-r").encode("koi8-r", "xmlcharrefreplace")], declared=None)
+    write_params(".", {"clean": clean_params()})
+    call_stage("clean")
+    report = pd.read_csv(paths.CLEAN_REPORT, keep_default_na=False).loc[0]
+    assert (report["declared_encoding"], report["encoding"], report["encoding_note"]) == ("koi8-r", "koi8-r", "")
+    assert read_json(paths.CLEAN_METRICS)["encodings_not_as_declared"] == 0
+
+
+def test_two_equally_plausible_decodings_are_an_error_naming_the_page(project):
+    # Only the letters а-п: cp1251 bytes read as iso8859-5 give р-я, also well-formed Russian words.
+    text = " ".join(["Где Полина? Она пела и ела блин, а кабан ел мак."] * 30)
+    write_raw([f"<html><body><p>{text}</p></body></html>".encode("cp1251")], declared=None)
+    write_params(".", {"clean": clean_params()})
+    with pytest.raises(StageError, match=r"http://az.lib.ru/p0: cannot tell its encoding: .*(cp1251|iso8859-5).*(cp1251|iso8859-5)"):
+        call_stage("clean")
+    assert not paths.DOCS.exists()
+
+
+def chapters_with_dialogue(seed):
+    chapters = fixtures.work(seed, chapters=3, per_chapter=12)
+    for _, paras in chapters:
+        paras[3:3] = ["- Отчего же вы не хотите? - спросил он тихо.", "- Ну что же, - сказала она, - поедем завтра утром."]
+    return chapters
+
+
+def expected_lines(chapters):
+    return [line for heading, paras in chapters for line in [heading, *paras]]
+
+
+def test_hard_wrapped_pre_page_comes_out_paragraph_by_paragraph(project):
+    chapters = chapters_with_dialogue("pre")
+    page = fixtures.page_libru("Повесть", "Антон Павлович Чехов", chapters).encode("koi8-r", "xmlcharrefreplace")
+    assert any(len(line) < 80 for line in page.decode("koi8-r").split("\n"))  # hard-wrapped, hyphenated words included
+    docs, metrics = run_clean([page])
+    assert docs.loc[0, "text"].split("\n") == expected_lines(chapters)
+    assert metrics["apparatus_chars_found"] > 0 and metrics["apparatus_chars_kept"] == 0
+    kept, metrics = run_clean([page], drop_apparatus=False)
+    assert {"Антон Павлович Чехов. Повесть", "Источник: Полное собрание сочинений. Москва, 1980."} <= set(kept.loc[0, "text"].split("\n"))
+    assert metrics["apparatus_chars_kept"] == metrics["apparatus_chars_found"] > 0
+
+
+def test_wikisource_page_loses_its_footnote_markers_and_notes(project):
+    chapters = fixtures.work("wiki", chapters=2, per_chapter=30)
+    docs, metrics = run_clean([fixtures.page_wikisource("Повесть", chapters, note_every=10).encode("utf-8")])
+    assert docs.loc[0, "text"].split("\n") == ["Повесть", *expected_lines(chapters)]  # the page's heading, the work's title
+    assert metrics["apparatus_chars_found"] > 6 * len("Примечание редакции")
+
+
+def test_plain_text_with_blank_lines_keeps_dialogue_lines_apart():
+    text = ("ГЛАВА I\n\nОн вошел в комнату и долго смотрел\nна нее.\n- Здравствуйте, - сказал он.\n"
+            "- Здравствуйте, - ответила она и,\nпомолчав, прибавила: - Садитесь.\n\nОни сели у северо-\nзападного окна, и разговор\n"
+            "- как всегда - сделался общим.\n")
+    paragraphs = [
+        "ГЛАВА I", "Он вошел в комнату и долго смотрел на нее.", "- Здравствуйте, - сказал он.",
+        "- Здравствуйте, - ответила она и, помолчав, прибавила: - Садитесь.",
+        "Они сели у северо-западного окна, и разговор - как всегда - сделался общим.",
+    ]
+    assert join_wrapped(text) == paragraphs
+    assert unwrap(text) == "<html><body>" + "".join(f"<p>{p}</p>\n" for p in paragraphs) + "</body></html>"
+
+
+def test_paragraphed_html_is_left_as_it_is():
+    page = fixtures.page_html("Том", fixtures.work("html", chapters=1, per_chapter=5))
+    assert unwrap(page) == page

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from stages import fetch
+from stages.charset import Decoding
 from stages.common import StageError, read_json
 from tests.conftest import python_env, call_stage, tiny_params, write_params
 
@@ -209,6 +210,6 @@ def test_refetch_recomputes_what_the_code_derives_from_the_stored_bytes(site, pr
     base, _, _ = site
     url = f"{base}fault/etag"
     assert only(fetch.fetch_all(fetch_params([url])))["detected_encoding"] == "cp1251"
-    monkeypatch.setattr(fetch, "decode_page", lambda body, declared: (body.decode("latin-1"), "latin-1"))  # changed code
+    monkeypatch.setattr(fetch, "decode_page", lambda body, declared, source: Decoding(body.decode("latin-1"), "latin-1", declared, ""))  # changed code
     second = only(fetch.fetch_all(fetch_params([url])))
     assert second["status"] == 304 and second["detected_encoding"] == "latin-1"

@@ -26,6 +26,7 @@ BAD_VALUES = {
     "fetch.on_error": (False, "retry"),
     "clean.prune_xpath": ("//form", ["//form["]),
     "clean.drop_footnote_markers": ("no", 1),
+    "clean.drop_apparatus": ("yes", 0),
     "clean.dedup": ("yes", 0),
     "clean.dedup_min_chars": ("40", 0),
     "clean.min_chars": (200.0, -1),

@@ -93,7 +93,8 @@ def test_outputs_removed_by_dvc_repro_single_stage_come_back_with_the_documented
 
 # A real change of what each stage writes, made in the stage's own code (or a module it imports).
 CODE_EDITS = {
-    "stages/charset.py": ("return text, codecs.lookup(encoding).name", "return text, codecs.lookup(encoding).name.upper()"),  # fetch, clean
+    "stages/charset.py": ('            return Decoding(text, codecs.lookup(declared).name, declared, "")',
+                          '            return Decoding(text, codecs.lookup(declared).name.upper(), declared, "")'),  # fetch, clean
     "stages/tokenize.py": ('"bytes_per_token": round(', '"bytes_per_token": 2 * round('),
     "stages/evaluate.py": ('"perplexity": round(math.exp(loss), 3)', '"perplexity": round(math.exp(loss))'),
     "stages/sample.py": ('lines = ["# Samples"', 'lines = ["# Edited samples"'),
