@@ -107,10 +107,11 @@ def main():
     args = training_arguments(train_params, plan, steps, precision)
 
     made_with = resume.fingerprint(model_params, train_params, block_size, TOKENIZER, TOKENS, precision, world_size)
-    with args.main_process_first(local=False, desc="checkpoints"):  # the main process cleans up and marks them first
+    checkpoint = None
+    if is_main:  # the only process that removes or marks checkpoints: workers' workspaces stay as they are
         checkpoint = resume.checkpoint_to_resume(CHECKPOINTS, made_with, steps)
-        if is_main:
-            resume.mark(CHECKPOINTS, made_with)
+        resume.mark(CHECKPOINTS, made_with)
+    checkpoint = resume.agree_with_main(made_with, checkpoint)
     done = resume.checkpoint_step(checkpoint) if checkpoint else 0
     estimate = plan.estimate(steps - done)
     log.info(

@@ -6,6 +6,7 @@ inside a training process is reported the same way: the process prints its `erro
 records it in the file named by ERROR_FILE_ENV, and the launcher's own traceback is left out.
 """
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -14,19 +15,20 @@ from pathlib import Path
 from stages.common import ERROR_FILE_ENV, run_stage
 from stages.params import check_context, load_params
 
-TRACEBACK = "Traceback (most recent call last):"
+# Where the launcher's own report of a failed process begins: torch elastic's error line or a traceback.
+LAUNCHER_REPORT = re.compile(r"Traceback \(most recent call last\):|E\d{4} .* failed \(exitcode")
 
 
-def launch(config_path):
-    """Run the training processes; returns the exit status, 2 when a process reported a StageError."""
+def launch(config_path, cwd=None):
+    """Run the training processes (in cwd); returns the exit status, 2 when a process reported a StageError."""
     with tempfile.TemporaryDirectory() as tmp:
         error_file = Path(tmp) / "error"
         env = {**os.environ, ERROR_FILE_ENV: str(error_file)}
         command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(config_path), "-m", "stages.train"]
-        process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
-        held = []  # from the first traceback on: the launcher's own, when a process reported an error
+        process = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
+        held = []  # from the launcher's report on: left out when a process reported its error
         for line in process.stderr:
-            if held or line.startswith(TRACEBACK):
+            if held or LAUNCHER_REPORT.match(line):
                 held.append(line)
             else:
                 sys.stderr.write(line)

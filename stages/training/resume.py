@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from stages.common import atomic_path, log, read_json, write_json
+from stages.common import StageError, atomic_path, log, read_json, write_json
 
 # Train params that change how a run is observed or saved, not what it computes.
 OPERATIONAL = {"save_steps", "save_total_limit", "logging_steps", "eval_steps", "eval_blocks", "accelerate_config"}
@@ -110,6 +110,26 @@ def checkpoint_to_resume(checkpoints, current, steps):
         return None
     usable = [c for c in complete_checkpoints(checkpoints) if checkpoint_step(c) < steps or (checkpoints / "final").is_dir()]
     return usable[-1] if usable else None
+
+
+def agree_with_main(current, checkpoint):
+    """Rank 0's checkpoint to resume from, on every process; StageError on every process when any
+    of them has other params, code, tokenizer, data or runtime than rank 0, or lacks the checkpoint."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return checkpoint
+    shared = [current, str(checkpoint) if checkpoint else None]
+    torch.distributed.broadcast_object_list(shared)
+    main, checkpoint = shared[0], Path(shared[1]) if shared[1] else None
+    differs = [key for key in current if current[key] != main.get(key)]
+    problem = (f"its {', '.join(differs)} differ from rank 0's (run every machine with the same checkout and `dvc pull`)" if differs
+               else f"it lacks {checkpoint}, from which rank 0 resumes (copy it there, or share {checkpoint.parent})"
+               if checkpoint and not checkpoint.is_dir() else None)
+    problems = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(problems, problem)  # every process stops, none waits for the others
+    stated = [f"process {rank}: {text}" for rank, text in enumerate(problems) if text]
+    if stated:
+        raise StageError("training processes disagree with rank 0: " + "; ".join(stated))
+    return checkpoint
 
 
 def mark(checkpoints, current):

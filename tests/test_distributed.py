@@ -1,0 +1,108 @@
+"""Training over several machines, as the README's "Several machines" section runs it, with two
+"machines" on 127.0.0.1: two checkouts, one gloo process each; rank 0 runs `dvc repro`, the
+other checkout runs the worker command."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tests.conftest import ROOT, copy_of, dvc, file_bytes, python_env, ran_stages, run, set_param
+
+WORKER = [sys.executable, "-m", "stages.training.worker", "configs/accelerate/two-nodes.yaml"]
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def machine(reproduced, directory, rank, port, **train):
+    """A checkout set up as machine `rank` of two: its copy of cpu-ddp.yaml, batch halved."""
+    directory, env = copy_of(reproduced, directory)
+    config = yaml.safe_load((ROOT / "configs/accelerate/cpu-ddp.yaml").read_text())
+    config.update(num_machines=2, num_processes=2, machine_rank=rank, main_process_ip="127.0.0.1", main_process_port=port)
+    (directory / "configs/accelerate/two-nodes.yaml").write_text(yaml.safe_dump(config))
+    for key, value in {"accelerate_config": "configs/accelerate/two-nodes.yaml", "batch_size": 2, **train}.items():
+        set_param(directory, "train", key, value)
+    return directory, env
+
+
+def workspace(directory):
+    """Every file of a checkout but git's own."""
+    return file_bytes(directory, [path.name for path in directory.iterdir() if path.name != ".git"])
+
+
+def start_worker(directory, wait=120):
+    return subprocess.Popen([*WORKER, "--wait", str(wait)], cwd=directory, env=python_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def alongside(worker, command, directory, env, timeout=600):
+    """Run rank 0's command while the worker runs; (rank 0's result, the worker's stderr). Rank 0
+    is killed a minute after a worker that failed (it would wait for the worker for minutes)."""
+    rank0 = subprocess.Popen(command, cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while rank0.poll() is None and (worker.poll() in (None, 0)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    try:
+        rank0.wait(timeout=60)  # time to report its own error
+    except subprocess.TimeoutExpired:
+        os.killpg(rank0.pid, signal.SIGKILL)
+    out, err = rank0.communicate()
+    worker_out, worker_err = worker.communicate(timeout=60)
+    return subprocess.CompletedProcess(command, rank0.returncode, out, err), worker_err
+
+
+def loss_curve(directory):
+    rows = (directory / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]
+    return [float(row.split("\t")[1]) for row in rows]
+
+
+def test_two_machines_train_as_one_and_only_rank_0_changes(reproduced, tmp_path):
+    port = free_port()
+    rank0, env = machine(reproduced, tmp_path / "rank0", 0, port)
+    other, _ = machine(reproduced, tmp_path / "rank1", 1, port)
+    before = workspace(other)
+    repro, err = alongside(start_worker(other), ["dvc", "repro"], rank0, env)
+    assert repro.returncode == 0, f"{repro.stderr[-2000:]}\nworker:\n{err[-2000:]}"
+    assert "worker: training finished" in err and ran_stages(repro.stdout)[-3:] == ["train", "evaluate", "sample"]
+    assert workspace(other) == before  # nothing written, nothing removed
+    assert "up to date" in dvc(rank0, "status", env=env).stdout
+    single = reproduced[0]  # one process, batch 4: the same global batch
+    assert loss_curve(rank0) == pytest.approx(loss_curve(single), rel=1e-3)
+    two, one = load_file(rank0 / "models/model/model.safetensors"), load_file(single / "models/model/model.safetensors")
+    assert all(torch.allclose(two[key], one[key], rtol=1e-3, atol=1e-5) for key in one)
+
+
+def test_machines_with_other_params_stop_together_naming_the_difference(reproduced, tmp_path):
+    port = free_port()
+    rank0, env = machine(reproduced, tmp_path / "rank0", 0, port)
+    other, _ = machine(reproduced, tmp_path / "rank1", 1, port, seed=7)
+    worker = start_worker(other)
+    repro, err = alongside(worker, ["dvc", "repro", "train"], rank0, env)
+    assert repro.returncode != 0 and worker.returncode == 2
+    assert "process 1: its train differ from rank 0's" in repro.stderr + repro.stdout
+    assert err.strip().splitlines()[-1].startswith("error: training processes disagree with rank 0: process 1: its train differ")
+
+
+def test_a_worker_without_rank_0_stops_with_a_clear_error(reproduced, tmp_path):
+    other, _ = machine(reproduced, tmp_path / "rank1", 1, free_port())
+    started = time.monotonic()
+    result = run([*WORKER, "--wait", "2"], other, check=False)
+    assert result.returncode == 2 and time.monotonic() - started < 60
+    assert result.stderr.strip().splitlines()[-1].startswith("error: rank 0 did not answer at 127.0.0.1:")
+
+
+def test_rank_0_config_is_not_a_worker_config(reproduced, tmp_path):
+    rank0, _ = machine(reproduced, tmp_path / "rank0", 0, free_port())
+    result = run([*WORKER, "--wait", "2"], rank0, check=False)
+    assert result.returncode == 2 and "machine_rank=0 of num_machines=2 is not a worker" in result.stderr
