@@ -13,6 +13,8 @@ import re
 import unicodedata
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import trafilatura
 
 from stages.charset import decode_page
@@ -22,6 +24,7 @@ from stages.params import load_params
 from stages.paths import CLEAN_METRICS, CLEAN_REPORT, DOCS, MANIFEST, RAW
 
 FOOTNOTE_MARKER = re.compile(r"\s?\[\d{1,3}\]")
+DOCS_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("title", pa.string()), ("text", pa.string()), ("chars", pa.int64())])
 MARK_OPEN, MARK_CLOSE = "⟦", "⟧"  # mathematical brackets: not in prose (trafilatura strips private-use characters)
 PARAGRAPH_MARK = re.compile(f"{MARK_OPEN}\\d+{MARK_CLOSE}")
 
@@ -68,70 +71,79 @@ def page_title(page):
     return " ".join(html.unescape(match.group(1)).split()) if match else ""
 
 
-def drop_duplicates(docs, min_chars):
-    """Drop documents whose text repeats an earlier one, then paragraphs (of min_chars or more)
-    already seen in an earlier document. Short lines ("- Да.", "Глава I") legitimately repeat."""
-    seen_docs, seen_paragraphs, kept = set(), set(), []
-    for doc in docs:
-        digest = hashlib.sha256("\n".join(doc["paragraphs"]).encode()).hexdigest()
-        if digest in seen_docs:
+class Deduplicator:
+    """Drops documents whose text repeats an earlier one, then paragraphs (of min_chars or more)
+    already seen in an earlier document; short lines ("- Да.", "Глава I") legitimately repeat.
+    Holds a 16-byte digest per paragraph, not the text."""
+
+    def __init__(self, min_chars):
+        self.min_chars, self.documents, self.paragraphs = min_chars, set(), set()
+
+    def filter(self, doc):
+        digest = hashlib.blake2b("\n".join(doc["paragraphs"]).encode(), digest_size=16).digest()
+        if digest in self.documents:
             doc["dropped"] = "duplicate document"
-            continue
-        seen_docs.add(digest)
+            return
+        self.documents.add(digest)
         own, paragraphs = set(), []
         for paragraph in doc["paragraphs"]:
-            if len(paragraph) >= min_chars and paragraph in seen_paragraphs:
+            digest = hashlib.blake2b(paragraph.encode(), digest_size=16).digest()
+            if len(paragraph) >= self.min_chars and digest in self.paragraphs:
                 doc["duplicate_paragraphs"] += 1
                 continue
-            own.add(paragraph)
+            own.add(digest)
             paragraphs.append(paragraph)
-        seen_paragraphs |= own
+        self.paragraphs |= own
         doc["paragraphs"] = paragraphs
-        kept.append(doc)
-    return kept
 
 
-def clean_pages(manifest, params):
-    docs = []
-    for record in manifest:
-        if not record["file"]:  # failed, with no page stored by an earlier fetch
-            continue
-        page = decode_page((RAW / record["file"]).read_bytes(), record.get("declared_encoding"), record["url"])
-        if page.note:
-            log.warning("%s: decoded as %s (%s)", record["url"], page.encoding, page.note)
-        paragraphs, apparatus = extract_paragraphs(page.text, params)
-        chars = sum(map(len, paragraphs))
-        if chars < params["min_chars"]:
-            raise StageError(f"{record['url']} yields {chars} characters of text (min_chars={params['min_chars']}): not a page with a work on it?")
-        docs.append({
-            "id": record["file"], "url": record["url"], "title": page_title(page.text), "declared_encoding": page.declared,
-            "encoding": page.encoding, "encoding_note": page.note, "chars_in": len(page.text), "paragraphs": paragraphs,
-            "apparatus_chars": sum(map(len, apparatus)), "duplicate_paragraphs": 0, "dropped": "",
-        })
-    if not docs:
-        raise StageError(f"{MANIFEST} lists no fetched page")
-    kept = drop_duplicates(docs, params["dedup_min_chars"]) if params["dedup"] else docs
-    return docs, kept
+def clean_page(record, params):
+    page = decode_page((RAW / record["file"]).read_bytes(), record.get("declared_encoding"), record["url"])
+    if page.note:
+        log.warning("%s: decoded as %s (%s)", record["url"], page.encoding, page.note)
+    paragraphs, apparatus = extract_paragraphs(page.text, params)
+    chars = sum(map(len, paragraphs))
+    if chars < params["min_chars"]:
+        raise StageError(f"{record['url']} yields {chars} characters of text (min_chars={params['min_chars']}): not a page with a work on it?")
+    return {
+        "id": record["file"], "url": record["url"], "title": page_title(page.text), "declared_encoding": page.declared,
+        "encoding": page.encoding, "encoding_note": page.note, "chars_in": len(page.text), "paragraphs": paragraphs,
+        "apparatus_chars": sum(map(len, apparatus)), "duplicate_paragraphs": 0, "dropped": "",
+    }
+
+
+def write_documents(records, params):
+    """Clean page by page into DOCS, one row group per document (readers stream them); the report rows."""
+    deduplicator = Deduplicator(params["dedup_min_chars"]) if params["dedup"] else None
+    report = []
+    with atomic_path(DOCS) as tmp, pq.ParquetWriter(tmp, DOCS_SCHEMA) as writer:
+        for record in records:
+            doc = clean_page(record, params)
+            if deduplicator:
+                deduplicator.filter(doc)
+            text = "\n".join(doc.pop("paragraphs")) if not doc["dropped"] else ""
+            doc.update(chars=len(text), n_paragraphs=text.count("\n") + 1 if text else 0)
+            if not doc["dropped"]:
+                writer.write_table(pa.table({**{key: [doc[key]] for key in ("id", "url", "title")}, "text": [text], "chars": [len(text)]},
+                                            schema=DOCS_SCHEMA))
+            report.append(doc)
+    return pd.DataFrame(report)
 
 
 def main():
     params = load_params("clean")
-    docs, kept = clean_pages(read_json(MANIFEST), params)
-    for doc in docs:
-        doc["text"] = "\n".join(doc["paragraphs"])
-        doc["chars"] = len(doc["text"]) if not doc["dropped"] else 0
-        doc["n_paragraphs"] = len(doc["paragraphs"]) if not doc["dropped"] else 0
-    table = pd.DataFrame(kept)[["id", "url", "title", "text", "chars"]]
-    with atomic_path(DOCS) as tmp:
-        table.to_parquet(tmp, index=False, row_group_size=1)  # a row group per document: readers stream them
-    report = pd.DataFrame(docs)[["id", "url", "title", "declared_encoding", "encoding", "encoding_note", "chars_in", "chars",
-                                 "n_paragraphs", "apparatus_chars", "duplicate_paragraphs", "dropped"]]
+    records = [record for record in read_json(MANIFEST) if record["file"]]  # no file: failed, nothing stored before
+    if not records:
+        raise StageError(f"{MANIFEST} lists no fetched page")
+    report = write_documents(records, params)
+    kept = report[report["dropped"] == ""]
     with atomic_path(CLEAN_REPORT) as tmp:
-        report.to_csv(tmp, index=False)
+        report[["id", "url", "title", "declared_encoding", "encoding", "encoding_note", "chars_in", "chars",
+                "n_paragraphs", "apparatus_chars", "duplicate_paragraphs", "dropped"]].to_csv(tmp, index=False)
     metrics = {
         "documents": len(kept),
         "chars_in": int(report["chars_in"].sum()),
-        "chars_out": int(table["chars"].sum()),
+        "chars_out": int(kept["chars"].sum()),
         "paragraphs": int(report["n_paragraphs"].sum()),
         "encodings_not_as_declared": int((report["encoding_note"] != "").sum()),
         "apparatus_chars_found": int(report["apparatus_chars"].sum()),

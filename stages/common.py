@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 log = logging.getLogger("tolstoy")
@@ -65,8 +66,10 @@ def run_stage(main):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     # SIGTERM (kill, dvc exp queue kill) raises like Ctrl-C, so temporaries are cleaned up.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    started = time.perf_counter()
     try:
         main()
+        log.info("%s: %.1fs, peak RSS %.0f MiB", Path(sys.argv[0]).stem, time.perf_counter() - started, peak_rss_bytes() / 2**20)
     except StageError as e:
         print(f"error: {e}", file=sys.stderr)
         if os.environ.get(ERROR_FILE_ENV):

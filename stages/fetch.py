@@ -14,6 +14,7 @@ FETCH_MIRROR="http://az.lib.ru/=http://127.0.0.1:8765/" for an offline mirror se
 """
 import datetime
 import email.utils
+import glob
 import hashlib
 import os
 import random
@@ -190,6 +191,20 @@ def encoding_fields(body, declared, url):
     return {"detected_encoding": page.encoding, "encoding_note": page.note}
 
 
+def expand_patterns(urls):
+    """The sources with every local path pattern (*, ?, [...]) replaced by the files it matches, sorted."""
+    sources = []
+    for url in urls:
+        if urlsplit(url).scheme in ("http", "https", "file") or not re.search(r"[*?[]", url):
+            sources.append(url)
+            continue
+        matches = sorted(glob.glob(url))
+        if not matches:
+            raise StageError(f"fetch.urls: {url} matches no file")
+        sources += matches
+    return sources
+
+
 def fetch_all(params, mirror_spec=""):
     """Fetch every URL; returns the manifest (one record per URL, failures with an `error`).
 
@@ -201,7 +216,7 @@ def fetch_all(params, mirror_spec=""):
     previous = {r["url"]: r for r in read_json(MANIFEST)} if MANIFEST.exists() else {}
     fetcher = Fetcher(params)
     manifest = []
-    for url in params["urls"]:
+    for url in expand_patterns(params["urls"]):
         source, name = apply_mirror(url, rules), file_name(url)
         stored = still_stored(previous.get(url), name)
         started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -9,6 +9,7 @@ MARKUP = re.compile(r"<[^>]*>")
 WORD_HYPHEN = re.compile(r"\w-$")  # "когда-" + "то": a hyphenated word wrapped at its hyphen
 DASH_START = re.compile(r"[-–—]+\s")
 SENTENCE_END = re.compile(r"[.!?…:;»\"”)]$")
+MAX_WRAP_COLUMNS = 160  # longer lines are not hard-wrapped text
 CENTERED = 10  # columns past the paragraph indent: headings, epigraphs and verse, one line each
 
 SEPARATOR = re.compile(r"[-_=~*]{5,}")
@@ -47,6 +48,8 @@ def join_wrapped(text):
         return []
     margin = min(map(_indent, filled))
     width = sorted(map(len, filled))[int(0.9 * (len(filled) - 1))]
+    if width > MAX_WRAP_COLUMNS:  # not hard-wrapped: a line per paragraph
+        return [line.strip() for line in filled]
     paragraphs, current, previous = [], "", ""
     for line in lines:
         line = line.rstrip()

@@ -209,6 +209,11 @@ def test_plain_text_with_blank_lines_keeps_dialogue_lines_apart():
     assert unwrap(text) == "<html><body>" + "".join(f"<p>{p}</p>\n" for p in paragraphs) + "</body></html>"
 
 
+def test_plain_text_with_a_line_per_paragraph_keeps_its_lines():
+    paragraphs = fixtures.paragraphs("lines", 40)  # 15-40 words each: far longer lines than any wrap width
+    assert join_wrapped("\n".join(paragraphs)) == paragraphs
+
+
 def test_paragraphed_html_is_left_as_it_is():
     page = fixtures.page_html("Том", fixtures.work("html", chapters=1, per_chapter=5))
     assert unwrap(page) == page

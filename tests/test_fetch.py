@@ -71,6 +71,15 @@ def test_local_files_and_file_urls(site, project):
     assert len(set(stored_files())) == 2  # same page under two sources: two names, no collision
 
 
+def test_a_local_path_pattern_fetches_every_matching_file_in_order(site, project):
+    _, server, pages = site
+    pattern = str(server.root / "t/tolstoj/text_*.shtml")
+    manifest = fetch.fetch_all(fetch_params([pattern]))
+    assert [r["url"] for r in manifest] == sorted(str(server.root / path) for path, _ in pages)
+    with pytest.raises(StageError, match=r"fetch.urls: .*/nothing-\*.txt matches no file"):
+        fetch.fetch_all(fetch_params([str(server.root / "nothing-*.txt")]))
+
+
 def test_file_names_are_safe_and_distinct():
     names = {fetch.file_name(u) for u in ["http://a/../../etc/passwd", "http://a/x?y=1", "http://a/x?y=2", "http://a/x/"]}
     assert len(names) == 4
