@@ -9,6 +9,7 @@ optionally drop footnote markers and duplicates across documents.
 import hashlib
 import html
 import itertools
+import logging
 import re
 import unicodedata
 
@@ -99,8 +100,8 @@ class Deduplicator:
 
 def clean_page(record, params):
     page = decode_page((RAW / record["file"]).read_bytes(), record.get("declared_encoding"), record["url"])
-    if page.note:
-        log.warning("%s: decoded as %s (%s)", record["url"], page.encoding, page.note)
+    if page.note:  # a warning when the page's own declaration was overruled
+        log.log(logging.WARNING if page.declared else logging.INFO, "%s: decoded as %s (%s)", record["url"], page.encoding, page.note)
     paragraphs, apparatus = extract_paragraphs(page.text, params)
     chars = sum(map(len, paragraphs))
     if chars < params["min_chars"]:
@@ -145,7 +146,7 @@ def main():
         "chars_in": int(report["chars_in"].sum()),
         "chars_out": int(kept["chars"].sum()),
         "paragraphs": int(report["n_paragraphs"].sum()),
-        "encodings_not_as_declared": int((report["encoding_note"] != "").sum()),
+        "encodings_not_as_declared": int(((report["encoding_note"] != "") & report["declared_encoding"].notna()).sum()),
         "apparatus_chars_found": int(report["apparatus_chars"].sum()),
         "apparatus_chars_kept": 0 if params["drop_apparatus"] else int(report["apparatus_chars"].sum()),
         "dropped_duplicate_documents": int((report["dropped"] != "").sum()),

@@ -14,6 +14,15 @@ from stages.paths import DOCS, TOKENIZER
 EOT = "<|endoftext|>"
 
 
+def with_newlines(text):
+    """The text's lines, each with its newline. The byte-level pre-tokenizer splits at newlines
+    anyway, so the trainer counts what it would count in the whole text, while it buffers lines
+    (not whole works: memory stays flat as the corpus grows)."""
+    lines = text.split("\n")
+    yield from (line + "\n" for line in lines[:-1])
+    yield lines[-1]
+
+
 def train_bpe(texts, vocab_size, min_frequency):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -48,8 +57,8 @@ def main():
     if base:
         tokenizer = base_tokenizer(base)
     else:
-        texts = (doc["text"] for doc in iter_documents(DOCS, ["text"]))
-        tokenizer = train_bpe(texts, params["vocab_size"], params["min_frequency"])
+        lines = (line for doc in iter_documents(DOCS, ["text"]) for line in with_newlines(doc["text"]))
+        tokenizer = train_bpe(lines, params["vocab_size"], params["min_frequency"])
     with atomic_path(TOKENIZER) as tmp:
         tokenizer.save_pretrained(tmp)
     log.info("tokenizer: %s, %d tokens, end-of-text %r", f"from {base}" if base else "trained byte-level BPE", len(tokenizer), tokenizer.eos_token)

@@ -63,3 +63,11 @@ def test_base_without_a_tokenizer_is_named(project):
     write_params(".", params)
     with pytest.raises(StageError, match=f"model.base='{project / 'empty'}': cannot load its tokenizer"):
         call_stage("tokenizer")
+
+
+def test_training_on_lines_learns_what_training_on_whole_texts_learns():
+    texts = ["\n".join(paras) for _, paras in fixtures.work("lines", chapters=4, per_chapter=30)]
+    whole = tokenizer_stage.train_bpe(iter(texts), 300, 2)
+    lines = tokenizer_stage.train_bpe((line for text in texts for line in tokenizer_stage.with_newlines(text)), 300, 2)
+    assert lines.backend_tokenizer.to_str() == whole.backend_tokenizer.to_str()
+    assert "".join(tokenizer_stage.with_newlines(texts[0])) == texts[0]
