@@ -78,9 +78,10 @@ def score(layout, work, body, reference, params):
     matched, paragraphs = alignment(reference, output)
     ref_chars = sum(len(line.replace(" ", "")) for line in reference)
     out_chars = sum(len(line.replace(" ", "")) for line in output)
-    return {"layout": layout, "work": work, "encoding": page.encoding, "reference_chars": ref_chars, "output_chars": out_chars,
-            "matched_chars": matched, "reference_paragraphs": len(reference), "exact_paragraphs": paragraphs,
-            "output_paragraphs": len(output), "extract_s": round(seconds, 2)}
+    row = {"layout": layout, "work": work, "encoding": page.encoding, "reference_chars": ref_chars, "output_chars": out_chars,
+           "matched_chars": matched, "reference_paragraphs": len(reference), "exact_paragraphs": paragraphs,
+           "output_paragraphs": len(output), "extract_s": round(seconds, 2)}
+    return {**row, **percentages(row)}
 
 
 def rendered_works(corpus):
@@ -93,8 +94,8 @@ def rendered_works(corpus):
             yield layout, name, render(title.capitalize(), author, chapters), reference
 
 
-def percentages(frame):
-    sums = frame[["reference_chars", "output_chars", "matched_chars", "reference_paragraphs", "exact_paragraphs"]].sum()
+def percentages(sums):
+    """recall, extra and exact paragraphs, in %, of one work's counts or of their sums."""
     return {"recall_%": round(100 * sums["matched_chars"] / sums["reference_chars"], 3),
             "extra_%": round(100 * (sums["output_chars"] - sums["matched_chars"]) / sums["output_chars"], 3),
             "paragraphs_%": round(100 * sums["exact_paragraphs"] / sums["reference_paragraphs"], 2)}
@@ -112,8 +113,8 @@ def main():
             for page, title in MIRRORED.items()]
     rows += [score(*work, params) for work in rendered_works(corpus)]
     table = pd.DataFrame(rows)
-    table = table.join(table.apply(lambda row: pd.Series(percentages(pd.DataFrame([row]))), axis=1))
-    summary = pd.DataFrame([{"layout": layout, **percentages(group)} for layout, group in table.groupby("layout", sort=False)])
+    summary = pd.DataFrame([{"layout": layout, **percentages(group.sum(numeric_only=True))}
+                            for layout, group in table.groupby("layout", sort=False)])
     print(table[["layout", "work", "encoding", "reference_chars", "output_chars", "recall_%", "extra_%",
                  "reference_paragraphs", "output_paragraphs", "paragraphs_%", "extract_s"]].to_string(index=False))
     print()

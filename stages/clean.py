@@ -1,7 +1,7 @@
 """clean: raw pages -> one table of documents (data/clean/docs.parquet) and metrics.
 
-Decode (the declared charset when its text reads as Russian, else the Cyrillic encoding whose
-text does), join hard-wrapped <pre>/plain text into paragraphs, extract the work with
+Decode with the encoding the fetch stage chose (the declared charset when its text reads as
+Russian, else the Cyrillic encoding whose text does; see stages/charset.py), join hard-wrapped <pre>/plain text into paragraphs, extract the work with
 trafilatura tuned for recall with the site's chrome pruned by XPath, unescape entities, NFC,
 collapse whitespace, one paragraph per line; report (optionally drop) editorial apparatus,
 optionally drop footnote markers and duplicates across documents.
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import trafilatura
 
-from stages.charset import decode_page
+from stages.charset import meta_charset
 from stages.common import StageError, atomic_path, log, read_json, run_stage, write_json
 from stages.layouts import is_apparatus, unwrap
 from stages.params import load_params
@@ -99,16 +99,20 @@ class Deduplicator:
 
 
 def clean_page(record, params):
-    page = decode_page((RAW / record["file"]).read_bytes(), record.get("declared_encoding"), record["url"])
-    if page.note:  # a warning when the page's own declaration was overruled
-        log.log(logging.WARNING if page.declared else logging.INFO, "%s: decoded as %s (%s)", record["url"], page.encoding, page.note)
-    paragraphs, apparatus = extract_paragraphs(page.text, params)
+    encoding, note = record["detected_encoding"], record["encoding_note"]  # the fetch stage's decode_page decision
+    if encoding is None:
+        raise StageError(note)
+    body = (RAW / record["file"]).read_bytes()
+    page, declared = body.decode(encoding, errors="replace"), record["declared_encoding"] or meta_charset(body)
+    if note:  # a warning when the page's own declaration was overruled
+        log.log(logging.WARNING if declared else logging.INFO, "%s: decoded as %s (%s)", record["url"], encoding, note)
+    paragraphs, apparatus = extract_paragraphs(page, params)
     chars = sum(map(len, paragraphs))
     if chars < params["min_chars"]:
         raise StageError(f"{record['url']} yields {chars} characters of text (min_chars={params['min_chars']}): not a page with a work on it?")
     return {
-        "id": record["file"], "url": record["url"], "title": page_title(page.text), "declared_encoding": page.declared,
-        "encoding": page.encoding, "encoding_note": page.note, "chars_in": len(page.text), "paragraphs": paragraphs,
+        "id": record["file"], "url": record["url"], "title": page_title(page), "declared_encoding": declared,
+        "encoding": encoding, "encoding_note": note, "chars_in": len(page), "paragraphs": paragraphs,
         "apparatus_chars": sum(map(len, apparatus)), "duplicate_paragraphs": 0, "dropped": "",
     }
 

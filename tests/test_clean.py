@@ -9,19 +9,20 @@ import pytest
 from stages import paths
 from stages.charset import decode_page
 from stages.common import StageError, read_json, write_json
+from stages.fetch import encoding_fields
 from stages.layouts import join_wrapped, unwrap
 from tests import fixtures
 from tests.conftest import call_stage, tiny_params, write_params
 
 
 def write_raw(pages, declared="windows-1251"):
-    """Lay out data/raw as the fetch stage would: files plus manifest."""
+    """Lay out data/raw as the fetch stage would: files plus manifest, with its encoding decision."""
     manifest = []
     for i, body in enumerate(pages):
-        name = f"page-{i}"
+        name, url = f"page-{i}", f"http://az.lib.ru/p{i}"
         (paths.RAW).mkdir(parents=True, exist_ok=True)
         (paths.RAW / name).write_bytes(body)
-        manifest.append({"url": f"http://az.lib.ru/p{i}", "file": name, "declared_encoding": declared, "error": None})
+        manifest.append({"url": url, "file": name, "declared_encoding": declared, "error": None, **encoding_fields(body, declared, url)})
     write_json(paths.RAW / "manifest.json", manifest)
 
 
