@@ -1,7 +1,7 @@
 """GPU benchmark: GPT-2 124M (the tutorial's GPT2Config: 12 x 768, block 1024, 50,257 tokens)
 with this project's train settings (bf16 autocast, torch.compile, SDPA, fused AdamW) on random
 tokens for a few hundred steps; prints tokens/s and MFU against the GPU's bf16 dense datasheet
-peak, and writes JSON. Takes about 2-4 minutes on an H100 (most of it compilation).
+peak (steady state: the second half of the steps), and writes JSON. Takes about 2 minutes on an H100.
 
     python -m bench.gpu [--steps 300] [--batch 32] [--json bench/results/gpu.json]
 """
@@ -30,7 +30,7 @@ def main():
     run = train_run(config, block_list(ids, 1024), args.steps, "ours+compile", batch=args.batch, log_every=min(50, args.steps))  # a loss read is a GPU sync
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     row = {"device": device, "config": f"{args.n_layer}x{args.n_embd}/1024/{config.vocab_size}", "batch": args.batch, "steps": args.steps,
-           "precision": run["precision"], "tokens_per_sec": run["tokens_per_sec"], "mfu_%": run["mfu_%"], "loss_after": round(run["losses"][-1], 4)}
+           "precision": run["precision"], "tokens_per_sec": run["tokens_per_sec"], "mfu_%": run["mfu_%"], "warmup_s": run["warmup_s"], "loss_after": round(run["losses"][-1], 4)}
     print(pd.DataFrame([row]).to_string(index=False))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(row, indent=2) + "\n")

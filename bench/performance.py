@@ -41,19 +41,30 @@ PROSE = ROOT.parent / "shared/corpus/ruslit/prose"
 
 
 class StepTimer(TrainerCallback):
-    """Per-step losses, and wall time from the end of the first (warm-up, compile) step to the last."""
+    """Per-step losses, and the wall time at the end of every step. Steady state is the second half
+    of the steps: compilation, recompilations and allocator warm-up all fall in the first half,
+    and what the first half took beyond its steady-state share is reported as warm-up seconds."""
 
     def __init__(self):
-        self.losses, self.started, self.finished = [], None, None
+        self.losses, self.began, self.step_ends = [], None, []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.began = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == 1:
-            self.started = time.perf_counter()
-        self.finished = time.perf_counter()
+        if torch.cuda.is_available() and state.global_step in (state.max_steps // 2, state.max_steps):
+            torch.cuda.synchronize()  # the GPU's queue drained at the two ends of the steady-state window
+        self.step_ends.append(time.perf_counter())
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if "loss" in logs:
             self.losses.append(logs["loss"])
+
+    def steady(self):
+        """(seconds per step in steady state, warm-up seconds)."""
+        half = len(self.step_ends) // 2
+        per_step = (self.step_ends[-1] - self.step_ends[half - 1]) / (len(self.step_ends) - half)
+        return per_step, max(0.0, self.step_ends[half - 1] - self.began - half * per_step)
 
 
 @functools.lru_cache
@@ -76,10 +87,12 @@ def train_run(config, blocks, steps, recipe, batch=8, log_every=1):
         args = TrainingArguments(**common, **speed_settings(precision, compile_model=recipe == "ours+compile"))
     timer = StepTimer()
     Trainer(model=model, args=args, train_dataset=blocks, callbacks=[timer]).train()
-    tokens_per_sec = (steps - 1) * batch * config.n_positions / (timer.finished - timer.started)
+    seconds_per_step, warmup_seconds = timer.steady()
+    tokens_per_sec = batch * config.n_positions / seconds_per_step
     n_params = sum(p.numel() for p in model.parameters()) - config.n_positions * config.n_embd
     mfu = tokens_per_sec * flops_per_token(n_params, config.n_layer, config.n_embd, config.n_positions) / measured_peak(precision)
-    return {"recipe": recipe, "precision": precision, "tokens_per_sec": round(tokens_per_sec, 1), "mfu_%": round(100 * mfu, 1), "losses": timer.losses}
+    return {"recipe": recipe, "precision": precision, "tokens_per_sec": round(tokens_per_sec, 1), "mfu_%": round(100 * mfu, 1),
+            "warmup_s": round(warmup_seconds, 1), "losses": timer.losses}
 
 
 # The tutorial's configuration: GPT-2 6 x 384, block 1024, a 30k vocabulary trained on the same documents.

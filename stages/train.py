@@ -19,7 +19,7 @@ from stages.paths import CHECKPOINTS, MODEL, TOKENIZER, TOKENS, TRAIN_COST, TRAI
 from stages.training import resume
 from stages.training.export import SAMPLING, model_card, write_generation_config
 from stages.training.live import LiveCallback, open_live
-from stages.training.plan import make_plan, peak_flops, record_cost, resolve_precision, total_steps
+from stages.training.plan import make_plan, on_gpu, peak_flops, record_cost, resolve_precision, total_steps
 
 
 def build_model(model_params, tokenizer, block_size, attn_implementation):
@@ -83,7 +83,7 @@ def training_arguments(train_params, plan, steps, precision):
         report_to="none",
         dataloader_drop_last=True,
         ddp_find_unused_parameters=False,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not on_gpu(),
         **speed_settings(precision, plan.compile),
     )
 
@@ -92,7 +92,7 @@ def main():
     is_main, world_size = int(os.environ.get("RANK", "0")) == 0, int(os.environ.get("WORLD_SIZE", "1"))
     if not is_main:
         log.setLevel(logging.WARNING)
-    if not torch.cuda.is_available():  # accelerate launch sets OMP_NUM_THREADS=1: share the cores instead
+    if not on_gpu():  # accelerate launch sets OMP_NUM_THREADS=1: share the cores instead
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     model_params, train_params = load_params("model"), load_params("train")
     block_size, sample_params = load_params("tokenize")["block_size"], load_params("sample")

@@ -17,6 +17,9 @@ from stages.common import StageError, read_json, remove
 from tests.conftest import ROOT, call_stage, file_bytes, python_env, run, tiny_params, write_params
 
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (python -m bench.gpu_check runs these on one)")
+
+
 def params_with(**sections):
     params = tiny_params([])
     for section, values in sections.items():
@@ -196,7 +199,8 @@ def test_predicted_peak_memory_matches_measured_peak_rss(built, tmp_path, batch_
     params["tokenize"]["block_size"] = 64
     write_params(directory, params)
     run([sys.executable, "-m", "stages.tokenize"], directory)
-    run([sys.executable, "-m", "stages.train"], directory)  # a fresh process: its peak RSS is this run's
+    cpu = dict(python_env(), ACCELERATE_USE_CPU="true")  # the model of CPU memory, also on a machine with a GPU
+    run([sys.executable, "-m", "stages.train"], directory, env=cpu)  # a fresh process: its peak RSS is this run's
     cost = read_json(directory / "metrics/train_cost.json")
     assert cost["estimate"]["micro_batch"] == batch_size
     assert cost["estimate"]["peak_gib"] == pytest.approx(cost["actual"]["peak_gib"], rel=0.15)
@@ -205,9 +209,10 @@ def test_predicted_peak_memory_matches_measured_peak_rss(built, tmp_path, batch_
 
 def test_two_processes_match_one_and_only_the_main_one_writes(built, tmp_path):
     one = train_copy(built, tmp_path / "one", batch_size=4, max_steps=8, logging_steps=1)
-    two = train_copy(built, tmp_path / "two", batch_size=2, max_steps=8, logging_steps=1)  # same global batch
-    run([sys.executable, "-m", "stages.train"], one)
-    ddp = run(["accelerate", "launch", "--config_file", str(ROOT / "configs/accelerate/cpu-ddp.yaml"), "-m", "stages.train"], two)
+    two = train_copy(built, tmp_path / "two", batch_size=2, max_steps=8, logging_steps=1,  # same global batch
+                     accelerate_config=str(ROOT / "configs/accelerate/cpu-ddp.yaml"))  # on the CPU also where there is a GPU
+    run([sys.executable, "-m", "stages.train"], one, env=dict(python_env(), ACCELERATE_USE_CPU="true"))
+    ddp = run([sys.executable, "-m", "stages.training.launch"], two)
     assert ddp.stderr.count("train: 8 steps") == 1  # one summary line: the other rank is quiet
     curve = lambda d: [float(r.split("\t")[1]) for r in (d / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]]  # noqa: E731
     assert len(curve(two)) == 8  # no duplicated DVCLive rows
@@ -261,6 +266,34 @@ def test_bf16_training_on_any_cpu(built, tmp_path, monkeypatch):
     assert all(tensor.dtype == torch.float32 for tensor in weights(full / "models/model").values())  # master weights stay fp32
     assert all(math.isfinite(loss) for loss in loss_curve(full)) and len(loss_curve(full)) == 4
     assert loss_curve(micro) == pytest.approx(loss_curve(full), rel=2e-2)  # bf16 keeps 8 bits of mantissa
+
+
+@needs_cuda
+def test_gpu_policies_and_use_cpu_in_the_accelerate_config(monkeypatch):
+    assert plan.device() == "cuda"
+    assert plan.resolve_precision("auto") == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    assert plan.resolve_compile("auto", estimated_seconds=1)
+    assert plan.memory_budget(processes_here=2) == torch.cuda.mem_get_info()[1]
+    datasheet = [peaks["bf16"] for model, peaks in plan.GPU_PEAK_TFLOPS.items() if model in torch.cuda.get_device_name() and "bf16" in peaks]
+    assert plan.peak_flops("bf16") == (datasheet[0] * 1e12 if datasheet else pytest.approx(plan.peak_flops("bf16"), rel=0.5))
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # what `accelerate launch` sets for a config with use_cpu: true
+    assert plan.device() == "cpu" and not plan.resolve_compile("auto", estimated_seconds=1)
+    assert plan.resolve_precision("auto") in ("bf16", "fp32")
+
+
+@needs_cuda
+def test_a_gpu_run_learns_what_the_cpu_run_learns(built, tmp_path, monkeypatch, caplog):
+    """auto on a GPU: bf16 autocast, compiled; the loss curve follows the fp32 CPU run of `built`
+    (same initial weights, same batches) to bf16 precision, and the model is saved as fp32 for any device."""
+    gpu = train_copy(built, tmp_path / "gpu", precision="auto", compile="auto")
+    monkeypatch.chdir(gpu)
+    with caplog.at_level(logging.INFO, logger="tolstoy"):
+        call_stage("train")
+    assert re.search(r"(bf16|fp16), compiled", caplog.text)
+    assert loss_curve(gpu) == pytest.approx(loss_curve(built), rel=3e-2)
+    assert all(tensor.dtype == torch.float32 and tensor.device.type == "cpu" for tensor in weights().values())
+    cost = read_json("metrics/train_cost.json")
+    assert 0 < cost["actual"]["peak_gib"] <= cost["estimate"]["peak_gib"]  # GPU memory; the plan is an upper bound there
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs/accelerate").glob("*.yaml")))

@@ -12,6 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from stages.common import ERROR_FILE_ENV, run_stage
 from stages.params import check_context, load_params
 
@@ -24,6 +26,8 @@ def launch(config_path, cwd=None):
     with tempfile.TemporaryDirectory() as tmp:
         error_file = Path(tmp) / "error"
         env = {**os.environ, ERROR_FILE_ENV: str(error_file)}
+        if yaml.safe_load(Path(cwd or ".", config_path).read_text(encoding="utf-8")).get("use_cpu"):
+            env["ACCELERATE_USE_CPU"] = "true"  # accelerate passes use_cpu on to one process only, not to several
         command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(config_path), "-m", "stages.train"]
         process = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
         held = []  # from the launcher's report on: left out when a process reported its error

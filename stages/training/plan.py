@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import psutil
 import torch
+from accelerate.utils import parse_flag_from_env
 
 from stages.common import StageError, peak_rss_bytes, write_json
 
@@ -28,8 +29,13 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_COMPILE_AFTER_SECONDS = 1800
 
 
+def on_gpu():
+    """Whether this process trains on the GPU: there is one and the accelerate config does not say use_cpu."""
+    return torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_CPU")
+
+
 def device():
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if on_gpu() else "cpu"
 
 
 def timed(step, repeats):
@@ -38,7 +44,7 @@ def timed(step, repeats):
     for _ in range(repeats):
         started = time.perf_counter()
         step()
-        if torch.cuda.is_available():
+        if on_gpu():
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - started)
     return seconds
@@ -47,12 +53,12 @@ def timed(step, repeats):
 def peak_flops(precision):
     """Peak FLOP/s of this device for `precision`: the datasheet for a known GPU, otherwise a
     matmul probe measured on the spot (what torch reaches here, not a nominal figure)."""
-    if torch.cuda.is_available():
+    if on_gpu():
         name = torch.cuda.get_device_name()
         for model, peaks in GPU_PEAK_TFLOPS.items():
             if model in name and precision in peaks:
                 return peaks[precision] * 1e12
-    n = 8192 if torch.cuda.is_available() else 1024
+    n = 8192 if on_gpu() else 1024
     a, b = (torch.randn(n, n, device=device(), dtype=AUTOCAST_DTYPES.get(precision, torch.float32)) for _ in range(2))
     seconds = []
     while len(seconds) < 10 and sum(seconds) < 1.0:  # bounded: bf16 emulated on a CPU without it is very slow
@@ -72,7 +78,7 @@ def current_rss():
 def resolve_precision(precision):
     if precision != "auto":
         return precision
-    if torch.cuda.is_available():
+    if on_gpu():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     # Without native bf16 instructions CPU autocast emulates bf16 and runs slower than fp32.
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
@@ -82,7 +88,7 @@ def resolve_compile(compile_setting, estimated_seconds):
     if compile_setting != "auto":
         return bool(compile_setting)
     # On a GPU compilation pays for itself within a few hundred steps.
-    return torch.cuda.is_available() or estimated_seconds > CPU_COMPILE_AFTER_SECONDS
+    return on_gpu() or estimated_seconds > CPU_COMPILE_AFTER_SECONDS
 
 
 def predicted_peak_bytes(base_rss, n_params, config, micro_batch, block_size):
@@ -98,7 +104,7 @@ def predicted_peak_bytes(base_rss, n_params, config, micro_batch, block_size):
 
 def memory_budget(processes_here):
     """Bytes one training process may use: GPU memory, or this process's share of RAM."""
-    if torch.cuda.is_available():
+    if on_gpu():
         return torch.cuda.mem_get_info()[1]
     return (psutil.virtual_memory().available + current_rss() * processes_here) / processes_here
 
@@ -170,7 +176,7 @@ def make_plan(model, train_params, block_size, steps, precision):
     per_token = flops_per_token(n_params - config.n_positions * config.hidden_size, config.num_hidden_layers, config.hidden_size, block_size)
     base_rss = current_rss()
     predict = lambda micro: predicted_peak_bytes(base_rss, n_params, config, micro, block_size)  # noqa: E731
-    processes_here = 1 if torch.cuda.is_available() else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    processes_here = 1 if on_gpu() else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     batch_size = train_params["batch_size"]
     micro = plan_micro_batch(batch_size, predict, memory_budget(processes_here))
     grad_accum = train_params["grad_accum"] * batch_size // micro
@@ -181,10 +187,10 @@ def make_plan(model, train_params, block_size, steps, precision):
 
 
 def record_cost(path, estimate, seconds, checkpoint):
-    """Write the plan beside what the run took: time, peak RSS of this process, checkpoint size."""
+    """Write the plan beside what the run took: time, peak memory (the GPU's, or RSS of this process), checkpoint size."""
     actual = {
         "seconds": round(seconds, 1),
-        "peak_gib": round(peak_rss_bytes() / 2**30, 3),
+        "peak_gib": round((torch.cuda.max_memory_reserved() if on_gpu() else peak_rss_bytes()) / 2**30, 3),
         "checkpoint_mib": round(sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file()) / 2**20, 1) if checkpoint else None,
     }
     write_json(path, {"estimate": estimate, "actual": actual})

@@ -1,0 +1,160 @@
+"""GPU check, in three steps, each in its own processes with its own time limit:
+
+1. throughput: GPT-2 124M in bf16 with torch.compile (bench.gpu), tokens/s and MFU;
+2. repro: the default `dvc repro` in a temporary copy of this checkout, pages from the offline mirror;
+3. tests: the tests of the stages that use the device (train, evaluate, sample), CUDA-only ones included.
+
+    python -m bench.gpu_check [--mirror ../shared/mirror/az.lib.ru] [--out bench/results/gpu_check] [--tiny]
+
+--tiny shrinks every step (a 1-layer model, a 20-step repro on one page, the CUDA-only tests alone)
+so the whole script can be checked on a CPU in a few minutes. Results go to OUT/gpu_check.json and
+OUT/gpu_check.md as each step ends; each step's output goes to OUT/<step>.log.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEADLINE = float("inf")  # set from --budget
+NOT_COPIED = (".git", ".venv", ".whl", ".gpu_mirror", "data", "models", "cache", "tmp", "results", "__pycache__", "dvc_plots", "metrics")
+TINY_PARAMS = {
+    "fetch": {"urls": ["http://az.lib.ru/t/tolstoj_lew_nikolaewich/text_1860_dekabristy.shtml"]},
+    "tokenizer": {"vocab_size": 512},
+    "tokenize": {"block_size": 64},
+    "model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 64},
+    "train": {"max_steps": 20, "eval_steps": 10, "save_steps": 10, "logging_steps": 5, "warmup_steps": 2},
+    "evaluate": {"max_blocks": 32},
+    "sample": {"max_new_tokens": 10},
+}
+
+
+def environment():
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda, "device": gpu or platform.processor() or "cpu",
+            "cpu_count": os.cpu_count()}
+
+
+def run_logged(cmd, cwd, log, seconds, env):
+    """Run cmd with its output in `log`; (exit status, wall seconds). Status 124: stopped at `seconds`
+    or at the script's --budget, whichever comes first."""
+    started = time.perf_counter()
+    seconds = max(1, min(seconds, DEADLINE - started))
+    with open(log, "w") as out:
+        try:
+            status = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=seconds).returncode
+        except subprocess.TimeoutExpired:
+            status = 124
+    return status, round(time.perf_counter() - started, 1)
+
+
+def throughput(args, env):
+    sizes = ["--n-layer", "1", "--n-embd", "64", "--steps", "4", "--batch", "1"] if args.tiny else []
+    result = args.out / "gpu.json"
+    status, seconds = run_logged([sys.executable, "-m", "bench.gpu", "--json", str(result), *sizes], ROOT, args.out / "throughput.log", 150, env)
+    return {"status": status, "seconds": seconds, **(json.loads(result.read_text()) if result.exists() else {})}
+
+
+def project_copy(directory):
+    """This checkout's code and configuration without data, models, caches or results, as a git repository."""
+    shutil.copytree(ROOT, directory, ignore=shutil.ignore_patterns(*NOT_COPIED))
+    env = dict(os.environ, GIT_AUTHOR_NAME="gpu check", GIT_AUTHOR_EMAIL="gpu@check", GIT_COMMITTER_NAME="gpu check", GIT_COMMITTER_EMAIL="gpu@check")
+    if not shutil.which("git"):  # DVC runs without git when told so
+        (directory / ".dvc/config.local").write_text("[core]\n    no_scm = true\n")
+        return
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "copy"]):
+        subprocess.run(cmd, cwd=directory, env=env, check=True, capture_output=True)
+
+
+def repro(args, env):
+    directory = Path(tempfile.mkdtemp(prefix="gpu-check-")) / "project"
+    project_copy(directory)
+    if args.tiny:
+        params = yaml.safe_load((directory / "params.yaml").read_text(encoding="utf-8"))
+        for section, values in TINY_PARAMS.items():
+            params[section].update(values)
+        (directory / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    env = dict(env, FETCH_MIRROR=f"http://az.lib.ru/={args.mirror.resolve().as_uri()}/")
+    log = args.out / "repro.log"
+    status, seconds = run_logged([sys.executable, "-m", "dvc", "repro"], directory, log, 240, env)
+    row = {"status": status, "seconds": seconds}
+    stage_lines = re.findall(r"(\w+): ([\d.]+)s, peak RSS (\d+) MiB", log.read_text(errors="replace"))
+    row["stages"] = {stage: {"seconds": float(s), "peak_rss_mib": int(m)} for stage, s, m in stage_lines}
+    for name in ("train_cost.json", "eval.json"):
+        if (directory / "metrics" / name).exists():
+            row[name.removesuffix(".json")] = json.loads((directory / "metrics" / name).read_text())
+    if status == 0:
+        check = subprocess.run([sys.executable, "-m", "dvc", "status", "--quiet"], cwd=directory, env=env, capture_output=True)
+        row["dvc_status_clean"] = check.returncode == 0
+    if (directory / "metrics/samples.md").exists():
+        shutil.copy(directory / "metrics/samples.md", args.out / "samples.md")
+    return row
+
+
+def tests(args, env):
+    selection = ["tests/test_train.py", "-k", "gpu"] if args.tiny else ["tests/test_train.py", "tests/test_evaluate.py", "tests/test_sample.py"]
+    log = args.out / "tests.log"
+    status, seconds = run_logged([sys.executable, "-m", "pytest", "-q", "-rs", "--durations=8", *selection], ROOT, log, 300, env)
+    last_line = (log.read_text(errors="replace").splitlines() or [""])[-1]
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)", last_line)}
+    return {"status": status, "seconds": seconds, **counts}
+
+
+def summary(results):
+    rows = [{"step": "throughput", "status": results["throughput"]["status"], "seconds": results["throughput"]["seconds"],
+             "figures": f"{results['throughput'].get('tokens_per_sec')} tok/s, MFU {results['throughput'].get('mfu_%')}%, "
+                        f"warm-up {results['throughput'].get('warmup_s')} s ({results['throughput'].get('config')}, batch {results['throughput'].get('batch')})"}]
+    if "repro" in results:
+        r = results["repro"]
+        cost = r.get("train_cost", {})
+        rows.append({"step": "repro", "status": r["status"], "seconds": r["seconds"],
+                     "figures": f"train {cost.get('actual', {}).get('seconds')} s (planned {cost.get('estimate', {}).get('seconds')}), "
+                                f"peak {cost.get('actual', {}).get('peak_gib')} GiB (planned {cost.get('estimate', {}).get('peak_gib')}), "
+                                f"val {r.get('eval', {}).get('bits_per_char')} bits/char, dvc status clean: {r.get('dvc_status_clean')}"})
+    if "tests" in results:
+        t = results["tests"]
+        rows.append({"step": "tests", "status": t["status"], "seconds": t["seconds"],
+                     "figures": ", ".join(f"{t[k]} {k}" for k in ("passed", "failed", "skipped", "error", "errors") if k in t)})
+    return pd.DataFrame(rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mirror", type=Path, default=ROOT.parent / "shared/mirror/az.lib.ru")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/gpu_check")
+    parser.add_argument("--tiny", action="store_true", help="small sizes, to check the script itself on a CPU")
+    parser.add_argument("--budget", type=float, default=480, help="seconds for all three steps; a step still running then is stopped")
+    args = parser.parse_args()
+    global DEADLINE
+    DEADLINE = time.perf_counter() + args.budget
+    if not (args.mirror / "t").is_dir():
+        sys.exit(f"error: no offline mirror at {args.mirror} (expected {args.mirror}/t/...): pass --mirror")
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", DVC_NO_ANALYTICS="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    results = {"environment": environment(), "tiny": args.tiny}
+    for name, step in (("throughput", throughput), ("repro", repro), ("tests", tests)):
+        try:
+            results[name] = step(args, env)
+        except Exception as error:  # one broken step must not hide the others' results
+            results[name] = {"status": f"error: {error!r}", "seconds": None}
+        (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")
+        table = summary(results)
+        (args.out / "gpu_check.md").write_text(f"{results['environment']}\n\n{table.to_markdown(index=False)}\n")
+        print(table.to_string(index=False), flush=True)
+
+
+if __name__ == "__main__":
+    main()
