@@ -27,7 +27,8 @@ def main():
     args = parser.parse_args()
     config = GPT2Config(n_layer=args.n_layer, n_embd=args.n_embd, n_head=max(1, args.n_embd // 64))
     ids = np.random.default_rng(0).integers(0, config.vocab_size, size=args.batch * 1024 * 8, dtype=np.int64)
-    run = train_run(config, block_list(ids, 1024), args.steps, "ours+compile", batch=args.batch, log_every=min(50, args.steps))  # a loss read is a GPU sync
+    precision = "bf16" if torch.cuda.is_available() else "fp32"
+    run = train_run(config, block_list(ids, 1024), args.steps, "ours", args.batch, min(50, args.steps), precision, True)  # a loss read is a GPU sync
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     row = {"device": device, "config": f"{args.n_layer}x{args.n_embd}/1024/{config.vocab_size}", "batch": args.batch, "steps": args.steps,
            "precision": run["precision"], "tokens_per_sec": run["tokens_per_sec"], "mfu_%": run["mfu_%"], "warmup_s": run["warmup_s"], "loss_after": round(run["losses"][-1], 4)}

@@ -2,7 +2,10 @@
 
 1. throughput: GPT-2 124M in bf16 with torch.compile (bench.gpu), tokens/s and MFU;
 2. repro: the default `dvc repro` in a temporary copy of this checkout, pages from the offline mirror;
-3. tests: the tests of the stages that use the device (train, evaluate, sample), CUDA-only ones included.
+3. tests: the tests of the stages that use the device (train, evaluate, sample), CUDA-only ones
+   included, three at a time where pytest-xdist is installed.
+
+About 6 minutes on one H200 (README: "On a GPU").
 
     python -m bench.gpu_check [--mirror ../shared/mirror/az.lib.ru] [--out bench/results/gpu_check] [--tiny]
 
@@ -11,6 +14,7 @@ so the whole script can be checked on a CPU in a few minutes. Results go to OUT/
 OUT/gpu_check.md as each step ends; each step's output goes to OUT/<step>.log.
 """
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -105,7 +109,8 @@ def repro(args, env):
 def tests(args, env):
     selection = ["tests/test_train.py", "-k", "gpu"] if args.tiny else ["tests/test_train.py", "tests/test_evaluate.py", "tests/test_sample.py"]
     log = args.out / "tests.log"
-    status, seconds = run_logged([sys.executable, "-m", "pytest", "-q", "-rs", "--durations=8", *selection], ROOT, log, 300, env)
+    side_by_side = ["-n", "3"] if importlib.util.find_spec("xdist") else []  # pytest-xdist, where installed
+    status, seconds = run_logged([sys.executable, "-m", "pytest", "-q", "-rfs", "--durations=8", *side_by_side, *selection], ROOT, log, 300, env)
     last_line = (log.read_text(errors="replace").splitlines() or [""])[-1]
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)", last_line)}
     return {"status": status, "seconds": seconds, **counts}

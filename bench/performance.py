@@ -1,8 +1,8 @@
 """Performance benchmark: this project's training settings against the tutorial's recipe (speed,
-and bits per character at equal wall time), data preparation against the tutorial's
+and bits per character at equal wall time), where a step's time goes, data preparation against the tutorial's
 datasets.map + group_texts, pipeline overhead, generation.
 
-    python -m bench.performance [--only train,quality,prep,pipeline,generate] [--json bench/results/performance.json]
+    python -m bench.performance [--only train,profile,quality,prep,pipeline,generate] [--json bench/results/performance.json]
 
 Needs a finished default `dvc repro` in this checkout (data/, models/) and, for data preparation,
 ../shared/corpus/ruslit/prose. Every comparison is measured in the same run, on this machine.
@@ -33,7 +33,7 @@ from stages.documents import iter_documents
 from stages.evaluate import validation_loss
 from stages.tokenizer import train_bpe
 from stages.train import speed_settings
-from stages.training.plan import flops_per_token, peak_flops, resolve_precision
+from stages.training.plan import flops_per_token, peak_flops, precision_candidates
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
@@ -73,26 +73,30 @@ def measured_peak(precision):
     return peak_flops(precision)
 
 
-def train_run(config, blocks, steps, recipe, batch=8, log_every=1):
-    """tokens/s, MFU and losses (every `log_every` steps) of `steps` optimizer steps of `batch` blocks with one recipe."""
+def train_run(config, blocks, steps, recipe, batch=8, log_every=1, precision="fp32", compile_model=False):
+    """tokens/s (steady state), warm-up seconds, MFU and losses (every `log_every` steps) of `steps`
+    optimizer steps of `batch` blocks: the tutorial's recipe, or this project's settings with the given precision and compile."""
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(config)
+    model = GPT2LMHeadModel(config if recipe == "tutorial" else ours(config))
     common = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch, learning_rate=5e-5, warmup_steps=200, max_steps=steps,
                   logging_steps=log_every, report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(), seed=0, disable_tqdm=True)
-    precision = "fp32"
     if recipe == "tutorial":  # the tutorial's Trainer: library defaults, fp32
-        args = TrainingArguments(**common)
+        precision, args = "fp32", TrainingArguments(**common)
     else:  # this project's train stage settings
-        precision = resolve_precision(PARAMS["train"]["precision"])
-        args = TrainingArguments(**common, **speed_settings(precision, compile_model=recipe == "ours+compile"))
+        args = TrainingArguments(**common, **speed_settings(precision, compile_model))
     timer = StepTimer()
     Trainer(model=model, args=args, train_dataset=blocks, callbacks=[timer]).train()
     seconds_per_step, warmup_seconds = timer.steady()
     tokens_per_sec = batch * config.n_positions / seconds_per_step
     n_params = sum(p.numel() for p in model.parameters()) - config.n_positions * config.n_embd
     mfu = tokens_per_sec * flops_per_token(n_params, config.n_layer, config.n_embd, config.n_positions) / measured_peak(precision)
-    return {"recipe": recipe, "precision": precision, "tokens_per_sec": round(tokens_per_sec, 1), "mfu_%": round(100 * mfu, 1),
-            "warmup_s": round(warmup_seconds, 1), "losses": timer.losses}
+    return {"recipe": recipe, "precision": precision, "compile": compile_model, "tokens_per_sec": round(tokens_per_sec, 1), "mfu_%": round(100 * mfu, 1),
+            "warmup_s": round(warmup_seconds, 1), "seconds_per_step": seconds_per_step, "losses": timer.losses}
+
+
+def ours(config):
+    """The config as the train stage builds it: dropout from params (model.dropout) instead of GPT2Config's 0.1."""
+    return GPT2Config(**{**config.to_dict(), **dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop"), PARAMS["model"]["dropout"])})
 
 
 # The tutorial's configuration: GPT-2 6 x 384, block 1024, a 30k vocabulary trained on the same documents.
@@ -118,21 +122,76 @@ def block_list(ids, block_size):
     return [{"input_ids": ids[i * block_size:(i + 1) * block_size].astype(np.int64), "labels": ids[i * block_size:(i + 1) * block_size].astype(np.int64)} for i in range(n)]
 
 
-def bench_train(results):
-    rows = []
-    results["peak_gflops"] = {p: round(measured_peak(p) / 1e9, 1) for p in {"fp32", resolve_precision(PARAMS["train"]["precision"])}}
+@functools.lru_cache
+def bench_shapes():
+    """(name, config, blocks, bench steps, batch, planned steps) of the default model and the tutorial's shape."""
     model_params = PARAMS["model"]
-    block = PARAMS["tokenize"]["block_size"]
-    default = GPT2Config(vocab_size=PARAMS["tokenizer"]["vocab_size"], n_positions=block, n_embd=model_params["n_embd"],
+    default = GPT2Config(vocab_size=PARAMS["tokenizer"]["vocab_size"], n_positions=PARAMS["tokenize"]["block_size"], n_embd=model_params["n_embd"],
                          n_layer=model_params["n_layer"], n_head=model_params["n_head"])
     default_blocks = Blocks(ROOT / "data/tokens", "train", limit=512)
     ids = encode_with_eot(tutorial_tokenizer(), corpus_texts()[:2])
-    for name, config, blocks, steps in [("default", default, default_blocks, 16), ("6x384/1024/30k", TUTORIAL_CONFIG, block_list(ids, 1024), 4)]:
-        runs = [train_run(config, blocks, steps, recipe) for recipe in ("tutorial", "ours", "ours+compile")]
-        for run in runs:
+    tutorial_steps = 30 * len(encode_with_eot(tutorial_tokenizer(), corpus_texts())) // (1024 * 8)
+    return [("default", default, default_blocks, 40, 8, PARAMS["train"]["max_steps"]),
+            ("6x384/1024/30k", TUTORIAL_CONFIG, block_list(ids, 1024), 8, 4, tutorial_steps)]
+
+
+def bench_profile(results):
+    """Where an eager forward+backward of this project's model goes, by operator self time (torch.profiler, fp32, two steps after one warm-up)."""
+    rows = []
+    for name, config, blocks, _, batch, _ in bench_shapes():
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(ours(config))
+        ids = torch.as_tensor(np.stack([blocks[i]["input_ids"] for i in range(batch)]))
+        step = lambda: model(input_ids=ids, labels=ids).loss.backward()  # noqa: E731
+        step()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            step()
+            step()
+        events = profile.key_averages()
+        total = sum(event.self_cpu_time_total for event in events)
+        top = sorted(events, key=lambda event: event.self_cpu_time_total, reverse=True)[:8]
+        rows += [{"config": name, "operator": event.key, "self_%": round(100 * event.self_cpu_time_total / total, 1), "calls": event.count // 2} for event in top]
+    results["profile"] = rows
+    return pd.DataFrame(rows)
+
+
+AUTO_CHOICE = """
+import json, sys, torch
+from transformers import GPT2Config, GPT2LMHeadModel
+from stages.training.plan import choose_settings
+config, batch, steps = json.loads(sys.argv[1])
+torch.manual_seed(0)
+best, _ = choose_settings(GPT2LMHeadModel(GPT2Config(**config)), {"precision": "auto", "compile": "auto"}, batch, 1, config["n_positions"], steps)
+print(json.dumps([best["precision"], best["compile"]]))
+"""
+
+
+def auto_choice(config, batch, steps):
+    """What the train stage's `auto` picks for a run of `steps` steps of this shape on this machine,
+    chosen in a fresh process as the stage does (compilation earlier in a process leaves worker
+    processes behind that slow the timings after it)."""
+    out = subprocess.run([sys.executable, "-c", AUTO_CHOICE, json.dumps([ours(config).to_dict(), batch, steps])], cwd=ROOT, capture_output=True, text=True, check=True)
+    return tuple(json.loads(out.stdout.splitlines()[-1]))
+
+
+def bench_train(results):
+    """Every explicit setting of this project's recipe against the tutorial's, in steady state, and
+    which one `auto` picks. A setting's run time = warm-up + planned steps at its steady speed:
+    the default run's 4,600 steps; for the tutorial shape, its 30 epochs over the mirror at batch 8."""
+    rows = []
+    results["peak_gflops"] = {p: round(measured_peak(p) / 1e9, 1) for p in {"fp32", *precision_candidates("auto")}}
+    for name, config, blocks, steps, batch, planned in bench_shapes():
+        settings = [(p, c) for p in precision_candidates("auto") for c in (False, True)]
+        runs = [train_run(config, blocks, steps, "tutorial", batch)] + [train_run(config, blocks, steps, "ours", batch, 1, p, c) for p, c in settings]
+        auto = auto_choice(config, batch, planned)
+        run_seconds = [run["warmup_s"] + planned * run["seconds_per_step"] for run in runs]
+        best_ours = min(run_seconds[1:])
+        for run, seconds in zip(runs, run_seconds):
             gap = max(abs(a - b) for a, b in zip(run["losses"], runs[0]["losses"]))
-            rows.append({"config": name, "recipe": run["recipe"], "precision": run["precision"], "tokens_per_sec": run["tokens_per_sec"],
-                         "mfu_%": run["mfu_%"], "speedup": round(run["tokens_per_sec"] / runs[0]["tokens_per_sec"], 2),
+            rows.append({"config": name, "recipe": run["recipe"], "precision": run["precision"], "compile": run["compile"],
+                         "tokens_per_sec": run["tokens_per_sec"], "mfu_%": run["mfu_%"], "speedup": round(run["tokens_per_sec"] / runs[0]["tokens_per_sec"], 2),
+                         "warmup_s": run["warmup_s"], "planned_steps": planned, "run_s": round(seconds), "vs_best_%": round(100 * (seconds / best_ours - 1), 1),
+                         "auto": "auto" if run["recipe"] == "ours" and (run["precision"], run["compile"]) == auto else "",
                          "loss_after": round(run["losses"][-1], 4), "max_loss_gap": round(gap, 4)})
     results["train"] = rows
     return pd.DataFrame(rows)
@@ -273,12 +332,12 @@ def bench_generate(results):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="train,quality,prep,pipeline,generate")
+    parser.add_argument("--only", default="train,profile,quality,prep,pipeline,generate")
     parser.add_argument("--json", type=Path, default=ROOT / "bench/results/performance.json")
     args = parser.parse_args()
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
                "cpu_model": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")}
-    sections = {"train": bench_train, "quality": bench_quality, "prep": bench_prep, "pipeline": bench_pipeline, "generate": bench_generate}
+    sections = {"train": bench_train, "profile": bench_profile, "quality": bench_quality, "prep": bench_prep, "pipeline": bench_pipeline, "generate": bench_generate}
     for name in args.only.split(","):
         table = sections[name](results)
         print(f"\n## {name}\n{table.to_string(index=False)}", flush=True)

@@ -10,6 +10,7 @@ import logging
 import os
 
 import torch
+from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
 from stages.blocks import Blocks
@@ -19,7 +20,7 @@ from stages.paths import CHECKPOINTS, MODEL, TOKENIZER, TOKENS, TRAIN_COST, TRAI
 from stages.training import resume
 from stages.training.export import SAMPLING, model_card, write_generation_config
 from stages.training.live import LiveCallback, open_live
-from stages.training.plan import make_plan, on_gpu, peak_flops, record_cost, resolve_precision, total_steps
+from stages.training.plan import make_plan, on_gpu, peak_flops, record_cost, total_steps
 
 
 def build_model(model_params, tokenizer, block_size, attn_implementation):
@@ -59,7 +60,7 @@ def speed_settings(precision, compile_model):
     return {"optim": "adamw_torch_fused", "bf16": precision == "bf16", "fp16": precision == "fp16", "torch_compile": compile_model}
 
 
-def training_arguments(train_params, plan, steps, precision):
+def training_arguments(train_params, plan, steps):
     return TrainingArguments(
         output_dir=str(CHECKPOINTS),
         per_device_train_batch_size=plan.micro_batch,
@@ -84,7 +85,7 @@ def training_arguments(train_params, plan, steps, precision):
         dataloader_drop_last=True,
         ddp_find_unused_parameters=False,
         use_cpu=not on_gpu(),
-        **speed_settings(precision, plan.compile),
+        **speed_settings(plan.precision, plan.compile),
     )
 
 
@@ -98,25 +99,25 @@ def main():
     block_size, sample_params = load_params("tokenize")["block_size"], load_params("sample")
     check_context(model_params, block_size)
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
-    precision = resolve_precision(train_params["precision"])
+    PartialState(cpu=not on_gpu())  # joins the other processes now: they take rank 0's choice of precision and compile
     torch.manual_seed(train_params["seed"])
     model = build_model(model_params, tokenizer, block_size, train_params["attn_implementation"])
     train_data, eval_data = Blocks(TOKENS, "train"), Blocks(TOKENS, "val", limit=train_params["eval_blocks"])
     steps = total_steps(train_params, len(train_data), world_size)
-    plan = make_plan(model, train_params, block_size, steps, precision)
-    args = training_arguments(train_params, plan, steps, precision)
-
-    made_with = resume.fingerprint(model_params, train_params, block_size, TOKENIZER, TOKENS, precision, world_size)
+    fingerprint = lambda precision: resume.fingerprint(model_params, train_params, block_size, TOKENIZER, TOKENS, precision, world_size)  # noqa: E731
+    plan = make_plan(model, train_params, block_size, steps, kept=resume.kept_choice(CHECKPOINTS, fingerprint(None)))
+    args = training_arguments(train_params, plan, steps)
+    made_with = fingerprint(plan.precision)
     checkpoint = None
     if is_main:  # the only process that removes or marks checkpoints: workers' workspaces stay as they are
         checkpoint = resume.checkpoint_to_resume(CHECKPOINTS, made_with, steps)
-        resume.mark(CHECKPOINTS, made_with)
+        resume.mark(CHECKPOINTS, made_with, {"precision": plan.precision, "compile": plan.compile})
     checkpoint = resume.agree_with_main(made_with, checkpoint)
     done = resume.checkpoint_step(checkpoint) if checkpoint else 0
     estimate = plan.estimate(steps - done)
     log.info(
-        "train: %.2fM parameters, %s%s, %s; plan: %d steps x %d tokens = %.3g FLOPs, about %.0fs, peak %.2f GiB, %.0f MiB per checkpoint",
-        plan.n_params / 1e6, precision, ", compiled" if plan.compile else "", f"resuming from {checkpoint}" if checkpoint else "from the start",
+        "train: %.2fM parameters, %s%s (by %s), %s; plan: %d steps x %d tokens = %.3g FLOPs, about %.0fs, peak %.2f GiB, %.0f MiB per checkpoint",
+        plan.n_params / 1e6, plan.precision, ", compiled" if plan.compile else "", plan.choice["chosen_by"], f"resuming from {checkpoint}" if checkpoint else "from the start",
         steps - done, plan.tokens_per_step, estimate["flops"], estimate["seconds"], estimate["peak_gib"], estimate["checkpoint_mib"],
     )
     if done >= steps:
@@ -125,7 +126,7 @@ def main():
         log.info("train: %s holds all %d steps, made by this code, params and data: its model and cost record are restored", checkpoint, steps)
     else:
         live = open_live(TRAIN_LIVE, done if checkpoint else None) if is_main else None
-        callback = LiveCallback(live, plan.tokens_per_step, plan.flops_per_token, peak_flops(precision) * world_size, eval_data.chars_per_token)
+        callback = LiveCallback(live, plan.tokens_per_step, plan.flops_per_token, peak_flops(plan.precision) * world_size, eval_data.chars_per_token)
         resume.quiet_tied_weights_warning()
         trainer = Trainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer, callbacks=[callback])
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

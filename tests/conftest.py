@@ -211,6 +211,21 @@ def built_copy(built, tmp_path, monkeypatch):
     return directory
 
 
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def accelerate_config(directory, name, **changes):
+    """A copy of configs/accelerate/<name> in `directory` on a free port (tests may run side by side), with `changes`."""
+    config = yaml.safe_load((ROOT / "configs/accelerate" / name).read_text())
+    config.update({"main_process_port": free_port()} if "main_process_port" in config else {}, **changes)
+    path = Path(directory) / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def python_env():
     """Environment for subprocesses: this interpreter's bin first on PATH, offline hub."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", DVC_NO_ANALYTICS="1")

@@ -3,33 +3,24 @@
 other checkout runs the worker command."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import ROOT, copy_of, dvc, file_bytes, python_env, ran_stages, run, set_param
+from tests.conftest import accelerate_config, copy_of, dvc, free_port, file_bytes, python_env, ran_stages, run, set_param
 
 WORKER = [sys.executable, "-m", "stages.training.worker", "configs/accelerate/two-nodes.yaml"]
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def machine(reproduced, directory, rank, port, **train):
     """A checkout set up as machine `rank` of two: its copy of cpu-ddp.yaml, batch halved."""
     directory, env = copy_of(reproduced, directory)
-    config = yaml.safe_load((ROOT / "configs/accelerate/cpu-ddp.yaml").read_text())
-    config.update(num_machines=2, num_processes=2, machine_rank=rank, main_process_ip="127.0.0.1", main_process_port=port)
-    (directory / "configs/accelerate/two-nodes.yaml").write_text(yaml.safe_dump(config))
+    accelerate_config(directory, "cpu-ddp.yaml", num_machines=2, num_processes=2, machine_rank=rank, main_process_ip="127.0.0.1",
+                      main_process_port=port).rename(directory / "configs/accelerate/two-nodes.yaml")
     for key, value in {"accelerate_config": "configs/accelerate/two-nodes.yaml", "batch_size": 2, **train}.items():
         set_param(directory, "train", key, value)
     return directory, env

@@ -10,16 +10,10 @@ import time
 import boto3
 import pytest
 
-from tests.conftest import dvc, git_env, ran_stages, run
+from tests.conftest import dvc, free_port, git_env, ran_stages, run
 
 BUCKET = "tolstoy-test"
 CACHED_OUTPUTS = ["data/raw", "data/clean/docs.parquet", "models/tokenizer", "data/tokens", "models/model", "models/checkpoints"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class S3Server:

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stages.training import plan
+from stages.training import plan, resume
 from stages.common import StageError, read_json, remove
-from tests.conftest import ROOT, call_stage, file_bytes, python_env, run, tiny_params, write_params
+from tests.conftest import ROOT, accelerate_config, call_stage, file_bytes, python_env, run, tiny_params, write_params
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (python -m bench.gpu_check runs these on one)")
@@ -116,7 +116,7 @@ def test_fine_tunes_a_local_base_model(built_copy):
 def test_an_error_in_a_training_process_is_one_line_and_exit_status_2(built_copy, config):
     base = built_copy / "base"
     shutil.copytree("models/model", base)
-    params = params_with(model={"base": str(base)}, tokenizer={"vocab_size": 300}, train={"accelerate_config": str(ROOT / "configs/accelerate" / config)})
+    params = params_with(model={"base": str(base)}, tokenizer={"vocab_size": 300}, train={"accelerate_config": str(accelerate_config(built_copy, config))})
     write_params(".", {**params, "model": {**params["model"], "base": ""}})
     call_stage("tokenizer")  # a 300-token tokenizer, not the base's: found inside the training processes
     write_params(".", params)
@@ -182,12 +182,45 @@ def test_micro_batch_plan():
         plan.plan_micro_batch(8, predict, budget=2e9)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU policy")
-def test_compile_on_cpu_only_for_long_runs_unless_set():
-    assert not plan.resolve_compile("auto", estimated_seconds=600)
-    assert plan.resolve_compile("auto", estimated_seconds=plan.CPU_COMPILE_AFTER_SECONDS + 1)
-    assert not plan.resolve_compile(False, estimated_seconds=10 * plan.CPU_COMPILE_AFTER_SECONDS)
-    assert plan.resolve_compile(True, estimated_seconds=1)
+def tiny_model():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=400, n_positions=32, n_embd=32, n_layer=1, n_head=2))
+
+
+def test_explicit_settings_are_obeyed_and_auto_is_measured():
+    model = tiny_model()
+    explicit = {"precision": "fp32", "compile": False}
+    best, choice = plan.choose_settings(model, explicit, micro_batch=2, grad_accum=1, block_size=32, steps=10**6)
+    assert (best["precision"], best["compile"], choice["chosen_by"], list(choice["measured"])) == ("fp32", False, "params", ["fp32"])
+    best, choice = plan.choose_settings(model, {"precision": "auto", "compile": "auto"}, micro_batch=2, grad_accum=1, block_size=32, steps=10)
+    assert choice["chosen_by"] == "measurement"
+    assert list(choice["measured"]) == plan.precision_candidates("auto")  # eager only: too short a run to compile
+    fastest = min(choice["measured"], key=lambda name: choice["measured"][name]["expected_seconds"])
+    assert plan.settings_name(best) == fastest
+
+
+def test_auto_compile_counts_compilation_against_the_run_length():
+    """A long run also times compiled steps; the expected run is warm-up plus steps at steady speed,
+    and a compiled candidate must be COMPILE_MARGIN shorter to be chosen."""
+    torch._dynamo.reset()  # compiled from cold, whatever this process compiled before
+    best, choice = plan.choose_settings(tiny_model(), {"precision": "fp32", "compile": "auto"}, micro_batch=2, grad_accum=1, block_size=32, steps=10**6)
+    eager, compiled = choice["measured"]["fp32"], choice["measured"]["fp32+compile"]
+    assert compiled["warmup_seconds"] > eager["warmup_seconds"] + 1  # compilation
+    for candidate in (eager, compiled):
+        assert candidate["expected_seconds"] == pytest.approx(candidate["warmup_seconds"] + 10**6 * candidate["seconds_per_step"], rel=1e-3)
+    assert best["compile"] == (compiled["expected_seconds"] * plan.COMPILE_MARGIN < eager["expected_seconds"])
+
+
+def test_a_run_keeps_the_choice_its_checkpoints_were_made_with(tmp_path):
+    made_with = lambda precision, lr=0.002: {"train": {"lr": lr, "precision": "auto"}, "runtime": {"precision": precision, "world_size": 1}}  # noqa: E731
+    resume.mark(tmp_path, made_with("bf16"), {"precision": "bf16", "compile": True})
+    assert resume.kept_choice(tmp_path, made_with(None)) == {"precision": "bf16", "compile": True}
+    assert resume.kept_choice(tmp_path, made_with(None, lr=0.01)) is None  # another run: chosen afresh
+    assert resume.kept_choice(tmp_path / "none", made_with(None)) is None
+    best, choice = plan.choose_settings(tiny_model(), {"precision": "auto", "compile": "auto"}, 2, 1, 32, 10, kept={"precision": "fp32", "compile": True})
+    assert (best["precision"], best["compile"], choice["chosen_by"]) == ("fp32", True, "checkpoints")
 
 
 @pytest.mark.parametrize("batch_size", [32, 128])
@@ -210,7 +243,7 @@ def test_predicted_peak_memory_matches_measured_peak_rss(built, tmp_path, batch_
 def test_two_processes_match_one_and_only_the_main_one_writes(built, tmp_path):
     one = train_copy(built, tmp_path / "one", batch_size=4, max_steps=8, logging_steps=1)
     two = train_copy(built, tmp_path / "two", batch_size=2, max_steps=8, logging_steps=1,  # same global batch
-                     accelerate_config=str(ROOT / "configs/accelerate/cpu-ddp.yaml"))  # on the CPU also where there is a GPU
+                     accelerate_config=str(accelerate_config(tmp_path, "cpu-ddp.yaml")))  # on the CPU also where there is a GPU
     run([sys.executable, "-m", "stages.train"], one, env=dict(python_env(), ACCELERATE_USE_CPU="true"))
     ddp = run([sys.executable, "-m", "stages.training.launch"], two)
     assert ddp.stderr.count("train: 8 steps") == 1  # one summary line: the other rank is quiet
@@ -271,28 +304,27 @@ def test_bf16_training_on_any_cpu(built, tmp_path, monkeypatch):
 @needs_cuda
 def test_gpu_policies_and_use_cpu_in_the_accelerate_config(monkeypatch):
     assert plan.device() == "cuda"
-    assert plan.resolve_precision("auto") == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
-    assert plan.resolve_compile("auto", estimated_seconds=1)
+    assert plan.precision_candidates("auto") == ["bf16" if torch.cuda.is_bf16_supported() else "fp16", "fp32"]
     assert plan.memory_budget(processes_here=2) == torch.cuda.mem_get_info()[1]
     datasheet = [peaks["bf16"] for model, peaks in plan.GPU_PEAK_TFLOPS.items() if model in torch.cuda.get_device_name() and "bf16" in peaks]
     assert plan.peak_flops("bf16") == (datasheet[0] * 1e12 if datasheet else pytest.approx(plan.peak_flops("bf16"), rel=0.5))
-    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # what `accelerate launch` sets for a config with use_cpu: true
-    assert plan.device() == "cpu" and not plan.resolve_compile("auto", estimated_seconds=1)
-    assert plan.resolve_precision("auto") in ("bf16", "fp32")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # what the train stage's launcher sets for a config with use_cpu: true
+    assert plan.device() == "cpu" and "fp16" not in plan.precision_candidates("auto")
 
 
 @needs_cuda
 def test_a_gpu_run_learns_what_the_cpu_run_learns(built, tmp_path, monkeypatch, caplog):
-    """auto on a GPU: bf16 autocast, compiled; the loss curve follows the fp32 CPU run of `built`
-    (same initial weights, same batches) to bf16 precision, and the model is saved as fp32 for any device."""
-    gpu = train_copy(built, tmp_path / "gpu", precision="auto", compile="auto")
+    """Precision chosen on the GPU by measurement, compiled: the loss curve follows the fp32 CPU run of
+    `built` (same initial weights, same batches) to bf16 precision; the model is saved as fp32 for any device."""
+    gpu = train_copy(built, tmp_path / "gpu", precision="auto", compile=True)
     monkeypatch.chdir(gpu)
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("train")
-    assert re.search(r"(bf16|fp16), compiled", caplog.text)
+    assert re.search(r"(bf16|fp16|fp32), compiled \(by measurement\)", caplog.text)
     assert loss_curve(gpu) == pytest.approx(loss_curve(built), rel=3e-2)
     assert all(tensor.dtype == torch.float32 and tensor.device.type == "cpu" for tensor in weights().values())
     cost = read_json("metrics/train_cost.json")
+    assert set(cost["estimate"]["measured"]) == {name + "+compile" for name in plan.precision_candidates("auto")}
     assert 0 < cost["actual"]["peak_gib"] <= cost["estimate"]["peak_gib"]  # GPU memory; the plan is an upper bound there
 
 

@@ -24,9 +24,9 @@ GPU_PEAK_TFLOPS = {
     "T4": {"fp16": 65, "fp32": 8.1},
 }
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# torch.compile costs tens of seconds before the first step on CPU (and needs a C++ compiler there):
-# `auto` compiles on CPU only when the run is planned to last this long (gains: bench/README.md).
-CPU_COMPILE_AFTER_SECONDS = 1800
+# torch.compile takes tens of seconds before the first step (and needs a C++ compiler on a CPU).
+COMPILE_PROBE_AFTER_SECONDS = 120
+COMPILE_MARGIN = 1.05
 
 
 def on_gpu():
@@ -75,20 +75,14 @@ def current_rss():
     return psutil.Process().memory_info().rss
 
 
-def resolve_precision(precision):
+def precision_candidates(precision):
+    """The precisions `auto` chooses from by measurement: fp32 and, where the hardware has it, a half
+    precision (CPU autocast emulates bf16 without native instructions, far slower than fp32)."""
     if precision != "auto":
-        return precision
+        return [precision]
     if on_gpu():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    # Without native bf16 instructions CPU autocast emulates bf16 and runs slower than fp32.
-    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-
-
-def resolve_compile(compile_setting, estimated_seconds):
-    if compile_setting != "auto":
-        return bool(compile_setting)
-    # On a GPU compilation pays for itself within a few hundred steps.
-    return on_gpu() or estimated_seconds > CPU_COMPILE_AFTER_SECONDS
+        return ["bf16" if torch.cuda.is_bf16_supported() else "fp16", "fp32"]
+    return ["bf16", "fp32"] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else ["fp32"]
 
 
 def predicted_peak_bytes(base_rss, n_params, config, micro_batch, block_size):
@@ -120,19 +114,60 @@ def plan_micro_batch(batch_size, predict, budget):
     )
 
 
-def probe_seconds_per_micro_batch(model, micro_batch, block_size, precision, warmup=2, repeats=3):
-    """Median time of a forward+backward of a micro-batch of random tokens, after warm-up passes
-    (the first passes run slower while allocator and kernels settle)."""
+def probe_micro_batch(model, micro_batch, block_size, precision, compile_model, warmup=2, min_repeats=3, min_seconds=1.0):
+    """(median seconds of a forward+backward of a micro-batch of random tokens after warm-up passes,
+    seconds the warm-up passes took beyond that: compilation, allocator and kernel set-up).
+    Short passes are repeated until they add up to `min_seconds`, so that noise averages out."""
     model.to(device())
+    module = torch.compile(model) if compile_model else model
     ids = torch.randint(0, model.config.vocab_size, (micro_batch, block_size), device=device())
     dtype = AUTOCAST_DTYPES.get(precision)
 
     def step():
         with torch.autocast(device(), dtype=dtype or torch.float32, enabled=dtype is not None):
-            model(input_ids=ids, labels=ids).loss.backward()
+            module(input_ids=ids, labels=ids).loss.backward()
         model.zero_grad(set_to_none=True)
 
-    return statistics.median(timed(step, warmup + repeats)[warmup:])
+    warm, steady = timed(step, warmup), timed(step, min_repeats)
+    while sum(steady) < min_seconds and len(steady) < 20:
+        steady += timed(step, 1)
+    median = statistics.median(steady)
+    return median, max(0.0, sum(warm) - warmup * median)
+
+
+def choose_settings(model, train_params, micro_batch, grad_accum, block_size, steps, kept=None):
+    """(precision and compile for this run with the figures they were chosen by, how they were chosen).
+
+    Explicit params are obeyed. For `auto` the candidates are timed on this machine and the one
+    with the shortest expected run wins: warm-up (compilation) plus the steps at steady-state speed;
+    a compiled one must be COMPILE_MARGIN shorter (a short probe cannot see recompilation mid-run).
+    Compiled steps are timed only when the eager run is planned to last over COMPILE_PROBE_AFTER_SECONDS
+    (a shorter run cannot win back a compilation). A run resumed from its checkpoints keeps the
+    choice `kept` it made (timed eager). Every process of a distributed run takes rank 0's choice."""
+    def measure(precision, compile_model):
+        seconds, warmup = probe_micro_batch(model, micro_batch, block_size, precision, compile_model)
+        return {"precision": precision, "compile": compile_model, "seconds_per_step": float(f"{grad_accum * seconds:.6g}"),
+                "warmup_seconds": round(warmup, 1), "expected_seconds": round(warmup + steps * grad_accum * seconds, 1)}
+
+    if kept:
+        return {**measure(kept["precision"], False), "compile": kept["compile"]}, {"chosen_by": "checkpoints"}
+    compile_setting, measured = train_params["compile"], []
+    for precision in precision_candidates(train_params["precision"]):
+        if compile_setting is not True:
+            measured.append(measure(precision, False))
+        if compile_setting is True or (compile_setting == "auto" and measured[-1]["expected_seconds"] > COMPILE_PROBE_AFTER_SECONDS):
+            measured.append(measure(precision, True))
+    margin = lambda c: COMPILE_MARGIN if c["compile"] and compile_setting == "auto" else 1  # noqa: E731
+    best = [min(measured, key=lambda candidate: candidate["expected_seconds"] * margin(candidate))]
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.broadcast_object_list(best)
+    explicit = "auto" not in (train_params["precision"], compile_setting)
+    by_name = {settings_name(c): {k: v for k, v in c.items() if k not in ("precision", "compile")} for c in measured}  # tabulated by `dvc exp show`
+    return best[0], {"chosen_by": "params" if explicit else "measurement", "measured": by_name}
+
+
+def settings_name(candidate):
+    return candidate["precision"] + ("+compile" if candidate["compile"] else "")
 
 
 @dataclass
@@ -145,19 +180,25 @@ class Plan:
     tokens_per_step: int
     flops_per_token: float
     seconds_per_step: float
+    warmup_seconds: float
     peak_bytes: float
+    precision: str
     compile: bool
+    choice: dict
 
     def estimate(self, steps):
         return {
             "params": self.n_params,
             "tokens": steps * self.tokens_per_step,
             "flops": steps * self.tokens_per_step * self.flops_per_token,
-            "seconds": round(steps * self.seconds_per_step, 1),
+            "seconds": round(self.warmup_seconds + steps * self.seconds_per_step, 1),
             "peak_gib": round(self.peak_bytes / 2**30, 3),
             "checkpoint_mib": round(12 * self.n_params / 2**20, 1),  # fp32 weights and two AdamW moments
             "micro_batch": self.micro_batch,
             "grad_accum": self.grad_accum,
+            "precision": self.precision,
+            "compile": self.compile,
+            **self.choice,
         }
 
 
@@ -169,8 +210,8 @@ def total_steps(train_params, n_blocks, world_size):
     return max(1, math.ceil(train_params["epochs"] * (n_blocks // global_batch)))
 
 
-def make_plan(model, train_params, block_size, steps, precision):
-    """Micro-batches that fit in memory, FLOPs and time per step, and whether to compile."""
+def make_plan(model, train_params, block_size, steps, kept=None):
+    """Micro-batches that fit in memory, FLOPs and time per step, precision and compile."""
     config = model.config
     n_params = sum(p.numel() for p in model.parameters())
     per_token = flops_per_token(n_params - config.n_positions * config.hidden_size, config.num_hidden_layers, config.hidden_size, block_size)
@@ -181,9 +222,9 @@ def make_plan(model, train_params, block_size, steps, precision):
     micro = plan_micro_batch(batch_size, predict, memory_budget(processes_here))
     grad_accum = train_params["grad_accum"] * batch_size // micro
     tokens_per_step = micro * grad_accum * block_size * int(os.environ.get("WORLD_SIZE", "1"))
-    seconds_per_step = grad_accum * probe_seconds_per_micro_batch(model, micro, block_size, precision)
-    compile_model = resolve_compile(train_params["compile"], steps * seconds_per_step)
-    return Plan(n_params, micro, grad_accum, tokens_per_step, per_token, seconds_per_step, predict(micro), compile_model)
+    best, choice = choose_settings(model, train_params, micro, grad_accum, block_size, steps, kept)
+    return Plan(n_params, micro, grad_accum, tokens_per_step, per_token, best["seconds_per_step"], best["warmup_seconds"], predict(micro),
+                best["precision"], best["compile"], choice)
 
 
 def record_cost(path, estimate, seconds, checkpoint):

@@ -132,10 +132,21 @@ def agree_with_main(current, checkpoint):
     return checkpoint
 
 
-def mark(checkpoints, current):
-    """Record what the checkpoints about to be written are made with."""
+def mark(checkpoints, current, chosen):
+    """Record what the checkpoints about to be written are made with, and the precision and compile chosen."""
     checkpoints.mkdir(parents=True, exist_ok=True)
-    write_json(checkpoints / "fingerprint.json", current)
+    write_json(checkpoints / "fingerprint.json", {**current, "chosen": chosen})
+
+
+def kept_choice(checkpoints, current):
+    """The precision and compile chosen by the run whose checkpoints are here, when it was made with
+    `current` in all but its precision (so that a resumed or finished run never changes its choice)."""
+    if not (checkpoints / "fingerprint.json").exists():
+        return None
+    saved = read_json(checkpoints / "fingerprint.json")
+    without_precision = lambda fp: {**fp, "runtime": {k: v for k, v in fp.get("runtime", {}).items() if k != "precision"}}  # noqa: E731
+    same = all(without_precision(saved).get(key) == without_precision(current)[key] for key in current)
+    return saved.get("chosen") if same else None
 
 
 def keep_final(checkpoints, model_dir, cost_file):
