@@ -307,7 +307,7 @@ def test_gpu_policies_and_use_cpu_in_the_accelerate_config(monkeypatch):
     assert plan.precision_candidates("auto") == ["bf16" if torch.cuda.is_bf16_supported() else "fp16", "fp32"]
     assert plan.memory_budget(processes_here=2) == torch.cuda.mem_get_info()[1]
     datasheet = [peaks["bf16"] for model, peaks in plan.GPU_PEAK_TFLOPS.items() if model in torch.cuda.get_device_name() and "bf16" in peaks]
-    assert plan.peak_flops("bf16") == (datasheet[0] * 1e12 if datasheet else pytest.approx(plan.peak_flops("bf16"), rel=0.5))
+    assert plan.peak_flops("bf16") == datasheet[0] * 1e12 if datasheet else plan.peak_flops("bf16") > 1e12  # measured: any GPU passes 1 TFLOP/s
     monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # what the train stage's launcher sets for a config with use_cpu: true
     assert plan.device() == "cpu" and "fp16" not in plan.precision_candidates("auto")
 
