@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stages.training import plan, resume
+from stages.training import launch, plan, resume
 from stages.common import StageError, read_json, remove
 from tests.conftest import ROOT, accelerate_config, call_stage, file_bytes, python_env, run, tiny_params, write_params
 
@@ -326,6 +326,14 @@ def test_a_gpu_run_learns_what_the_cpu_run_learns(built, tmp_path, monkeypatch, 
     cost = read_json("metrics/train_cost.json")
     assert set(cost["estimate"]["measured"]) == {name + "+compile" for name in plan.precision_candidates("auto")}
     assert 0 < cost["actual"]["peak_gib"] <= cost["estimate"]["peak_gib"]  # GPU memory; the plan is an upper bound there
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs/accelerate").glob("*.yaml")))
+def test_every_training_process_is_told_a_configs_use_cpu(config, tmp_path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    env = launch.process_env(ROOT / "configs/accelerate" / config, tmp_path / "error")
+    assert env.get("ACCELERATE_USE_CPU") == ("true" if load_config_from_file(str(ROOT / "configs/accelerate" / config)).use_cpu else None)
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs/accelerate").glob("*.yaml")))

@@ -21,13 +21,20 @@ from stages.params import check_context, load_params
 LAUNCHER_REPORT = re.compile(r"Traceback \(most recent call last\):|E\d{4} .* failed \(exitcode")
 
 
+def process_env(config_path, error_file):
+    """The training processes' environment: where to record a StageError, and the config's use_cpu
+    (accelerate passes it on to a single process only, not to several)."""
+    env = {**os.environ, ERROR_FILE_ENV: str(error_file)}
+    if yaml.safe_load(Path(config_path).read_text(encoding="utf-8")).get("use_cpu"):
+        env["ACCELERATE_USE_CPU"] = "true"
+    return env
+
+
 def launch(config_path, cwd=None):
     """Run the training processes (in cwd); returns the exit status, 2 when a process reported a StageError."""
     with tempfile.TemporaryDirectory() as tmp:
         error_file = Path(tmp) / "error"
-        env = {**os.environ, ERROR_FILE_ENV: str(error_file)}
-        if yaml.safe_load(Path(cwd or ".", config_path).read_text(encoding="utf-8")).get("use_cpu"):
-            env["ACCELERATE_USE_CPU"] = "true"  # accelerate passes use_cpu on to one process only, not to several
+        env = process_env(Path(cwd or ".", config_path), error_file)
         command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(config_path), "-m", "stages.train"]
         process = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
         held = []  # from the launcher's report on: left out when a process reported its error
