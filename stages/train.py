@@ -104,10 +104,10 @@ def main():
     model = build_model(model_params, tokenizer, block_size, train_params["attn_implementation"])
     train_data, eval_data = Blocks(TOKENS, "train"), Blocks(TOKENS, "val", limit=train_params["eval_blocks"])
     steps = total_steps(train_params, len(train_data), world_size)
-    fingerprint = lambda precision: resume.fingerprint(model_params, train_params, block_size, TOKENIZER, TOKENS, precision, world_size)  # noqa: E731
-    plan = make_plan(model, train_params, block_size, steps, kept=resume.kept_choice(CHECKPOINTS, fingerprint(None)))
+    made_with = resume.fingerprint(model_params, train_params, block_size, TOKENIZER, TOKENS, None, world_size)  # precision: once chosen
+    plan = make_plan(model, train_params, block_size, steps, kept=resume.kept_choice(CHECKPOINTS, made_with))
     args = training_arguments(train_params, plan, steps)
-    made_with = fingerprint(plan.precision)
+    made_with["runtime"]["precision"] = plan.precision
     checkpoint = None
     if is_main:  # the only process that removes or marks checkpoints: workers' workspaces stay as they are
         checkpoint = resume.checkpoint_to_resume(CHECKPOINTS, made_with, steps)
