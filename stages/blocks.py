@@ -3,7 +3,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import read_json
+from stages.common import StageError, read_json, reading
 
 
 class Blocks:
@@ -12,8 +12,14 @@ class Blocks:
     `limit` keeps that many blocks evenly spread over the file (a representative subset)."""
 
     def __init__(self, tokens_dir, split, limit=None):
-        self.meta = meta = read_json(Path(tokens_dir) / "meta.json")
-        self.tokens = np.memmap(Path(tokens_dir) / f"{split}.bin", dtype=meta["dtype"], mode="r")
+        with reading(Path(tokens_dir) / "meta.json", "the token files' description"):
+            self.meta = meta = read_json(Path(tokens_dir) / "meta.json")
+            path, dtype, tokens = Path(tokens_dir) / f"{split}.bin", np.dtype(meta["dtype"]), meta[split]["tokens"]
+        if not path.is_file() or path.stat().st_size != tokens * dtype.itemsize:
+            size = f"has {path.stat().st_size:,} bytes" if path.is_file() else "is missing"
+            raise StageError(f"{path} {size}, but meta.json says {tokens:,} tokens of {dtype.itemsize} bytes: "
+                             "rebuild it with `dvc repro` or restore it with `dvc checkout`")
+        self.tokens = np.memmap(path, dtype=dtype, mode="r")
         self.block_size = meta["block_size"]
         self.chars_per_token = meta[split]["chars"] / meta[split]["tokens"]  # of the whole split
         n_blocks = meta[split]["blocks"]

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import trafilatura
 
 from stages.charset import meta_charset
-from stages.common import StageError, atomic_path, log, read_json, run_stage, write_json
+from stages.common import StageError, atomic_path, log, read_json, reading, run_stage, write_json
 from stages.layouts import is_apparatus, unwrap
 from stages.params import load_params
 from stages.paths import CLEAN_METRICS, CLEAN_REPORT, DOCS, MANIFEST, RAW
@@ -137,7 +137,8 @@ def write_documents(records, params):
 
 def main():
     params = load_params("clean")
-    records = [record for record in read_json(MANIFEST) if record["file"]]  # no file: failed, nothing stored before
+    with reading(MANIFEST, "the fetch manifest"):
+        records = [record for record in read_json(MANIFEST) if record["file"]]  # no file: failed, nothing stored before
     if not records:
         raise StageError(f"{MANIFEST} lists no fetched page")
     report = write_documents(records, params)

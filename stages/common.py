@@ -1,5 +1,6 @@
 """What every stage uses: errors, atomic writes, JSON, logging, peak memory."""
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -50,6 +51,25 @@ def atomic_path(path):
         shutil.rmtree(old)
     else:
         os.replace(tmp, path)
+
+
+def file_sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@contextlib.contextmanager
+def reading(path, what):
+    """Any failure to read `path` as `what` (a truncated, missing or foreign file) becomes one
+    StageError naming the file; libraries raise many kinds of error for it."""
+    try:
+        yield
+    except StageError:
+        raise
+    except Exception as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise StageError(f"{path}: cannot be read as {what} ({type(error).__name__}{': ' + detail if detail else ''}); "
+                         f"rebuild it with `dvc repro` or restore it with `dvc checkout`") from None
 
 
 def write_json(path, obj):

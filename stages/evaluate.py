@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from stages.blocks import Blocks
-from stages.common import log, run_stage, write_json
+from stages.common import log, reading, run_stage, write_json
 from stages.params import load_params
 from stages.paths import EVAL_METRICS, MODEL, TOKENS
 
@@ -28,7 +28,8 @@ def validation_loss(model, blocks, batch_size):
 def main():
     params = load_params("evaluate")
     blocks = Blocks(TOKENS, "val", limit=params["max_blocks"] or None)
-    model = AutoModelForCausalLM.from_pretrained(MODEL).eval()
+    with reading(MODEL, "a model"):
+        model = AutoModelForCausalLM.from_pretrained(MODEL).eval()
     loss = validation_loss(model, blocks, params["batch_size"])
     metrics = {
         "val_loss": round(loss, 5),

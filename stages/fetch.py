@@ -14,7 +14,6 @@ FETCH_MIRROR="http://az.lib.ru/=http://127.0.0.1:8765/" for an offline mirror se
 """
 import datetime
 import email.utils
-import glob
 import hashlib
 import os
 import random
@@ -28,6 +27,7 @@ import requests
 from stages.charset import charset_of, decode_page
 from stages.common import StageError, atomic_path, log, read_json, remove, run_stage, write_json
 from stages.params import load_params
+from stages.sources import expand_sources
 from stages.paths import MANIFEST, RAW
 
 TEXT_TYPES = {"text/html", "application/xhtml+xml", "text/plain"}
@@ -191,20 +191,6 @@ def encoding_fields(body, declared, url):
     return {"detected_encoding": page.encoding, "encoding_note": page.note}
 
 
-def expand_patterns(urls):
-    """The sources with every local path pattern (*, ?, [...]) replaced by the files it matches, sorted."""
-    sources = []
-    for url in urls:
-        if urlsplit(url).scheme in ("http", "https", "file") or not re.search(r"[*?[]", url):
-            sources.append(url)
-            continue
-        matches = sorted(glob.glob(url))
-        if not matches:
-            raise StageError(f"fetch.urls: {url} matches no file")
-        sources += matches
-    return sources
-
-
 def fetch_all(params, mirror_spec=""):
     """Fetch every URL; returns the manifest (one record per URL, failures with an `error`).
 
@@ -216,7 +202,7 @@ def fetch_all(params, mirror_spec=""):
     previous = {r["url"]: r for r in read_json(MANIFEST)} if MANIFEST.exists() else {}
     fetcher = Fetcher(params)
     manifest = []
-    for url in expand_patterns(params["urls"]):
+    for url in expand_sources(params["urls"]):
         source, name = apply_mirror(url, rules), file_name(url)
         stored = still_stored(previous.get(url), name)
         started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -11,6 +11,8 @@ from pathlib import Path
 import yaml
 
 from stages.common import StageError
+from stages.paths import BASES
+from stages.sources import check_sources
 
 PARAMS = Path("params.yaml")
 
@@ -55,8 +57,8 @@ def boolean():
     return choice(True, False)
 
 
-def text(empty=False):
-    return Rule("a string" if empty else "a non-empty string", lambda v: isinstance(v, str) and (empty or v.strip() != ""))
+def text():
+    return Rule("a non-empty string", lambda v: isinstance(v, str) and v.strip() != "")
 
 
 def text_list(item_ok=lambda v: True, item_allowed="non-empty strings", empty=False):
@@ -80,7 +82,11 @@ def _is_xpath(value):
 
 
 def _is_base(value):
-    return isinstance(value, str) and (value == "" or Path(value).is_dir() or bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", value)))
+    if not isinstance(value, str):
+        return False
+    if value == "" or Path(value).parts[:1] == (BASES.name,):
+        return value == "" or Path(value).is_dir()
+    return not Path(value).exists() and bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", value))
 
 
 def _is_accelerate_config(value):
@@ -127,7 +133,9 @@ SCHEMA = {
         "seed": integer(0),
     },
     "model": {
-        "base": Rule("'' (from scratch), a local model directory or a hub id like owner/name", _is_base),
+        "base": Rule("'' (from scratch), a model directory under bases/ (a dependency of the tokenizer and train stages) "
+                     "or a hub id like owner/name", _is_base),
+        "revision": text(),
         "n_layer": integer(1),
         "n_head": integer(1),
         "n_embd": integer(1),
@@ -155,6 +163,7 @@ SCHEMA = {
         "logging_steps": integer(1),
         "save_steps": integer(1),
         "save_total_limit": integer(1),
+        "peer_timeout": number(above=0),
     },
     "evaluate": {
         "batch_size": integer(1),
@@ -192,6 +201,8 @@ def check_section(section, values):
         problem = rule.problem(values[key])
         if problem:
             raise StageError(f"{PARAMS}: {section}.{key}={values[key]!r} must be {problem}")
+    if section == "fetch":
+        check_sources(values["urls"])
     if section == "train" and not (values["max_steps"] > 0 or values["epochs"] > 0):
         raise StageError(f"{PARAMS}: train.max_steps={values['max_steps']} and train.epochs={values['epochs']}: one must be positive")
     if section == "model" and not values["base"] and values["n_embd"] % values["n_head"]:

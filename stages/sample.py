@@ -4,7 +4,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-from stages.common import atomic_path, log, run_stage
+from stages.common import atomic_path, log, reading, run_stage
 from stages.params import load_params
 from stages.paths import MODEL, SAMPLES
 
@@ -42,8 +42,9 @@ def generate(model, tokenizer, prompt, params):
 
 def main():
     params = load_params("sample")
-    tokenizer = AutoTokenizer.from_pretrained(MODEL)
-    model = AutoModelForCausalLM.from_pretrained(MODEL).eval()
+    with reading(MODEL, "a model and its tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(MODEL)
+        model = AutoModelForCausalLM.from_pretrained(MODEL).eval()
     lines = ["# Samples", "", ", ".join(f"{k}={params[k]}" for k in SETTINGS), ""]
     tokens, started = 0, time.perf_counter()
     for prompt in params["prompts"]:

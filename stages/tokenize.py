@@ -14,7 +14,7 @@ import re
 import numpy as np
 from tokenizers import Tokenizer
 
-from stages.common import StageError, atomic_path, log, read_json, run_stage, write_json
+from stages.common import StageError, atomic_path, log, read_json, reading, run_stage, write_json
 from stages.documents import iter_documents
 from stages.params import load_params
 from stages.paths import DOCS, TOKENIZE_METRICS, TOKENIZER, TOKENS
@@ -30,9 +30,10 @@ SAFE_CUT = re.compile(r"(?<=\S)(?=\s)")
 def load_tokenizer(directory):
     """The saved fast tokenizer and its end-of-text id, read with `tokenizers` alone: importing
     transformers would cost this stage about 240 MB and 2 s."""
-    eos = read_json(directory / "tokenizer_config.json").get("eos_token")
-    eos = eos.get("content") if isinstance(eos, dict) else eos
-    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    with reading(directory, "a tokenizer"):
+        eos = read_json(directory / "tokenizer_config.json").get("eos_token")
+        eos = eos.get("content") if isinstance(eos, dict) else eos
+        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
     eos_id = tokenizer.token_to_id(eos) if eos else None
     if eos_id is None:
         raise StageError(f"{directory} has no end-of-text (eos) token: re-run the tokenizer stage")

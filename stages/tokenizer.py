@@ -1,12 +1,13 @@
 """tokenizer: train a lossless byte-level BPE tokenizer on the cleaned documents.
 
-With model.base set (a hub id or a local directory) the base model's own tokenizer is saved
+With model.base set (a directory under bases/ or a hub id at model.revision) the base model's own tokenizer is saved
 instead: a pretrained model only understands the tokenizer it was trained with.
 """
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from stages.common import StageError, atomic_path, log, run_stage
+from stages.base import base_directory
+from stages.common import StageError, atomic_path, log, reading, run_stage
 from stages.documents import iter_documents
 from stages.params import load_params
 from stages.paths import DOCS, TOKENIZER
@@ -39,11 +40,10 @@ def train_bpe(texts, vocab_size, min_frequency):
     return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=EOT, eos_token=EOT, pad_token=EOT, clean_up_tokenization_spaces=False)
 
 
-def base_tokenizer(base):
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=False)
-    except (OSError, ValueError) as e:
-        raise StageError(f"model.base={base!r}: cannot load its tokenizer ({e})") from None
+def base_tokenizer(model_params):
+    base, directory = model_params["base"], base_directory(model_params)
+    with reading(directory, f"the tokenizer of model.base={base!r}"):
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
     if not tokenizer.is_fast or tokenizer.eos_token_id is None:
         raise StageError(f"model.base={base!r}: its tokenizer must be a fast tokenizer with an end-of-text (eos) token")
     if tokenizer.pad_token is None:
@@ -53,9 +53,10 @@ def base_tokenizer(base):
 
 def main():
     params = load_params("tokenizer")
-    base = load_params("model")["base"]
+    model_params = load_params("model")
+    base = model_params["base"]
     if base:
-        tokenizer = base_tokenizer(base)
+        tokenizer = base_tokenizer(model_params)
     else:
         lines = (line for doc in iter_documents(DOCS, ["text"]) for line in with_newlines(doc["text"]))
         tokenizer = train_bpe(lines, params["vocab_size"], params["min_frequency"])

@@ -3,9 +3,12 @@
 Run by stages.training.launch under `accelerate launch`; every process runs main(). Checkpoints
 go to models/checkpoints, which DVC keeps between runs (persist): a run resumes from the latest
 complete checkpoint made by the same code, params, tokenizer, data and runtime, and a finished
-run with nothing changed puts its own model and cost record back (see stages/training/resume.py).
+run with nothing changed puts its own model and cost record back (see stages/training/resume.py);
+a checkpoint is used only while its files match the seal written when it was saved
+(stages/training/seal.py). A process that loses a peer stops naming it (stages/training/peers.py).
 Train/eval loss, learning rate, tokens/s and MFU go to DVCLive (metrics/train) from the main process.
 """
+import datetime
 import logging
 import os
 
@@ -13,25 +16,35 @@ import torch
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
+from stages.base import base_directory
 from stages.blocks import Blocks
-from stages.common import StageError, atomic_path, log, run_stage
+from stages.common import StageError, atomic_path, log, reading, run_stage
 from stages.params import check_context, load_params
 from stages.paths import CHECKPOINTS, MODEL, TOKENIZER, TOKENS, TRAIN_COST, TRAIN_LIVE
-from stages.training import resume
+from stages.training import peers, resume
 from stages.training.export import SAMPLING, model_card, write_generation_config
+from stages.training.fingerprint import fingerprint
 from stages.training.live import LiveCallback, open_live
 from stages.training.plan import make_plan, on_gpu, peak_flops, record_cost, total_steps
+from stages.training.seal import SealCheckpoints
+
+
+def load_base(model_params, tokenizer, block_size, attn_implementation):
+    base, directory = model_params["base"], base_directory(model_params)
+    with reading(directory, f"the model of model.base={base!r}"):
+        model = AutoModelForCausalLM.from_pretrained(directory, trust_remote_code=False, attn_implementation=attn_implementation)
+        base_vocab = AutoTokenizer.from_pretrained(directory).get_vocab()
+    if base_vocab != tokenizer.get_vocab():
+        raise StageError(f"{TOKENIZER} is not the tokenizer of model.base={base!r}: re-run the tokenizer stage")
+    context = model.config.max_position_embeddings
+    if block_size > context:
+        raise StageError(f"tokenize.block_size={block_size} is larger than the context of model.base={base!r} ({context})")
+    return model
 
 
 def build_model(model_params, tokenizer, block_size, attn_implementation):
-    base = model_params["base"]
-    if base:
-        model = AutoModelForCausalLM.from_pretrained(base, trust_remote_code=False, attn_implementation=attn_implementation)
-        if AutoTokenizer.from_pretrained(base).get_vocab() != tokenizer.get_vocab():
-            raise StageError(f"{TOKENIZER} is not the tokenizer of model.base={base!r}: re-run the tokenizer stage")
-        context = model.config.max_position_embeddings
-        if block_size > context:
-            raise StageError(f"tokenize.block_size={block_size} is larger than the context of model.base={base!r} ({context})")
+    if model_params["base"]:
+        model = load_base(model_params, tokenizer, block_size, attn_implementation)
     else:
         model = GPT2LMHeadModel(GPT2Config(
             vocab_size=len(tokenizer),
@@ -47,6 +60,9 @@ def build_model(model_params, tokenizer, block_size, attn_implementation):
             pad_token_id=tokenizer.pad_token_id,
             attn_implementation=attn_implementation,
         ))
+    # The loss predicts labels[..., 1:]. GPT-2's class name does not say so, and Trainer, told
+    # nothing, would divide the summed loss by every label: low by 1/block_size in training and evaluation.
+    model.loss_type = "ForCausalLM"
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:
         raise StageError(f"the tokenizer has {len(tokenizer)} tokens but the model's embeddings have {rows} rows")
@@ -80,6 +96,7 @@ def training_arguments(train_params, plan, steps):
         save_steps=train_params["save_steps"],
         save_total_limit=train_params["save_total_limit"],
         logging_steps=train_params["logging_steps"],
+        ddp_timeout=round(train_params["peer_timeout"]),
         disable_tqdm=True,
         report_to="none",
         dataloader_drop_last=True,
@@ -98,13 +115,15 @@ def main():
     model_params, train_params = load_params("model"), load_params("train")
     block_size, sample_params = load_params("tokenize")["block_size"], load_params("sample")
     check_context(model_params, block_size)
-    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
-    PartialState(cpu=not on_gpu())  # joins the other processes now: they take rank 0's choice of precision and compile
+    with reading(TOKENIZER, "a tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
+    # joins the other processes now: they take rank 0's choice of precision and compile
+    PartialState(cpu=not on_gpu(), timeout=datetime.timedelta(seconds=train_params["peer_timeout"]))
     torch.manual_seed(train_params["seed"])
     model = build_model(model_params, tokenizer, block_size, train_params["attn_implementation"])
     train_data, eval_data = Blocks(TOKENS, "train"), Blocks(TOKENS, "val", limit=train_params["eval_blocks"])
     steps = total_steps(train_params, len(train_data), world_size)
-    made_with = resume.fingerprint(model_params, train_params, block_size, TOKENIZER, TOKENS, None, world_size)  # precision: once chosen
+    made_with = fingerprint(model_params, train_params, block_size, TOKENIZER, TOKENS, None, world_size)  # precision: once chosen
     plan = make_plan(model, train_params, block_size, steps, kept=resume.kept_choice(CHECKPOINTS, made_with))
     args = training_arguments(train_params, plan, steps)
     made_with["runtime"]["precision"] = plan.precision
@@ -115,37 +134,53 @@ def main():
     checkpoint = resume.agree_with_main(made_with, checkpoint)
     done = resume.checkpoint_step(checkpoint) if checkpoint else 0
     estimate = plan.estimate(steps - done)
-    log.info(
-        "train: %.2fM parameters, %s%s (by %s), %s; plan: %d steps x %d tokens = %.3g FLOPs, about %.0fs, peak %.2f GiB, %.0f MiB per checkpoint",
-        plan.n_params / 1e6, plan.precision, ", compiled" if plan.compile else "", plan.choice["chosen_by"], f"resuming from {checkpoint}" if checkpoint else "from the start",
-        steps - done, plan.tokens_per_step, estimate["flops"], estimate["seconds"], estimate["peak_gib"], estimate["checkpoint_mib"],
-    )
+    log_plan(plan, estimate, checkpoint, steps - done)
     if done >= steps:
         if is_main:
             resume.restore_final(CHECKPOINTS, MODEL, TRAIN_COST)
         log.info("train: %s holds all %d steps, made by this code, params and data: its model and cost record are restored", checkpoint, steps)
     else:
-        live = open_live(TRAIN_LIVE, done if checkpoint else None) if is_main else None
-        callback = LiveCallback(live, plan.tokens_per_step, plan.flops_per_token, peak_flops(plan.precision) * world_size, eval_data.chars_per_token)
-        resume.quiet_tied_weights_warning()
-        trainer = Trainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer, callbacks=[callback])
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        if is_main:
-            export_run(trainer, {"model": model_params, "train": train_params, "tokenize.block_size": block_size}, train_data.meta)
-            live.end()
-            record_cost(TRAIN_COST, estimate, result.metrics["train_runtime"], resume.latest_checkpoint(CHECKPOINTS))
-            resume.keep_final(CHECKPOINTS, MODEL, TRAIN_COST)
-        log.info("train: %d steps, final train loss %.4f, %.0fs (estimated %.0fs)", result.global_step, result.training_loss,
-                 result.metrics["train_runtime"], estimate["seconds"])
+        trainer = Trainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer)
+        params = {"model": model_params, "train": train_params, "tokenize.block_size": block_size}
+        train_and_export(trainer, plan, estimate, checkpoint, params, made_with["base"])
     if is_main:  # the sampling defaults are not part of what training computes: written either way
         write_generation_config(MODEL, tokenizer, {key: sample_params[key] for key in SAMPLING})
 
 
-def export_run(trainer, params, tokens_meta):
+def log_plan(plan, estimate, checkpoint, steps):
+    log.info(
+        "train: %.2fM parameters, %s%s (by %s), %s; plan: %d steps x %d tokens = %.3g FLOPs, about %.0fs, peak %.2f GiB, %.0f MiB per checkpoint",
+        plan.n_params / 1e6, plan.precision, ", compiled" if plan.compile else "", plan.choice["chosen_by"], f"resuming from {checkpoint}" if checkpoint else "from the start",
+        steps, plan.tokens_per_step, estimate["flops"], estimate["seconds"], estimate["peak_gib"], estimate["checkpoint_mib"],
+    )
+
+
+def train_and_export(trainer, plan, estimate, checkpoint, params, base):
+    """Train from `checkpoint` (or the start) to the last step; the main process exports the model,
+    the cost record and the finished run's copy in final/."""
+    is_main, world_size = trainer.args.process_index == 0, trainer.args.world_size
+    done = resume.checkpoint_step(checkpoint) if checkpoint else 0
+    live = open_live(TRAIN_LIVE, done if checkpoint else None) if is_main else None
+    eval_data = trainer.eval_dataset
+    trainer.add_callback(LiveCallback(live, plan.tokens_per_step, plan.flops_per_token, peak_flops(plan.precision) * world_size, eval_data.chars_per_token))
+    trainer.add_callback(SealCheckpoints())
+    resume.quiet_tied_weights_warning()
+    with peers.watched():
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if is_main:
+        export_run(trainer, params, trainer.train_dataset.meta, base)
+        live.end()
+        record_cost(TRAIN_COST, estimate, result.metrics["train_runtime"], resume.latest_checkpoint(CHECKPOINTS))
+        resume.keep_final(CHECKPOINTS, MODEL, TRAIN_COST)
+    log.info("train: %d steps, final train loss %.4f, %.0fs (estimated %.0fs)", result.global_step, result.training_loss,
+             result.metrics["train_runtime"], estimate["seconds"])
+
+
+def export_run(trainer, params, tokens_meta, base):
     """The trained model, its tokenizer and its model card, into models/model in one move."""
     with atomic_path(MODEL) as tmp:
         trainer.save_model(tmp)
-        card = model_card(trainer.model.config, params, tokens_meta, trainer.state.log_history)
+        card = model_card(trainer.model.config, params, tokens_meta, trainer.state.log_history, base)
         (tmp / "README.md").write_text(card, encoding="utf-8")
 
 

@@ -240,6 +240,12 @@ def file_bytes(directory, roots):
     return {str(f.relative_to(directory)): f.read_bytes() for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*"))) if f.is_file()}
 
 
+def damage(path, how="cut short"):
+    """What a full disk or a failed copy leaves: the file's first half, or one bit flipped."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "cut short" else data[:100] + bytes([data[100] ^ 1]) + data[101:])
+
+
 def run(cmd, cwd, check=True, env=None):
     result = subprocess.run(cmd, cwd=cwd, env=env or python_env(), capture_output=True, text=True)
     if check and result.returncode:

@@ -2,11 +2,14 @@
 "machines" on 127.0.0.1: two checkouts, one gloo process each; rank 0 runs `dvc repro`, the
 other checkout runs the worker command."""
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -97,3 +100,58 @@ def test_rank_0_config_is_not_a_worker_config(reproduced, tmp_path):
     rank0, _ = machine(reproduced, tmp_path / "rank0", 0, free_port())
     result = run([*WORKER, "--wait", "2"], rank0, check=False)
     assert result.returncode == 2 and "machine_rank=0 of num_machines=2 is not a worker" in result.stderr
+
+
+def training_process(launcher):
+    """The training process (stages.train) that a worker command started, once it runs."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = [p for p in psutil.Process(launcher.pid).children(recursive=True) 
+                 if "stages.train" in p.cmdline() and "accelerate.commands.launch" not in p.cmdline()]
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError("the worker started no training process")
+
+
+def test_a_worker_killed_mid_run_stops_rank_0_naming_it_and_the_next_run_resumes(reproduced, tmp_path):
+    port, timeout = free_port(), 30
+    settings = dict(max_steps=3000, save_steps=100, eval_steps=10000, logging_steps=100, peer_timeout=timeout)
+    rank0, env = machine(reproduced, tmp_path / "rank0", 0, port, **settings)
+    other, _ = machine(reproduced, tmp_path / "rank1", 1, port, **settings)
+    worker = start_worker(other)
+    repro = subprocess.Popen(["dvc", "repro"], cwd=rank0, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim = training_process(worker)
+    while not (rank0 / "models/checkpoints/checkpoint-200/sealed.json").exists():
+        assert repro.poll() is None, repro.stdout.read()[-3000:]
+        time.sleep(0.05)
+    victim.kill()
+    killed = time.monotonic()
+    output, _ = repro.communicate(timeout=timeout + 120)
+    stopped_after = time.monotonic() - killed
+    worker.communicate(timeout=60)
+    assert repro.returncode != 0 and stopped_after < timeout + 60, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: training process 0 of 2: process 1 stopped"), output[-3000:]
+    assert not (rank0 / "models/checkpoints/checkpoint-3000").exists()
+
+    worker = start_worker(other)
+    without, err = alongside(worker, ["dvc", "repro"], rank0, env)  # the worker lacks the checkpoint rank 0 resumes from
+    assert without.returncode != 0 and worker.returncode == 2
+    assert re.search(r"error: training processes disagree with rank 0: process 1: it lacks models/checkpoints/checkpoint-\d+", err)
+
+    shutil.rmtree(other / "models/checkpoints")
+    shutil.copytree(rank0 / "models/checkpoints", other / "models/checkpoints")
+    resumed_from = max((other / "models/checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    intact = (resumed_from / "optimizer.pt").read_bytes()
+    (resumed_from / "optimizer.pt").write_bytes(intact[:1000])  # a failed copy
+    worker = start_worker(other)
+    damaged, err = alongside(worker, ["dvc", "repro"], rank0, env)
+    assert damaged.returncode != 0 and worker.returncode == 2
+    assert f"process 1: its copy of models/checkpoints/{resumed_from.name} fails verification: optimizer.pt has 1,000 bytes" in err
+
+    (resumed_from / "optimizer.pt").write_bytes(intact)
+    again, err = alongside(start_worker(other), ["dvc", "repro"], rank0, env)
+    assert again.returncode == 0, f"{again.stderr[-2000:]}\nworker:\n{err[-2000:]}"
+    assert re.search(r"resuming from models/checkpoints/checkpoint-\d+", again.stdout + again.stderr)
+    assert (rank0 / "models/checkpoints/checkpoint-3000").is_dir()

@@ -37,6 +37,7 @@ BAD_VALUES = {
     "tokenize.val_fraction": ("0.05", 1.5),
     "tokenize.seed": (1.0, -1),
     "model.base": (0, "not a model id"),
+    "model.revision": (1, "  "),
     "model.n_layer": ("4", 0),
     "model.n_head": (4.0, 0),
     "model.n_embd": ([128], 0),
@@ -62,6 +63,7 @@ BAD_VALUES = {
     "train.logging_steps": ([50], 0),
     "train.save_steps": ("500", 0),
     "train.save_total_limit": (2.0, 0),
+    "train.peer_timeout": ("300", 0),
     "evaluate.batch_size": ("16", 0),
     "evaluate.max_blocks": (None, -1),
     "sample.prompts": ("Наташа", []),
@@ -127,6 +129,30 @@ def test_sections_and_rules_across_keys(valid, change, message):
     change(valid)
     with pytest.raises(StageError, match=message):
         check_all(valid)
+
+
+def test_a_local_base_is_a_directory_under_bases(valid, project):
+    (project / "elsewhere").mkdir()
+    for base in ("elsewhere", "bases/missing"):
+        valid["model"]["base"] = base
+        with pytest.raises(StageError, match=rf"model.base='{base}' must be '' \(from scratch\), a model directory under bases/"):
+            check_all(valid)
+    (project / "bases/pretrained").mkdir(parents=True)
+    valid["model"]["base"] = "bases/pretrained"
+    check_all(valid)
+
+
+def test_each_page_is_listed_once_and_each_pattern_matches(valid, project):
+    (project / "pages").mkdir()
+    (project / "pages/a.txt").write_text("a")
+    for urls, message in [
+        (["http://az.lib.ru/a.shtml", "pages/a.txt", "http://az.lib.ru/a.shtml"], "lists the same page twice: http://az.lib.ru/a.shtml$"),
+        (["pages/*.txt", (project / "pages/a.txt").as_uri()], rf"the same page twice: pages/a.txt and {(project / 'pages/a.txt').as_uri()}"),
+        (["pages/*.html"], r"fetch.urls: pages/\*.html matches no file"),
+    ]:
+        valid["fetch"]["urls"] = urls
+        with pytest.raises(StageError, match=message):
+            check_all(valid)
 
 
 @pytest.mark.parametrize("module", ["stages.validate", "stages.training.launch", "stages.sample"])

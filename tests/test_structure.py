@@ -5,7 +5,7 @@ import ast
 import pytest
 import yaml
 
-from stages.training.resume import module_file, project_modules
+from stages.training.fingerprint import module_file, project_modules
 from tests.conftest import ROOT
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]

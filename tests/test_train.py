@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from stages.training import launch, plan, resume
 from stages.common import StageError, read_json, remove
-from tests.conftest import ROOT, accelerate_config, call_stage, file_bytes, python_env, run, tiny_params, write_params
+from tests.conftest import ROOT, accelerate_config, call_stage, damage, file_bytes, python_env, run, tiny_params, write_params
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (python -m bench.gpu_check runs these on one)")
@@ -75,13 +75,41 @@ def test_interrupted_run_resumes_to_the_same_model(built_copy, caplog):
         assert torch.allclose(resumed[name], tensor, rtol=1e-4, atol=1e-6), name
 
 
-def test_half_written_checkpoint_is_never_used(built_copy, caplog):
-    (built_copy / "models/checkpoints/checkpoint-8/trainer_state.json").write_text('{"global_st')
+def test_a_checkpoint_never_sealed_is_removed(built_copy, caplog):
+    (built_copy / "models/checkpoints/checkpoint-8/sealed.json").unlink()  # killed while saving: the seal is written last
     write_params(".", tiny_params([]))
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("train")
     assert "removing incomplete checkpoint models/checkpoints/checkpoint-8" in caplog.text
     assert "resuming from models/checkpoints/checkpoint-4" in caplog.text
+
+
+@pytest.mark.parametrize("name, how", [("model.safetensors", "cut short"), ("optimizer.pt", "cut short"), ("optimizer.pt", "one bit flipped")])
+def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_resumed(built_copy, caplog, name, how):
+    uninterrupted = weights()
+    damage(built_copy / "models/checkpoints/checkpoint-8" / name, how)
+    write_params(".", tiny_params([]))
+    with caplog.at_level(logging.INFO, logger="tolstoy"):
+        call_stage("train")
+    reason = "bytes, " if how == "cut short" else "is not the file that was saved"
+    assert re.search(rf"checkpoint-8 fails verification: {name} (has [\d,]+ bytes, [\d,]+ when saved|is not the file that was saved)", caplog.text)
+    assert reason in caplog.text and "set aside as models/checkpoints/corrupt-checkpoint-8" in caplog.text
+    assert "resuming from models/checkpoints/checkpoint-4" in caplog.text
+    assert (built_copy / "models/checkpoints/corrupt-checkpoint-8" / name).is_file()  # kept, not deleted
+    for key, tensor in uninterrupted.items():
+        assert torch.allclose(weights()[key], tensor, rtol=1e-4, atol=1e-6), key
+
+
+def test_a_damaged_final_run_is_trained_again(built_copy, caplog):
+    uninterrupted = weights()
+    damage(built_copy / "models/checkpoints/final/model/model.safetensors", "one bit flipped")
+    write_params(".", tiny_params([]))
+    with caplog.at_level(logging.INFO, logger="tolstoy"):
+        call_stage("train")
+    assert "models/checkpoints/final fails verification: model/model.safetensors is not the file that was saved" in caplog.text
+    assert "resuming from models/checkpoints/checkpoint-4" in caplog.text and (built_copy / "models/checkpoints/corrupt-final").is_dir()
+    for key, tensor in uninterrupted.items():
+        assert torch.allclose(weights()[key], tensor, rtol=1e-4, atol=1e-6), key
 
 
 @pytest.mark.parametrize("section, values, what", [("model", {"n_layer": 2}, "model"), ("train", {"lr": 0.01}, "train")])
@@ -101,9 +129,8 @@ def test_operational_params_do_not_invalidate_checkpoints(built_copy, caplog):
 
 
 def test_fine_tunes_a_local_base_model(built_copy):
-    base = built_copy / "base"
-    shutil.copytree("models/model", base)
-    params = params_with(model={"base": str(base), "n_layer": 99}, train={"max_steps": 4})  # shape comes from the base
+    shutil.copytree("models/model", "bases/pretrained")
+    params = params_with(model={"base": "bases/pretrained", "n_layer": 99}, train={"max_steps": 4})  # shape comes from the base
     write_params(".", params)
     for stage in ("tokenizer", "tokenize", "train", "evaluate"):
         call_stage(stage)
@@ -114,9 +141,8 @@ def test_fine_tunes_a_local_base_model(built_copy):
 
 @pytest.mark.parametrize("config", ["single.yaml", "cpu-ddp.yaml"])
 def test_an_error_in_a_training_process_is_one_line_and_exit_status_2(built_copy, config):
-    base = built_copy / "base"
-    shutil.copytree("models/model", base)
-    params = params_with(model={"base": str(base)}, tokenizer={"vocab_size": 300}, train={"accelerate_config": str(accelerate_config(built_copy, config))})
+    shutil.copytree("models/model", "bases/pretrained")
+    params = params_with(model={"base": "bases/pretrained"}, tokenizer={"vocab_size": 300}, train={"accelerate_config": str(accelerate_config(built_copy, config))})
     write_params(".", {**params, "model": {**params["model"], "base": ""}})
     call_stage("tokenizer")  # a 300-token tokenizer, not the base's: found inside the training processes
     write_params(".", params)
@@ -139,7 +165,7 @@ def eval_loss(directory, monkeypatch):
 
 
 def test_killed_training_resumes_to_the_same_result(built, tmp_path, monkeypatch, caplog):
-    settings = dict(max_steps=40, save_steps=4, logging_steps=4, eval_steps=20)
+    settings = dict(max_steps=100, save_steps=4, logging_steps=4, eval_steps=50)
     reference = train_copy(built, tmp_path / "reference", **settings)
     monkeypatch.chdir(reference)
     call_stage("train")
@@ -151,16 +177,18 @@ def test_killed_training_resumes_to_the_same_result(built, tmp_path, monkeypatch
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
-    assert not (killed / "models/checkpoints/checkpoint-40").exists(), "killed too late"
+    assert not (killed / "models/checkpoints/checkpoint-100").exists(), "killed too late"
     monkeypatch.chdir(killed)
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("train")
-    assert re.search(r"resuming from models/checkpoints/checkpoint-(8|12|16)", caplog.text)
+    # killed in the middle of saving checkpoint-8 (unsealed: removed), or a few steps after it
+    resumed = re.search(r"resuming from models/checkpoints/checkpoint-(\d+)", caplog.text)
+    assert resumed and 4 <= int(resumed[1]) < 100, caplog.text[-2000:]
     for name, tensor in weights(reference / "models/model").items():
         assert torch.allclose(weights(killed / "models/model")[name], tensor, rtol=1e-4, atol=1e-6), name
     assert eval_loss(killed, monkeypatch) == pytest.approx(eval_loss(reference, monkeypatch), rel=1e-4)
     steps = [int(row.split("\t")[0]) for row in (killed / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]]
-    assert steps == list(range(4, 41, 4))  # rows logged after the checkpoint were not duplicated
+    assert steps == list(range(4, 101, 4))  # rows logged after the checkpoint were not duplicated
 
 
 def test_micro_batches_with_accumulation_match_the_full_batch(built, tmp_path, monkeypatch):
@@ -232,11 +260,15 @@ def test_predicted_peak_memory_matches_measured_peak_rss(built, tmp_path, batch_
     params["tokenize"]["block_size"] = 64
     write_params(directory, params)
     run([sys.executable, "-m", "stages.tokenize"], directory)
-    cpu = dict(python_env(), ACCELERATE_USE_CPU="true")  # the model of CPU memory, also on a machine with a GPU
+    # The model of CPU memory, also on a machine with a GPU. glibc's moving mmap threshold keeps a
+    # varying part of freed tensors in the heap (the peak varies by up to a fifth between runs); with
+    # the threshold fixed, freed tensors go back at once and the peak is the same in every run.
+    cpu = dict(python_env(), ACCELERATE_USE_CPU="true", MALLOC_MMAP_THRESHOLD_="131072")
     run([sys.executable, "-m", "stages.train"], directory, env=cpu)  # a fresh process: its peak RSS is this run's
     cost = read_json(directory / "metrics/train_cost.json")
     assert cost["estimate"]["micro_batch"] == batch_size
-    assert cost["estimate"]["peak_gib"] == pytest.approx(cost["actual"]["peak_gib"], rel=0.15)
+    # what the arithmetic needs, without the heap's cache: the prediction covers it and the cache (measured 18-22% here)
+    assert cost["actual"]["peak_gib"] <= cost["estimate"]["peak_gib"] <= 1.35 * cost["actual"]["peak_gib"]
     assert cost["estimate"]["checkpoint_mib"] == pytest.approx(cost["actual"]["checkpoint_mib"], rel=0.15)
 
 
@@ -345,3 +377,22 @@ def test_accelerate_configs_load_and_say_what_to_edit(config):
     assert loaded.num_processes >= loaded.num_machines >= 1
     if not loaded.use_cpu and loaded.num_processes > 1:  # GPU layouts depend on the machines they run on
         assert "EDIT" in path.read_text()
+
+
+@pytest.mark.parametrize("block_size", [64, 256])
+def test_trainers_evaluation_loss_is_the_evaluate_stages(built, tmp_path, block_size):
+    """The mean over predicted tokens (block_size - 1 per block) in both, on the same weights and blocks."""
+    from transformers import AutoTokenizer, Trainer, TrainingArguments
+
+    from stages.evaluate import validation_loss
+    from stages.train import build_model
+
+    tokenizer = AutoTokenizer.from_pretrained(built / "models/tokenizer")
+    model_params = params_with(model={"n_positions": 256})["model"]
+    torch.manual_seed(0)
+    model = build_model(model_params, tokenizer, block_size, "sdpa").eval()
+    ids = torch.randint(len(tokenizer), (8, block_size), generator=torch.Generator().manual_seed(1)).numpy()
+    blocks = [{"input_ids": row, "labels": row} for row in ids]
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=4, report_to="none", use_cpu=True)
+    trainers = Trainer(model=model, args=args, eval_dataset=blocks).evaluate()["eval_loss"]
+    assert trainers == pytest.approx(validation_loss(model, blocks, batch_size=4), abs=1e-5)

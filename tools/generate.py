@@ -12,7 +12,7 @@ import sys
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from stages.common import run_stage
+from stages.common import reading, run_stage
 from stages.params import load_params
 from stages.paths import MODEL
 from stages.sample import SETTINGS, generate
@@ -34,8 +34,9 @@ def arguments(defaults):
 
 def main():
     args = arguments(load_params("sample"))
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model).eval()
+    with reading(args.model, "a model and its tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        model = AutoModelForCausalLM.from_pretrained(args.model).eval()
     settings = {key: getattr(args, key) for key in SETTINGS}
     prompts = (line.rstrip("\n") for line in sys.stdin) if args.interactive else [args.prompt]
     for prompt in filter(None, prompts):

@@ -22,8 +22,15 @@ def write_generation_config(model_dir, tokenizer, sampling):
         tmp.write_text(config.to_json_string(use_diff=True), encoding="utf-8")
 
 
-def model_card(model_config, params, tokens_meta, log_history):
-    """README.md of the exported model: data, params, final losses, how to use it."""
+def base_line(base):
+    if not base:
+        return "Trained from scratch."
+    commit = f" at commit {base['commit']}" if base["commit"] else ""
+    return f"Fine-tuned from `{base['base']}`{commit}, whose model files have sha256 {base['sha256']}."
+
+
+def model_card(model_config, params, tokens_meta, log_history, base):
+    """README.md of the exported model: base, data, params, final losses, how to use it."""
     evals = [row["eval_loss"] for row in log_history if "eval_loss" in row]
     losses = [row["loss"] for row in log_history if "loss" in row]
     val = tokens_meta["val"]
@@ -33,7 +40,8 @@ def model_card(model_config, params, tokens_meta, log_history):
         f"A {model_config.model_type} model ({model_config.num_hidden_layers} layers × {model_config.hidden_size}, "
         f"{model_config.num_attention_heads} heads, context {model_config.max_position_embeddings}, vocabulary "
         f"{model_config.vocab_size}) trained by the train stage of tolstoy-gpt "
-        "(`dvc repro`) on novels of Lev Tolstoy from az.lib.ru, cleaned and tokenized by the pipeline's earlier stages.", "",
+        "(`dvc repro`) on novels of Lev Tolstoy from az.lib.ru, cleaned and tokenized by the pipeline's earlier stages. "
+        + base_line(base), "",
         "## Data", "",
         f"Training tokens: {tokens_meta['train']['tokens']:,}; validation tokens: {val['tokens']:,} "
         f"({val['chars'] / val['tokens']:.2f} characters per token).", "",

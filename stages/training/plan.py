@@ -150,20 +150,22 @@ def choose_settings(model, train_params, micro_batch, grad_accum, block_size, st
                 "warmup_seconds": round(warmup, 1), "expected_seconds": round(warmup + steps * grad_accum * seconds, 1)}
 
     if kept:
-        return {**measure(kept["precision"], False), "compile": kept["compile"]}, {"chosen_by": "checkpoints"}
-    compile_setting, measured = train_params["compile"], []
-    for precision in precision_candidates(train_params["precision"]):
-        if compile_setting is not True:
-            measured.append(measure(precision, False))
-        if compile_setting is True or (compile_setting == "auto" and measured[-1]["expected_seconds"] > COMPILE_PROBE_AFTER_SECONDS):
-            measured.append(measure(precision, True))
-    margin = lambda c: COMPILE_MARGIN if c["compile"] and compile_setting == "auto" else 1  # noqa: E731
-    best = [min(measured, key=lambda candidate: candidate["expected_seconds"] * margin(candidate))]
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        best, choice = [{**measure(kept["precision"], False), "compile": kept["compile"]}], {"chosen_by": "checkpoints"}
+    else:
+        compile_setting, measured = train_params["compile"], []
+        for precision in precision_candidates(train_params["precision"]):
+            if compile_setting is not True:
+                measured.append(measure(precision, False))
+            if compile_setting is True or (compile_setting == "auto" and measured[-1]["expected_seconds"] > COMPILE_PROBE_AFTER_SECONDS):
+                measured.append(measure(precision, True))
+        margin = lambda c: COMPILE_MARGIN if c["compile"] and compile_setting == "auto" else 1  # noqa: E731
+        best = [min(measured, key=lambda candidate: candidate["expected_seconds"] * margin(candidate))]
+        explicit = "auto" not in (train_params["precision"], compile_setting)
+        by_name = {settings_name(c): {k: v for k, v in c.items() if k not in ("precision", "compile")} for c in measured}  # tabulated by `dvc exp show`
+        choice = {"chosen_by": "params" if explicit else "measurement", "measured": by_name}
+    if torch.distributed.is_available() and torch.distributed.is_initialized():  # on every path: a worker may lack rank 0's checkpoints
         torch.distributed.broadcast_object_list(best)
-    explicit = "auto" not in (train_params["precision"], compile_setting)
-    by_name = {settings_name(c): {k: v for k, v in c.items() if k not in ("precision", "compile")} for c in measured}  # tabulated by `dvc exp show`
-    return best[0], {"chosen_by": "params" if explicit else "measurement", "measured": by_name}
+    return best[0], choice
 
 
 def settings_name(candidate):

@@ -1,0 +1,41 @@
+"""fetch.urls as the list of pages it names: local path patterns expanded, each page once."""
+import glob
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from stages.common import StageError
+
+
+def _is_local_pattern(url):
+    return not re.match(r"\w+://", url) and bool(re.search(r"[*?[]", url))
+
+
+def expand_sources(urls):
+    """fetch.urls with every local path pattern (*, ?, [...]) replaced by the files it matches, sorted."""
+    sources = []
+    for url in urls:
+        matches = sorted(glob.glob(url)) if _is_local_pattern(url) else [url]
+        if not matches:
+            raise StageError(f"params.yaml: fetch.urls: {url} matches no file")
+        sources += matches
+    return sources
+
+
+def _source_key(source):
+    """What a source names: the URL itself, or the file a local path or file:// URL points to."""
+    if re.match(r"(https?)://", source):
+        return source
+    return str(Path(unquote(urlsplit(source).path) if source.startswith("file:") else source).resolve())
+
+
+def check_sources(urls):
+    """Every pattern matches a file and no page is listed twice (directly, or through a pattern)."""
+    seen, twice = {}, []
+    for source in expand_sources(urls):
+        key = _source_key(source)
+        if key in seen:
+            twice.append(source if seen[key] == source else f"{seen[key]} and {source}")
+        seen.setdefault(key, source)
+    if twice:
+        raise StageError(f"params.yaml: fetch.urls lists the same page twice: {'; '.join(dict.fromkeys(twice))}")
