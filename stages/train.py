@@ -145,6 +145,7 @@ def main():
         train_and_export(trainer, plan, estimate, checkpoint, params, made_with["base"])
     if is_main:  # the sampling defaults are not part of what training computes: written either way
         write_generation_config(MODEL, tokenizer, {key: sample_params[key] for key in SAMPLING})
+    peers.leave_together()
 
 
 def log_plan(plan, estimate, checkpoint, steps):

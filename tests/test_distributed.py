@@ -155,3 +155,15 @@ def test_a_worker_killed_mid_run_stops_rank_0_naming_it_and_the_next_run_resumes
     assert again.returncode == 0, f"{again.stderr[-2000:]}\nworker:\n{err[-2000:]}"
     assert re.search(r"resuming from models/checkpoints/checkpoint-\d+", again.stdout + again.stderr)
     assert (rank0 / "models/checkpoints/checkpoint-3000").is_dir()
+
+
+def test_rank_0_without_its_workers_stops_within_the_peer_timeout(reproduced, tmp_path):
+    rank0, env = machine(reproduced, tmp_path / "rank0", 0, free_port(), peer_timeout=15)
+    started = time.monotonic()
+    result = run(["dvc", "repro", "train"], rank0, check=False, env=env)
+    waited = time.monotonic() - started
+    assert result.returncode != 0 and waited < 15 + 60, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: 1 of 2 machines joined within train.peer_timeout (15s): start "
+                      "`python -m stages.training.worker configs/accelerate/two-nodes.yaml` on every other machine of "
+                      "configs/accelerate/two-nodes.yaml"] and "Traceback" not in result.stderr

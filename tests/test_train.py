@@ -100,6 +100,17 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_resumed(built_copy
         assert torch.allclose(weights()[key], tensor, rtol=1e-4, atol=1e-6), key
 
 
+def test_with_no_checkpoint_that_verifies_training_starts_from_the_first_step(built_copy, caplog):
+    for step in (4, 8):
+        damage(built_copy / f"models/checkpoints/checkpoint-{step}/optimizer.pt", "one bit flipped")
+    write_params(".", tiny_params([]))
+    with caplog.at_level(logging.INFO, logger="tolstoy"):
+        call_stage("train")
+    assert "no checkpoint in models/checkpoints verifies: training starts from the first step" in caplog.text
+    assert "from the start" in caplog.text
+    assert sorted(p.name for p in (built_copy / "models/checkpoints").glob("corrupt-*")) == ["corrupt-checkpoint-4", "corrupt-checkpoint-8"]
+
+
 def test_a_damaged_final_run_is_trained_again(built_copy, caplog):
     uninterrupted = weights()
     damage(built_copy / "models/checkpoints/final/model/model.safetensors", "one bit flipped")

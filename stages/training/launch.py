@@ -14,11 +14,13 @@ from pathlib import Path
 
 import yaml
 
-from stages.common import ERROR_FILE_ENV, run_stage
+from stages.common import ERROR_FILE_ENV, StageError, run_stage
 from stages.params import check_context, load_params
 
 # Where the launcher's own report of a failed process begins: torch elastic's error line or a traceback.
 LAUNCHER_REPORT = re.compile(r"Traceback \(most recent call last\):|E\d{4} .* failed \(exitcode")
+# How rank 0's launcher reports machines that never joined (torch's static rendezvous).
+MACHINES_MISSING = re.compile(r"Timed out after \d+ seconds waiting for clients\. (\d+)/(\d+) clients joined")
 
 
 def process_env(config_path, error_file):
@@ -30,12 +32,14 @@ def process_env(config_path, error_file):
     return env
 
 
-def launch(config_path, cwd=None):
-    """Run the training processes (in cwd); returns the exit status, 2 when a process reported a StageError."""
+def launch(config_path, peer_timeout, cwd=None):
+    """Run the training processes (in cwd); returns the exit status, 2 when a process reported a
+    StageError. The machines of a run wait peer_timeout seconds for each other to join."""
     with tempfile.TemporaryDirectory() as tmp:
         error_file = Path(tmp) / "error"
         env = process_env(Path(cwd or ".", config_path), error_file)
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(config_path), "-m", "stages.train"]
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(config_path),
+                   "--rdzv_conf", f"timeout={round(peer_timeout)}", "-m", "stages.train"]
         process = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
         held = []  # from the launcher's report on: left out when a process reported its error
         for line in process.stderr:
@@ -46,6 +50,9 @@ def launch(config_path, cwd=None):
         process.wait()
         if process.returncode and error_file.exists():
             return 2
+        if process.returncode and (joined := next(filter(None, map(MACHINES_MISSING.search, held)), None)):
+            raise StageError(f"{joined[1]} of {joined[2]} machines joined within train.peer_timeout ({peer_timeout:g}s): start "
+                             f"`python -m stages.training.worker {config_path}` on every other machine of {config_path}")
         sys.stderr.writelines(held)
         return process.returncode
 
@@ -53,7 +60,7 @@ def launch(config_path, cwd=None):
 def main():
     model_params, train_params = load_params("model"), load_params("train")
     check_context(model_params, load_params("tokenize")["block_size"])
-    status = launch(train_params["accelerate_config"])
+    status = launch(train_params["accelerate_config"], train_params["peer_timeout"])
     if status:
         sys.exit(status)
 

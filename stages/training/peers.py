@@ -51,3 +51,11 @@ def watched():
                 else f"process{'es' if len(missing) > 1 else ''} {', '.join(map(str, missing))} stopped")
         raise StageError(f"training process {rank} of {world_size}: {lost} ({type(error).__name__}: {str(error).strip().splitlines()[0][:300]}); "
                          "the others stop too: once every machine is back, `dvc repro` resumes from the last verified checkpoint") from None
+
+
+def leave_together():
+    """Every process waits for the others, then closes its process group, as torch requires before
+    exit: a process that exits with its group open can abort at interpreter shutdown."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

@@ -65,13 +65,15 @@ def checkpoint_to_resume(checkpoints, current, steps):
     final = checkpoints / "final"
     if final.is_dir() and (problem := seal_problem(final)):
         set_aside(final, problem)
+    failed = 0
     for checkpoint in reversed(sealed_checkpoints(checkpoints)):
         if checkpoint_step(checkpoint) >= steps and not final.is_dir():
             continue
         if not (problem := seal_problem(checkpoint)):
             return checkpoint
         set_aside(checkpoint, problem)
-    if any(checkpoints.glob("corrupt-*")):
+        failed += 1
+    if failed:
         log.warning("train: no checkpoint in %s verifies: training starts from the first step", checkpoints)
     return None
 

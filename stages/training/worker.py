@@ -79,14 +79,14 @@ def main():
     parser.add_argument("--wait", type=float, default=600, help="seconds to wait for rank 0 (default 600)")
     args = parser.parse_args()
     config = worker_config(args.config)
-    model_params, _ = load_params("model"), load_params("train")  # bad params stop here, not in the middle of rank 0's run
+    model_params, train_params = load_params("model"), load_params("train")  # bad params stop here, not in the middle of rank 0's run
     check_context(model_params, load_params("tokenize")["block_size"])
     log.info("worker: machine %d of %d, waiting for rank 0 at %s:%s", config.machine_rank, config.num_machines,
              config.main_process_ip, config.main_process_port)
     wait_for_rank0(config, args.config, args.wait)
     with tempfile.TemporaryDirectory(prefix="tolstoy-worker-") as scratch:
         scratch_workspace(Path(scratch), model_params["base"])
-        status = launch(args.config.resolve(), cwd=scratch)
+        status = launch(args.config.resolve(), train_params["peer_timeout"], cwd=scratch)
     if status:
         sys.exit(status)
     log.info("worker: training finished; rank 0 holds the results")
