@@ -3,7 +3,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import StageError, read_json, reading
+from stages.common import REBUILD_OR_RESTORE, StageError, read_json, reading
 
 
 class Blocks:
@@ -17,8 +17,7 @@ class Blocks:
             path, dtype, tokens = Path(tokens_dir) / f"{split}.bin", np.dtype(meta["dtype"]), meta[split]["tokens"]
         if not path.is_file() or path.stat().st_size != tokens * dtype.itemsize:
             size = f"has {path.stat().st_size:,} bytes" if path.is_file() else "is missing"
-            raise StageError(f"{path} {size}, but meta.json says {tokens:,} tokens of {dtype.itemsize} bytes: "
-                             "rebuild it with `dvc repro` or restore it with `dvc checkout`")
+            raise StageError(f"{path} {size}, but meta.json says {tokens:,} tokens of {dtype.itemsize} bytes: {REBUILD_OR_RESTORE}")
         self.tokens = np.memmap(path, dtype=dtype, mode="r")
         self.block_size = meta["block_size"]
         self.chars_per_token = meta[split]["chars"] / meta[split]["tokens"]  # of the whole split

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 log = logging.getLogger("tolstoy")
+# What to do about an output of the pipeline that cannot be read.
+REBUILD_OR_RESTORE = "rebuild it with `dvc repro` or restore it with `dvc checkout`"
 # Set by the train launcher: a process that stops on a StageError also writes its message there.
 ERROR_FILE_ENV = "TOLSTOY_ERROR_FILE"
 
@@ -69,7 +71,7 @@ def reading(path, what):
     except Exception as error:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise StageError(f"{path}: cannot be read as {what} ({type(error).__name__}{': ' + detail if detail else ''}); "
-                         f"rebuild it with `dvc repro` or restore it with `dvc checkout`") from None
+                         f"{REBUILD_OR_RESTORE}") from None
 
 
 def write_json(path, obj):

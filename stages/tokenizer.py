@@ -1,7 +1,7 @@
 """tokenizer: train a lossless byte-level BPE tokenizer on the cleaned documents.
 
-With model.base set (a directory under bases/ or a hub id at model.revision) the base model's own tokenizer is saved
-instead: a pretrained model only understands the tokenizer it was trained with.
+With model.base set (a directory under bases/, or a hub id at model.revision) the base model's
+own tokenizer is saved instead: a pretrained model only understands the tokenizer it was trained with.
 """
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast

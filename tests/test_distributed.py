@@ -167,3 +167,17 @@ def test_rank_0_without_its_workers_stops_within_the_peer_timeout(reproduced, tm
     assert errors == ["error: 1 of 2 machines joined within train.peer_timeout (15s): start "
                       "`python -m stages.training.worker configs/accelerate/two-nodes.yaml` on every other machine of "
                       "configs/accelerate/two-nodes.yaml"] and "Traceback" not in result.stderr
+
+
+def test_the_roll_call_names_the_ranks_that_do_not_answer(monkeypatch):
+    """On a real rendezvous store: rank 0 and rank 2 of three answer, rank 1 does not."""
+    from datetime import timedelta
+
+    from stages.training import peers
+
+    monkeypatch.setattr(peers, "ROLL_CALL_SECONDS", 0.5)
+    store = torch.distributed.TCPStore("127.0.0.1", free_port(), 1, True, timedelta(seconds=10))
+    store.set(f"{peers.ALIVE}2", "1")
+    assert peers.missing_ranks(store, world_size=3, rank=0) == [1]
+    store.set(f"{peers.ALIVE}1", "1")
+    assert peers.missing_ranks(store, world_size=3, rank=0) == []

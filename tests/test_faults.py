@@ -90,6 +90,8 @@ def garble(path):
 
 
 @pytest.mark.parametrize("module, path, spoil, culprit", [
+    ("stages.clean", "data/raw/manifest.json", garble, "data/raw/manifest.json: cannot be read as the fetch manifest"),
+    ("stages.tokenize", "data/clean/docs.parquet", damage, "data/clean/docs.parquet: cannot be read as the documents table"),
     ("stages.tokenize", "models/tokenizer/tokenizer.json", garble, "models/tokenizer: cannot be read as a tokenizer"),
     ("stages.evaluate", "data/tokens/val.bin", damage, "data/tokens/val.bin has "),
     ("stages.evaluate", "data/tokens/meta.json", garble, "data/tokens/meta.json: cannot be read as the token files' description"),

@@ -111,6 +111,15 @@ def test_with_no_checkpoint_that_verifies_training_starts_from_the_first_step(bu
     assert sorted(p.name for p in (built_copy / "models/checkpoints").glob("corrupt-*")) == ["corrupt-checkpoint-4", "corrupt-checkpoint-8"]
 
 
+def test_an_unreadable_fingerprint_starts_fresh_saying_so(built_copy, caplog):
+    (built_copy / "models/checkpoints/fingerprint.json").write_text('{"model": {', encoding="utf-8")
+    write_params(".", tiny_params([]))
+    with caplog.at_level(logging.INFO, logger="tolstoy"):
+        call_stage("train")
+    assert "models/checkpoints/fingerprint.json cannot be read (" in caplog.text
+    assert "starting fresh: checkpoints in models/checkpoints were made with other" in caplog.text and "from the start" in caplog.text
+
+
 def test_a_damaged_final_run_is_trained_again(built_copy, caplog):
     uninterrupted = weights()
     damage(built_copy / "models/checkpoints/final/model/model.safetensors", "one bit flipped")

@@ -16,6 +16,11 @@ ALIVE = "tolstoy/alive/"
 ROLL_CALL_SECONDS = 10
 
 
+def in_group():
+    """Whether this process is one of a run's joined processes (a process group is initialized)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def missing_ranks(store, world_size, rank):
     """Ranks that have not said they are alive within ROLL_CALL_SECONDS (this one says so first)."""
     store.set(f"{ALIVE}{rank}", "1")
@@ -30,8 +35,7 @@ def missing_ranks(store, world_size, rank):
 def lost_a_peer(error):
     """Whether `error` is a collective that failed: NCCL's are DistErrors; gloo reports a closed
     connection or a timeout as a RuntimeError raised in its own transport code."""
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
-    return distributed and (isinstance(error, torch.distributed.DistError) or "gloo/" in str(error))
+    return in_group() and torch.distributed.get_world_size() > 1 and (isinstance(error, torch.distributed.DistError) or "gloo/" in str(error))
 
 
 @contextlib.contextmanager
@@ -56,6 +60,6 @@ def watched():
 def leave_together():
     """Every process waits for the others, then closes its process group, as torch requires before
     exit: a process that exits with its group open can abort at interpreter shutdown."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if in_group():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

@@ -10,6 +10,7 @@ import torch
 from accelerate.utils import parse_flag_from_env
 
 from stages.common import StageError, peak_rss_bytes, write_json
+from stages.training.peers import in_group
 
 # Dense bf16/fp16 tensor-core peaks from the vendors' datasheets, TFLOP/s per GPU (fp32: plain, no TF32).
 GPU_PEAK_TFLOPS = {
@@ -163,7 +164,7 @@ def choose_settings(model, train_params, micro_batch, grad_accum, block_size, st
         explicit = "auto" not in (train_params["precision"], compile_setting)
         by_name = {settings_name(c): {k: v for k, v in c.items() if k not in ("precision", "compile")} for c in measured}  # tabulated by `dvc exp show`
         choice = {"chosen_by": "params" if explicit else "measurement", "measured": by_name}
-    if torch.distributed.is_available() and torch.distributed.is_initialized():  # on every path: a worker may lack rank 0's checkpoints
+    if in_group():  # on every path: a worker may lack rank 0's checkpoints
         torch.distributed.broadcast_object_list(best)
     return best[0], choice
 

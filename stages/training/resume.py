@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from stages.common import StageError, atomic_path, log, read_json, write_json
+from stages.training.peers import in_group
 from stages.training.seal import is_sealed, seal, seal_problem, set_aside
 
 
@@ -94,7 +95,7 @@ def copy_problem(checkpoint):
 def agree_with_main(current, checkpoint):
     """Rank 0's checkpoint to resume from, on every process; StageError on every process when any
     of them has other params, code, tokenizer, data or runtime than rank 0, or lacks the checkpoint."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not in_group():
         return checkpoint
     shared = [current, str(checkpoint) if checkpoint else None]
     torch.distributed.broadcast_object_list(shared)
