@@ -42,24 +42,29 @@ def load_base(model_params, tokenizer, block_size, attn_implementation):
     return model
 
 
+def scratch_model(model_params, vocab_size, end_of_text_id, pad_id, attn_implementation):
+    """GPT-2 of the shape in params.model, freshly initialised."""
+    return GPT2LMHeadModel(GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=model_params["n_positions"],
+        n_embd=model_params["n_embd"],
+        n_layer=model_params["n_layer"],
+        n_head=model_params["n_head"],
+        resid_pdrop=model_params["dropout"],
+        embd_pdrop=model_params["dropout"],
+        attn_pdrop=model_params["dropout"],
+        bos_token_id=end_of_text_id,
+        eos_token_id=end_of_text_id,
+        pad_token_id=pad_id,
+        attn_implementation=attn_implementation,
+    ))
+
+
 def build_model(model_params, tokenizer, block_size, attn_implementation):
     if model_params["base"]:
         model = load_base(model_params, tokenizer, block_size, attn_implementation)
     else:
-        model = GPT2LMHeadModel(GPT2Config(
-            vocab_size=len(tokenizer),
-            n_positions=model_params["n_positions"],
-            n_embd=model_params["n_embd"],
-            n_layer=model_params["n_layer"],
-            n_head=model_params["n_head"],
-            resid_pdrop=model_params["dropout"],
-            embd_pdrop=model_params["dropout"],
-            attn_pdrop=model_params["dropout"],
-            bos_token_id=tokenizer.eos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            attn_implementation=attn_implementation,
-        ))
+        model = scratch_model(model_params, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, attn_implementation)
     # The loss predicts labels[..., 1:]. GPT-2's class name does not say so, and Trainer, told
     # nothing, would divide the summed loss by every label: low by 1/block_size in training and evaluation.
     model.loss_type = "ForCausalLM"

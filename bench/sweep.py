@@ -1,0 +1,90 @@
+"""Experiments at an equal training-time budget, queued for DVC:
+
+    python -m bench.sweep --seconds 70 base: b8:train.batch_size=8 wide:model.n_embd=192,model.n_head=6
+    dvc queue start && dvc queue status      # runs them one after the other
+    python -m tools.compare                  # the table
+
+Each RUN is NAME:KEY=VALUE,... over params.yaml (NAME: alone is params.yaml as it is). For each,
+the train stage's own plan (stages.training.plan.make_plan, with the model the stage builds) is
+timed on this machine, and train.max_steps is set so that steps at its steady-state speed fill
+--seconds (warm-up, mostly compilation, is left out: its probe is noisy, and it does not grow with
+the run); train.precision and train.compile are set to what the plan chose, so the run trains
+as timed. `--budget-of-params` uses the plan of params.yaml itself as the budget. Without
+--queue the plan is only printed.
+"""
+import argparse
+import copy
+import subprocess
+
+import torch
+import yaml
+
+from stages.params import check_all, read_params
+from stages.train import scratch_model
+from stages.training.plan import make_plan, total_steps
+
+
+def parse_run(text):
+    name, _, assignments = text.partition(":")
+    overrides = {}
+    for assignment in filter(None, assignments.split(",")):
+        key, _, value = assignment.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    return name, overrides
+
+
+def with_overrides(params, overrides):
+    params = copy.deepcopy(params)
+    for key, value in overrides.items():
+        section, leaf = key.split(".", 1)
+        params[section][leaf] = value
+    check_all(params)
+    return params
+
+
+def timed_plan(params):
+    """The train stage's plan for these params (a model from scratch at their vocabulary size)."""
+    model_params, train_params = params["model"], params["train"]
+    torch._dynamo.reset()  # each plan compiles afresh, as the stage does in its own process
+    torch.manual_seed(train_params["seed"])
+    model = scratch_model(model_params, params["tokenizer"]["vocab_size"], 0, 0, train_params["attn_implementation"])
+    block_size = params["tokenize"]["block_size"]
+    steps = total_steps(train_params, 1, 1)
+    return make_plan(model, train_params, block_size, steps)
+
+
+def steps_within(plan, seconds, multiple=10):
+    return max(multiple, int(seconds / plan.seconds_per_step) // multiple * multiple)
+
+
+def queue(name, overrides):
+    command = ["dvc", "exp", "run", "--queue", "-n", name]
+    for key, value in overrides.items():
+        command += ["-S", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
+    subprocess.run(command, check=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=parse_run, metavar="RUN", help="NAME:KEY=VALUE,KEY=VALUE (params.yaml keys)")
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--seconds", type=float, help="training-time budget of every run, by the plan")
+    budget.add_argument("--budget-of-params", action="store_true", help="the plan's seconds for params.yaml as it is")
+    parser.add_argument("--queue", action="store_true", help="queue the runs (dvc exp run --queue)")
+    args = parser.parse_args()
+    params = read_params()
+    seconds = args.seconds or total_steps(params["train"], 1, 1) * timed_plan(params).seconds_per_step
+    print(f"budget: {seconds:.1f} s of training per run, by the plan")
+    print(f"{'run':<12} {'ms/step':>8} {'warm-up s':>9} {'steps':>6} {'tokens':>10}  settings")
+    for name, overrides in args.runs:
+        plan = timed_plan(with_overrides(params, overrides))
+        steps = steps_within(plan, seconds)
+        settings = {**overrides, "train.max_steps": steps, "train.precision": plan.precision, "train.compile": plan.compile}
+        print(f"{name:<12} {1000 * plan.seconds_per_step:>8.1f} {plan.warmup_seconds:>9.1f} {steps:>6} {steps * plan.tokens_per_step:>10,}  "
+              + " ".join(f"{k}={v}" for k, v in settings.items()))
+        if args.queue:
+            queue(name, settings)
+
+
+if __name__ == "__main__":
+    main()
