@@ -6,11 +6,11 @@
 
 Each RUN is NAME:KEY=VALUE,... over params.yaml (NAME: alone is params.yaml as it is). For each,
 the train stage's own plan (stages.training.plan.make_plan, with the model the stage builds) is
-timed on this machine, and train.max_steps is set so that steps at its steady-state speed fill
---seconds (warm-up, mostly compilation, is left out: its probe is noisy, and it does not grow with
-the run); train.precision and train.compile are set to what the plan chose, so the run trains
-as timed. `--budget-of-params` uses the plan of params.yaml itself as the budget. Without
---queue the plan is only printed.
+timed on this machine (the fastest of two probes), and train.max_steps is set so that steps at
+its steady-state speed fill --seconds (warm-up, mostly compilation, is left out: its probe is
+noisy, and it does not grow with the run). Every run trains with the precision and compile that
+the plan picks for params.yaml here, unless it sets them. `--budget-of-params` takes the
+seconds of params.yaml's own steps as the budget. Without --queue the plan is only printed.
 """
 import argparse
 import copy
@@ -53,8 +53,22 @@ def timed_plan(params):
     return make_plan(model, train_params, block_size, steps)
 
 
-def steps_within(plan, seconds, multiple=10):
-    return max(multiple, int(seconds / plan.seconds_per_step) // multiple * multiple)
+# What a step's time depends on: runs that differ only elsewhere (learning rate, schedule) share a timing.
+SPEED_KEYS = ("model.", "tokenizer.vocab_size", "tokenize.block_size", "train.batch_size", "train.grad_accum",
+              "train.precision", "train.compile", "train.attn_implementation")
+
+
+def seconds_per_step(params, timings, probes=2):
+    """Steady-state seconds per step by the plan: the fastest of `probes` probes (noise only ever adds time)."""
+    key = tuple((f"{section}.{leaf}", str(value)) for section, values in params.items() for leaf, value in values.items()
+                if f"{section}.{leaf}".startswith(SPEED_KEYS))
+    if key not in timings:
+        timings[key] = min(timed_plan(params).seconds_per_step for _ in range(probes))
+    return timings[key]
+
+
+def steps_within(seconds, per_step, multiple=10):
+    return max(multiple, int(seconds / per_step) // multiple * multiple)
 
 
 def queue(name, overrides):
@@ -73,15 +87,19 @@ def main():
     parser.add_argument("--queue", action="store_true", help="queue the runs (dvc exp run --queue)")
     args = parser.parse_args()
     params = read_params()
-    seconds = args.seconds or total_steps(params["train"], 1, 1) * timed_plan(params).seconds_per_step
-    print(f"budget: {seconds:.1f} s of training per run, by the plan")
-    print(f"{'run':<12} {'ms/step':>8} {'warm-up s':>9} {'steps':>6} {'tokens':>10}  settings")
+    chosen = timed_plan(params)  # what the stage picks here for params.yaml: every run trains with it
+    fixed = {"train.precision": chosen.precision, "train.compile": chosen.compile}
+    timings = {}
+    seconds = args.seconds or total_steps(params["train"], 1, 1) * seconds_per_step(with_overrides(params, fixed), timings)
+    print(f"budget: {seconds:.1f} s of training per run, by the plan; every run in {chosen.precision}{'+compile' * chosen.compile}")
+    print(f"{'run':<12} {'ms/step':>8} {'steps':>6} {'tokens':>10}  settings")
     for name, overrides in args.runs:
-        plan = timed_plan(with_overrides(params, overrides))
-        steps = steps_within(plan, seconds)
-        settings = {**overrides, "train.max_steps": steps, "train.precision": plan.precision, "train.compile": plan.compile}
-        print(f"{name:<12} {1000 * plan.seconds_per_step:>8.1f} {plan.warmup_seconds:>9.1f} {steps:>6} {steps * plan.tokens_per_step:>10,}  "
-              + " ".join(f"{k}={v}" for k, v in settings.items()))
+        overrides = {**fixed, **overrides}
+        run_params = with_overrides(params, overrides)
+        per_step = seconds_per_step(run_params, timings)
+        settings = {**overrides, "train.max_steps": steps_within(seconds, per_step)}
+        tokens = settings["train.max_steps"] * run_params["train"]["batch_size"] * run_params["train"]["grad_accum"] * run_params["tokenize"]["block_size"]
+        print(f"{name:<12} {1000 * per_step:>8.1f} {settings['train.max_steps']:>6} {tokens:>10,}  " + " ".join(f"{k}={v}" for k, v in settings.items()))
         if args.queue:
             queue(name, settings)
 
