@@ -1,13 +1,16 @@
-"""GPU check, in three steps, each in its own processes with its own time limit:
+"""GPU check, in steps, each in its own processes with its own time limit:
 
 1. throughput: GPT-2 124M in bf16 with torch.compile (bench.gpu), tokens/s and MFU;
 2. repro: the default `dvc repro` in a temporary copy of this checkout, pages from the offline mirror;
 3. tests: the tests of the stages that use the device (train, evaluate, sample), CUDA-only ones
-   included, three at a time where pytest-xdist is installed.
+   included, three at a time where pytest-xdist is installed;
+4. preset: `dvc repro` with configs/presets/one-gpu.yaml applied (the one-GPU recipe): its plan,
+   time, validation bits per character and samples.
 
-About 6 minutes on one H200 (README: "On a GPU").
+About 6 minutes on one H200 for the first three (README: "On a GPU"); `--only preset` runs the
+recipe alone, within 7 minutes.
 
-    python -m bench.gpu_check [--mirror ../shared/mirror/az.lib.ru] [--out bench/results/gpu_check] [--tiny]
+    python -m bench.gpu_check [--mirror ../shared/mirror/az.lib.ru] [--out bench/results/gpu_check] [--only preset,...] [--tiny]
 
 --tiny shrinks every step (a 1-layer model, a 20-step repro on one page, the CUDA-only tests alone)
 so the whole script can be checked on a CPU in a few minutes. Results go to OUT/gpu_check.json and
@@ -32,13 +35,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = float("inf")  # set from --budget
+PRESET = ROOT / "configs/presets/one-gpu.yaml"
 NOT_COPIED = (".git", ".venv", ".whl", ".gpu_mirror", "data", "models", "cache", "tmp", "results", "__pycache__", "dvc_plots", "metrics")
 TINY_PARAMS = {
     "fetch": {"urls": ["http://az.lib.ru/t/tolstoj_lew_nikolaewich/text_1860_dekabristy.shtml"]},
     "tokenizer": {"vocab_size": 512},
     "tokenize": {"block_size": 64},
     "model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 64},
-    "train": {"max_steps": 20, "eval_steps": 10, "save_steps": 10, "logging_steps": 5, "warmup_steps": 2},
+    "train": {"max_steps": 20, "eval_steps": 10, "save_steps": 10, "logging_steps": 5, "warmup_steps": 2, "batch_size": 4, "eval_blocks": 16},
     "evaluate": {"max_blocks": 32},
     "sample": {"max_new_tokens": 10},
 }
@@ -81,17 +85,22 @@ def project_copy(directory):
         subprocess.run(cmd, cwd=directory, env=env, check=True, capture_output=True)
 
 
-def repro(args, env):
+def with_overrides(directory, *overrides):
+    """params.yaml of `directory` with each {section: {key: value}} of `overrides` applied in turn."""
+    params = yaml.safe_load((directory / "params.yaml").read_text(encoding="utf-8"))
+    for sections in overrides:
+        for section, values in sections.items():
+            params[section].update(values)
+    (directory / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
+def repro(args, env, name="repro", overrides=(), seconds=240):
     directory = Path(tempfile.mkdtemp(prefix="gpu-check-")) / "project"
     project_copy(directory)
-    if args.tiny:
-        params = yaml.safe_load((directory / "params.yaml").read_text(encoding="utf-8"))
-        for section, values in TINY_PARAMS.items():
-            params[section].update(values)
-        (directory / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    with_overrides(directory, *overrides, *([TINY_PARAMS] if args.tiny else []))
     env = dict(env, FETCH_MIRROR=f"http://az.lib.ru/={args.mirror.resolve().as_uri()}/")
-    log = args.out / "repro.log"
-    status, seconds = run_logged([sys.executable, "-m", "dvc", "repro"], directory, log, 240, env)
+    log = args.out / f"{name}.log"
+    status, seconds = run_logged([sys.executable, "-m", "dvc", "repro"], directory, log, seconds, env)
     row = {"status": status, "seconds": seconds}
     stage_lines = re.findall(r"(\w+): ([\d.]+)s, peak RSS (\d+) MiB", log.read_text(errors="replace"))
     row["stages"] = {stage: {"seconds": float(s), "peak_rss_mib": int(m)} for stage, s, m in stage_lines}
@@ -102,8 +111,13 @@ def repro(args, env):
         check = subprocess.run([sys.executable, "-m", "dvc", "status", "--quiet"], cwd=directory, env=env, capture_output=True)
         row["dvc_status_clean"] = check.returncode == 0
     if (directory / "metrics/samples.md").exists():
-        shutil.copy(directory / "metrics/samples.md", args.out / "samples.md")
+        shutil.copy(directory / "metrics/samples.md", args.out / f"{name}-samples.md")
     return row
+
+
+def preset(args, env):
+    """The one-GPU recipe: train for at most 5 minutes, with the data prep, evaluate and sample around it."""
+    return repro(args, env, "preset", [yaml.safe_load(PRESET.read_text(encoding="utf-8"))], seconds=420)
 
 
 def tests(args, env):
@@ -117,16 +131,21 @@ def tests(args, env):
 
 
 def summary(results):
-    rows = [{"step": "throughput", "status": results["throughput"]["status"], "seconds": results["throughput"]["seconds"],
-             "figures": f"{results['throughput'].get('tokens_per_sec')} tok/s, MFU {results['throughput'].get('mfu_%')}%, "
-                        f"warm-up {results['throughput'].get('warmup_s')} s ({results['throughput'].get('config')}, batch {results['throughput'].get('batch')})"}]
-    if "repro" in results:
-        r = results["repro"]
-        cost = r.get("train_cost", {})
-        rows.append({"step": "repro", "status": r["status"], "seconds": r["seconds"],
-                     "figures": f"train {cost.get('actual', {}).get('seconds')} s (planned {cost.get('estimate', {}).get('seconds')}), "
-                                f"peak {cost.get('actual', {}).get('peak_gib')} GiB (planned {cost.get('estimate', {}).get('peak_gib')}), "
-                                f"val {r.get('eval', {}).get('bits_per_char')} bits/char, dvc status clean: {r.get('dvc_status_clean')}"})
+    rows = []
+    if "throughput" in results:
+        t = results["throughput"]
+        rows.append({"step": "throughput", "status": t["status"], "seconds": t["seconds"],
+                     "figures": f"{t.get('tokens_per_sec')} tok/s, MFU {t.get('mfu_%')}%, warm-up {t.get('warmup_s')} s ({t.get('config')}, batch {t.get('batch')})"})
+    for name in ("repro", "preset"):
+        if name in results:
+            r = results[name]
+            cost = r.get("train_cost", {})
+            kept = cost.get("outcome") or {}
+            rows.append({"step": name, "status": r["status"], "seconds": r["seconds"],
+                         "figures": f"train {cost.get('actual', {}).get('seconds')} s (planned {cost.get('estimate', {}).get('seconds')}), "
+                                    f"peak {cost.get('actual', {}).get('peak_gib')} GiB (planned {cost.get('estimate', {}).get('peak_gib')}), "
+                                    f"step {kept.get('kept_step')} of {kept.get('steps')} kept, "
+                                    f"val {r.get('eval', {}).get('bits_per_char')} bits/char, dvc status clean: {r.get('dvc_status_clean')}"})
     if "tests" in results:
         t = results["tests"]
         rows.append({"step": "tests", "status": t["status"], "seconds": t["seconds"],
@@ -134,13 +153,19 @@ def summary(results):
     return pd.DataFrame(rows)
 
 
+STEPS = {"throughput": throughput, "repro": repro, "tests": tests, "preset": preset}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mirror", type=Path, default=ROOT.parent / "shared/mirror/az.lib.ru")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/gpu_check")
     parser.add_argument("--tiny", action="store_true", help="small sizes, to check the script itself on a CPU")
-    parser.add_argument("--budget", type=float, default=480, help="seconds for all three steps; a step still running then is stopped")
+    parser.add_argument("--only", default="throughput,repro,tests", help=f"the steps to run, comma-separated, of {','.join(STEPS)}")
+    parser.add_argument("--budget", type=float, default=480, help="seconds for all the steps; a step still running then is stopped")
     args = parser.parse_args()
+    if not set(args.only.split(",")) <= set(STEPS):
+        sys.exit(f"error: --only {args.only}: the steps are {', '.join(STEPS)}")
     global DEADLINE
     DEADLINE = time.perf_counter() + args.budget
     if not (args.mirror / "t").is_dir():
@@ -150,9 +175,9 @@ def main():
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     results = {"environment": environment(), "tiny": args.tiny}
-    for name, step in (("throughput", throughput), ("repro", repro), ("tests", tests)):
+    for name in args.only.split(","):
         try:
-            results[name] = step(args, env)
+            results[name] = STEPS[name](args, env)
         except Exception as error:  # one broken step must not hide the others' results
             results[name] = {"status": f"error: {error!r}", "seconds": None}
         (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")

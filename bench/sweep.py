@@ -22,6 +22,7 @@ import yaml
 from stages.params import check_all, read_params
 from stages.train import scratch_model
 from stages.training.plan import make_plan, total_steps
+from tools.preset import set_argument
 
 
 def parse_run(text):
@@ -74,7 +75,7 @@ def steps_within(seconds, per_step, multiple=10):
 def queue(name, overrides):
     command = ["dvc", "exp", "run", "--queue", "-n", name]
     for key, value in overrides.items():
-        command += ["-S", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
+        command += ["-S", set_argument(key, value)]
     subprocess.run(command, check=True)
 
 

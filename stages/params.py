@@ -163,6 +163,8 @@ SCHEMA = {
         "logging_steps": integer(1),
         "save_steps": integer(1),
         "save_total_limit": integer(1),
+        "keep": choice("best", "last"),
+        "patience": integer(0),
         "peer_timeout": number(above=0),
     },
     "evaluate": {
@@ -205,6 +207,9 @@ def check_section(section, values):
         check_sources(values["urls"])
     if section == "train" and not (values["max_steps"] > 0 or values["epochs"] > 0):
         raise StageError(f"{PARAMS}: train.max_steps={values['max_steps']} and train.epochs={values['epochs']}: one must be positive")
+    if section == "train" and values["keep"] == "best" and values["save_steps"] != values["eval_steps"]:
+        raise StageError(f"{PARAMS}: train.keep='best' exports an evaluated checkpoint: train.save_steps={values['save_steps']} "
+                         f"must equal train.eval_steps={values['eval_steps']} (or set train.keep: last)")
     if section == "model" and not values["base"] and values["n_embd"] % values["n_head"]:
         raise StageError(f"{PARAMS}: model.n_embd={values['n_embd']} must be divisible by model.n_head={values['n_head']}")
 

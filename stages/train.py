@@ -24,6 +24,7 @@ from stages.paths import CHECKPOINTS, MODEL, TOKENIZER, TOKENS, TRAIN_COST, TRAI
 from stages.training import peers, resume
 from stages.training.export import SAMPLING, model_card, write_generation_config
 from stages.training.fingerprint import fingerprint
+from stages.training.keep import describe, keep_arguments, outcome, stop_callbacks
 from stages.training.live import LiveCallback, open_live
 from stages.training.plan import make_plan, on_gpu, peak_flops, record_cost, total_steps
 from stages.training.seal import SealCheckpoints
@@ -81,11 +82,11 @@ def speed_settings(precision, compile_model):
     return {"optim": "adamw_torch_fused", "bf16": precision == "bf16", "fp16": precision == "fp16", "torch_compile": compile_model}
 
 
-def training_arguments(train_params, plan, steps):
+def training_arguments(train_params, plan, steps, eval_batch):
     return TrainingArguments(
         output_dir=str(CHECKPOINTS),
         per_device_train_batch_size=plan.micro_batch,
-        per_device_eval_batch_size=plan.micro_batch,
+        per_device_eval_batch_size=eval_batch,
         gradient_accumulation_steps=plan.grad_accum,
         learning_rate=train_params["lr"],
         lr_scheduler_type=train_params["lr_scheduler"],
@@ -107,6 +108,7 @@ def training_arguments(train_params, plan, steps):
         dataloader_drop_last=True,
         ddp_find_unused_parameters=False,
         use_cpu=not on_gpu(),
+        **keep_arguments(train_params),
         **speed_settings(plan.precision, plan.compile),
     )
 
@@ -130,22 +132,24 @@ def main():
     steps = total_steps(train_params, len(train_data), world_size)
     made_with = fingerprint(model_params, train_params, block_size, TOKENIZER, TOKENS, None, world_size)  # precision: once chosen
     plan = make_plan(model, train_params, block_size, steps, kept=resume.kept_choice(CHECKPOINTS, made_with))
-    args = training_arguments(train_params, plan, steps)
+    # evaluation drops an incomplete last batch (dataloader_drop_last): a batch never exceeds a process's blocks
+    args = training_arguments(train_params, plan, steps, max(1, min(plan.micro_batch, len(eval_data) // world_size)))
     made_with["runtime"]["precision"] = plan.precision
     checkpoint = None
     if is_main:  # the only process that removes or marks checkpoints: workers' workspaces stay as they are
         checkpoint = resume.checkpoint_to_resume(CHECKPOINTS, made_with, steps)
         resume.mark(CHECKPOINTS, made_with, {"precision": plan.precision, "compile": plan.compile})
     checkpoint = resume.agree_with_main(made_with, checkpoint)
-    done = resume.checkpoint_step(checkpoint) if checkpoint else 0
-    estimate = plan.estimate(steps - done)
-    log_plan(plan, estimate, checkpoint, steps - done)
-    if done >= steps:
+    if resume.is_final(checkpoint):
         if is_main:
             resume.restore_final(CHECKPOINTS, MODEL, TRAIN_COST)
-        log.info("train: %s holds all %d steps, made by this code, params and data: its model and cost record are restored", checkpoint, steps)
+        log.info("train: %s holds the finished run, made by this code, params and data: its model and cost record are restored", checkpoint)
     else:
-        trainer = Trainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer)
+        done = resume.checkpoint_step(checkpoint) if checkpoint else 0
+        estimate = plan.estimate(steps - done)
+        log_plan(plan, estimate, checkpoint, steps - done)
+        trainer = Trainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer,
+                          callbacks=stop_callbacks(train_params))
         params = {"model": model_params, "train": train_params, "tokenize.block_size": block_size}
         train_and_export(trainer, plan, estimate, checkpoint, params, made_with["base"])
     if is_main:  # the sampling defaults are not part of what training computes: written either way
@@ -162,8 +166,8 @@ def log_plan(plan, estimate, checkpoint, steps):
 
 
 def train_and_export(trainer, plan, estimate, checkpoint, params, base):
-    """Train from `checkpoint` (or the start) to the last step; the main process exports the model,
-    the cost record and the finished run's copy in final/."""
+    """Train from `checkpoint` (or the start) to the last step or an early stop; the main process
+    exports the model kept (train.keep), the cost record and the finished run's copy in final/."""
     is_main, world_size = trainer.args.process_index == 0, trainer.args.world_size
     done = resume.checkpoint_step(checkpoint) if checkpoint else 0
     live = open_live(TRAIN_LIVE, done if checkpoint else None) if is_main else None
@@ -172,21 +176,22 @@ def train_and_export(trainer, plan, estimate, checkpoint, params, base):
     trainer.add_callback(SealCheckpoints())
     resume.quiet_tied_weights_warning()
     with peers.watched():
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        run = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    result = outcome(trainer.state, params["train"], eval_data.chars_per_token)
     if is_main:
-        export_run(trainer, params, trainer.train_dataset.meta, base)
+        export_run(trainer, params, trainer.train_dataset.meta, base, result)
         live.end()
-        record_cost(TRAIN_COST, estimate, result.metrics["train_runtime"], resume.latest_checkpoint(CHECKPOINTS))
+        record_cost(TRAIN_COST, estimate, run.metrics["train_runtime"], result, resume.latest_checkpoint(CHECKPOINTS))
         resume.keep_final(CHECKPOINTS, MODEL, TRAIN_COST)
-    log.info("train: %d steps, final train loss %.4f, %.0fs (estimated %.0fs)", result.global_step, result.training_loss,
-             result.metrics["train_runtime"], estimate["seconds"])
+    log.info("train: %s; final train loss %.4f, %.0fs (estimated %.0fs)", describe(result), run.training_loss,
+             run.metrics["train_runtime"], estimate["seconds"])
 
 
-def export_run(trainer, params, tokens_meta, base):
+def export_run(trainer, params, tokens_meta, base, result):
     """The trained model, its tokenizer and its model card, into models/model in one move."""
     with atomic_path(MODEL) as tmp:
         trainer.save_model(tmp)
-        card = model_card(trainer.model.config, params, tokens_meta, trainer.state.log_history, base)
+        card = model_card(trainer.model.config, params, tokens_meta, trainer.state.log_history, base, result)
         (tmp / "README.md").write_text(card, encoding="utf-8")
 
 

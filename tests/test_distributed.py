@@ -116,7 +116,7 @@ def training_process(launcher):
 
 def test_a_worker_killed_mid_run_stops_rank_0_naming_it_and_the_next_run_resumes(reproduced, tmp_path):
     port, timeout = free_port(), 30
-    settings = dict(max_steps=3000, save_steps=100, eval_steps=10000, logging_steps=100, peer_timeout=timeout)
+    settings = dict(max_steps=3000, save_steps=100, eval_steps=10000, keep="last", logging_steps=100, peer_timeout=timeout)
     rank0, env = machine(reproduced, tmp_path / "rank0", 0, port, **settings)
     other, _ = machine(reproduced, tmp_path / "rank1", 1, port, **settings)
     worker = start_worker(other)

@@ -64,6 +64,8 @@ BAD_VALUES = {
     "train.save_steps": ("500", 0),
     "train.save_total_limit": (2.0, 0),
     "train.peer_timeout": ("300", 0),
+    "train.keep": (True, "first"),
+    "train.patience": (1.5, -1),
     "evaluate.batch_size": ("16", 0),
     "evaluate.max_blocks": (None, -1),
     "sample.prompts": ("Наташа", []),
@@ -122,6 +124,7 @@ def test_missing_and_misspelt_keys_are_named(valid, section):
     (lambda p: p.pop("evaluate"), "has no 'evaluate' section"),
     (lambda p: p.update(train=[1, 2]), "train must be a mapping"),
     (lambda p: p["train"].update(max_steps=0, epochs=0), "train.max_steps=0 and train.epochs=0: one must be positive"),
+    (lambda p: p["train"].update(save_steps=8), r"train.keep='best' exports an evaluated checkpoint: train.save_steps=8 must equal train.eval_steps=4"),
     (lambda p: p["model"].update(n_embd=30, n_head=4), "model.n_embd=30 must be divisible by model.n_head=4"),
     (lambda p: p["tokenize"].update(block_size=128), r"tokenize.block_size=128 must be <= the model's context model.n_positions=64"),
 ])

@@ -63,8 +63,8 @@ def test_trains_and_logs_to_dvclive(built):
 
 def test_interrupted_run_resumes_to_the_same_model(built_copy, caplog):
     uninterrupted = weights()
-    # as if killed after checkpoint-4 was written: the later checkpoint and the model never came to be
-    for path in ("models/checkpoints/checkpoint-8", "models/model"):
+    # as if killed after checkpoint-4 was written: the later checkpoint, the model and final/ never came to be
+    for path in ("models/checkpoints/checkpoint-8", "models/checkpoints/final", "models/model"):
         shutil.rmtree(path)
     write_params(".", tiny_params([]))
     with caplog.at_level(logging.INFO, logger="tolstoy"):
@@ -77,6 +77,7 @@ def test_interrupted_run_resumes_to_the_same_model(built_copy, caplog):
 
 def test_a_checkpoint_never_sealed_is_removed(built_copy, caplog):
     (built_copy / "models/checkpoints/checkpoint-8/sealed.json").unlink()  # killed while saving: the seal is written last
+    shutil.rmtree(built_copy / "models/checkpoints/final")  # ... so the run never finished
     write_params(".", tiny_params([]))
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("train")
@@ -145,7 +146,7 @@ def test_operational_params_do_not_invalidate_checkpoints(built_copy, caplog):
     write_params(".", params_with(train={"logging_steps": 1, "save_total_limit": 3}))
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("train")
-    assert "resuming from models/checkpoints/checkpoint-8" in caplog.text
+    assert "models/checkpoints/final holds the finished run" in caplog.text
 
 
 def test_fine_tunes_a_local_base_model(built_copy):
@@ -185,7 +186,7 @@ def eval_loss(directory, monkeypatch):
 
 
 def test_killed_training_resumes_to_the_same_result(built, tmp_path, monkeypatch, caplog):
-    settings = dict(max_steps=100, save_steps=4, logging_steps=4, eval_steps=50)
+    settings = dict(max_steps=100, save_steps=4, logging_steps=4, eval_steps=50, keep="last")
     reference = train_copy(built, tmp_path / "reference", **settings)
     monkeypatch.chdir(reference)
     call_stage("train")
@@ -298,7 +299,7 @@ def test_two_processes_match_one_and_only_the_main_one_writes(built, tmp_path):
                      accelerate_config=str(accelerate_config(tmp_path, "cpu-ddp.yaml")))  # on the CPU also where there is a GPU
     run([sys.executable, "-m", "stages.train"], one, env=dict(python_env(), ACCELERATE_USE_CPU="true"))
     ddp = run([sys.executable, "-m", "stages.training.launch"], two)
-    assert ddp.stderr.count("train: 8 steps") == 1  # one summary line: the other rank is quiet
+    assert ddp.stderr.count(" of 8 kept (") == 1  # one summary line: the other rank is quiet
     curve = lambda d: [float(r.split("\t")[1]) for r in (d / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]]  # noqa: E731
     assert len(curve(two)) == 8  # no duplicated DVCLive rows
     assert curve(two) == pytest.approx(curve(one), rel=1e-3)

@@ -2,11 +2,11 @@
 generation config holds the sampling defaults and the end-of-text ids, and a model card says
 what the model is and how it was made."""
 import json
-import math
 
 from transformers import GenerationConfig
 
 from stages.common import atomic_path
+from stages.training.keep import describe
 
 SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty")
 
@@ -29,9 +29,8 @@ def base_line(base):
     return f"Fine-tuned from `{base['base']}`{commit}, whose model files have sha256 {base['sha256']}."
 
 
-def model_card(model_config, params, tokens_meta, log_history, base):
-    """README.md of the exported model: base, data, params, final losses, how to use it."""
-    evals = [row["eval_loss"] for row in log_history if "eval_loss" in row]
+def model_card(model_config, params, tokens_meta, log_history, base, result):
+    """README.md of the exported model: base, data, params, the step kept and why training stopped, how to use it."""
     losses = [row["loss"] for row in log_history if "loss" in row]
     val = tokens_meta["val"]
     lines = [
@@ -47,9 +46,8 @@ def model_card(model_config, params, tokens_meta, log_history, base):
         f"({val['chars'] / val['tokens']:.2f} characters per token).", "",
         "## Parameters", "", "```json", json.dumps(params, indent=2, ensure_ascii=False), "```", "",
         "## Metrics", "",
-        f"Final training loss {losses[-1]:.4f}" + (f"; last validation loss {evals[-1]:.4f} "
-                                                   f"({evals[-1] / math.log(2) / (val['chars'] / val['tokens']):.3f} bits per character)" if evals else "")
-        + ". The evaluate stage's full-validation figures are in the repository's `metrics/eval.json`.", "",
+        f"Final training loss {losses[-1]:.4f}. Exported: {describe(result)}. "
+        "The evaluate stage's full-validation figures are in the repository's `metrics/eval.json`.", "",
         "## Use", "", "```python", "from transformers import pipeline", "",
         'generate = pipeline("text-generation", model="models/model")',
         'print(generate("Наташа")[0]["generated_text"])',

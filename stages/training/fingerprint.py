@@ -10,9 +10,12 @@ import transformers
 
 from stages.base import base_identity
 from stages.common import file_sha256
+from stages.training.keep import evaluations_choose_the_model
 
 # Train params that change how a run is observed, saved or supervised, not what it computes.
 OPERATIONAL = {"save_steps", "save_total_limit", "logging_steps", "eval_steps", "eval_blocks", "accelerate_config", "peer_timeout"}
+# ... unless the evaluations choose the exported step (train.keep: best) or the last (train.patience).
+EVALUATION = {"eval_steps", "eval_blocks", "save_steps"}
 STAGES_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -47,12 +50,16 @@ def code_hashes(root="stages.train"):
     return {str(f.relative_to(STAGES_DIR.parent)): file_sha256(f) for f in files}
 
 
+def operational(train_params):
+    return OPERATIONAL - EVALUATION if evaluations_choose_the_model(train_params) else OPERATIONAL
+
+
 def fingerprint(model_params, train_params, block_size, tokenizer_dir, tokens_dir, precision, world_size):
     """Everything a checkpoint's weights depend on; `precision` is the one this run trains in."""
     return {
         "model": model_params,
         "base": base_identity(model_params),
-        "train": {k: v for k, v in train_params.items() if k not in OPERATIONAL},
+        "train": {k: v for k, v in train_params.items() if k not in operational(train_params)},
         "block_size": block_size,
         "tokenizer": file_sha256(Path(tokenizer_dir) / "tokenizer.json"),
         "data": {f.name: file_sha256(f) for f in sorted(Path(tokens_dir).iterdir()) if f.is_file()},

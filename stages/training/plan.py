@@ -230,11 +230,12 @@ def make_plan(model, train_params, block_size, steps, kept=None):
                 best["precision"], best["compile"], choice)
 
 
-def record_cost(path, estimate, seconds, checkpoint):
-    """Write the plan beside what the run took: time, peak memory (the GPU's, or RSS of this process), checkpoint size."""
+def record_cost(path, estimate, seconds, outcome, checkpoint):
+    """Write the plan beside what the run took (time, peak memory: the GPU's, or RSS of this process;
+    checkpoint size) and its outcome (steps, why it stopped, the step kept and its validation loss)."""
     actual = {
         "seconds": round(seconds, 1),
         "peak_gib": round((torch.cuda.max_memory_reserved() if on_gpu() else peak_rss_bytes()) / 2**30, 3),
         "checkpoint_mib": round(sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file()) / 2**20, 1) if checkpoint else None,
     }
-    write_json(path, {"estimate": estimate, "actual": actual})
+    write_json(path, {"estimate": estimate, "actual": actual, "outcome": outcome})

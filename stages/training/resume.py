@@ -17,6 +17,8 @@ from stages.common import StageError, atomic_path, log, read_json, write_json
 from stages.training.peers import in_group
 from stages.training.seal import is_sealed, seal, seal_problem, set_aside
 
+FINAL = "final"
+
 
 def checkpoint_step(path):
     return int(Path(path).name.split("-")[1])
@@ -48,12 +50,39 @@ def saved_fingerprint(checkpoints):
         return {}
 
 
-def checkpoint_to_resume(checkpoints, current, steps):
-    """The newest checkpoint made with `current` settings whose files verify, or None (old ones
-    removed, failing ones set aside).
+def ends_run(checkpoint, steps):
+    """Whether the run ended at this checkpoint: its last step, or an early stop (saved in its Trainer state)."""
+    if checkpoint_step(checkpoint) >= steps:
+        return True
+    try:
+        control = read_json(checkpoint / "trainer_state.json")["stateful_callbacks"]["TrainerControl"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return bool(control["args"].get("should_training_stop"))
 
-    A checkpoint at the last step is used only through a verified `final/`: without it (killed
-    while exporting, or set aside) the run resumes from the checkpoint before.
+
+def is_final(checkpoint):
+    return checkpoint is not None and checkpoint.name == FINAL
+
+
+def verified_final(checkpoints):
+    """`final/` when its files verify, else None (a failing one set aside)."""
+    final = checkpoints / FINAL
+    if not final.is_dir():
+        return None
+    if problem := seal_problem(final):
+        set_aside(final, problem)
+        return None
+    return final
+
+
+def checkpoint_to_resume(checkpoints, current, steps):
+    """`final/` when the finished run stands, else the newest checkpoint made with `current`
+    settings whose files verify, or None (old ones removed, failing ones set aside).
+
+    The finished run stands while `final/` and the checkpoint the run ended at (its last step, or
+    an early stop) both verify; without them (killed while exporting, or set aside) the run
+    resumes from the checkpoint before.
     """
     if not checkpoints.exists():
         return None
@@ -63,17 +92,19 @@ def checkpoint_to_resume(checkpoints, current, steps):
         log.info("train: starting fresh: checkpoints in %s were made with other %s", checkpoints, ", ".join(changed))
         shutil.rmtree(checkpoints)
         return None
-    final = checkpoints / "final"
-    if final.is_dir() and (problem := seal_problem(final)):
-        set_aside(final, problem)
+    final, sealed = verified_final(checkpoints), sealed_checkpoints(checkpoints)
+    if final and not any(ends_run(checkpoint, steps) for checkpoint in sealed):
+        return final  # Trainer deleted the checkpoint it ended at: save_total_limit 1 keeps the best alone
     failed = 0
-    for checkpoint in reversed(sealed_checkpoints(checkpoints)):
-        if checkpoint_step(checkpoint) >= steps and not final.is_dir():
+    for checkpoint in reversed(sealed):
+        ends = ends_run(checkpoint, steps)
+        if ends and not final:
             continue
         if not (problem := seal_problem(checkpoint)):
-            return checkpoint
+            return final if ends else checkpoint
         set_aside(checkpoint, problem)
         failed += 1
+        final = None if ends else final
     if failed:
         log.warning("train: no checkpoint in %s verifies: training starts from the first step", checkpoints)
     return None
@@ -82,7 +113,7 @@ def checkpoint_to_resume(checkpoints, current, steps):
 def copy_problem(checkpoint):
     """Why this process cannot use its copy of rank 0's checkpoint. The first process of each machine
     other than rank 0's verifies the copy (rank 0 verified its own)."""
-    if not checkpoint:
+    if not checkpoint or is_final(checkpoint):  # rank 0 restores the finished run alone
         return None
     if not checkpoint.is_dir():
         return f"it lacks {checkpoint}, from which rank 0 resumes (copy it there, or share {checkpoint.parent})"
@@ -128,7 +159,7 @@ def kept_choice(checkpoints, current):
 
 def keep_final(checkpoints, model_dir, cost_file):
     """Copy the exported model and the run's cost record beside the checkpoints."""
-    with atomic_path(checkpoints / "final") as tmp:
+    with atomic_path(checkpoints / FINAL) as tmp:
         shutil.copytree(model_dir, tmp / "model")
         shutil.copy2(cost_file, tmp / cost_file.name)
         seal(tmp)
@@ -136,7 +167,7 @@ def keep_final(checkpoints, model_dir, cost_file):
 
 def restore_final(checkpoints, model_dir, cost_file):
     """Put the finished run's model and cost record back, byte for byte."""
-    final = checkpoints / "final"
+    final = checkpoints / FINAL
     with atomic_path(model_dir) as tmp:
         shutil.copytree(final / "model", tmp)
     with atomic_path(cost_file) as tmp:

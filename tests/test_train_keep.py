@@ -1,0 +1,142 @@
+"""train.keep and train.patience: which step a run exports and when it stops, on a tiny run that
+overfits (a model large for the tiny corpus, a high constant learning rate, many epochs).
+Losses are compared to 1e-5: metrics/eval.json rounds to 5 decimals, and both are fp32 means
+over the same blocks."""
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stages.common import read_json
+from stages.training.fingerprint import operational
+from tests import fixtures
+from tests.conftest import call_stage, python_env, tiny_params, write_params
+
+EVAL_BLOCKS = 8  # a multiple of the batch: Trainer's evaluation drops an incomplete last batch
+STEPS, EVERY = 160, 8  # 20 evaluations
+
+
+def small_params(urls=()):
+    params = tiny_params(list(urls))
+    params["tokenize"].update(span_chars=300, val_fraction=0.3)
+    params["model"].update(n_layer=2, n_embd=128, n_head=2)
+    params["train"].update(max_steps=STEPS, lr=0.01, lr_scheduler="constant", warmup_steps=0, eval_steps=EVERY, save_steps=EVERY,
+                           logging_steps=EVERY, eval_blocks=EVAL_BLOCKS)
+    params["evaluate"].update(max_blocks=EVAL_BLOCKS)
+    return params
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """One short fixture page, cleaned, tokenized: a few dozen training blocks, soon memorised."""
+    directory = tmp_path_factory.mktemp("small")
+    pages = fixtures.write_site(directory / "site", n_pages=1, chapters=1, per_chapter=20)
+    write_params(directory, small_params([(directory / "site" / path).as_uri() for path, _ in pages]))
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        for stage in ("fetch", "clean", "tokenizer", "tokenize"):
+            call_stage(stage)
+    finally:
+        os.chdir(cwd)
+    assert read_json(directory / "data/tokens/meta.json")["val"]["blocks"] >= EVAL_BLOCKS
+    return directory
+
+
+def overfit_copy(small, directory, **train_values):
+    shutil.copytree(small, directory)
+    params = small_params()
+    params["train"].update(train_values)
+    write_params(directory, params)
+    return directory
+
+
+def logged_evals(directory):
+    rows = (directory / "metrics/train/plots/metrics/eval/loss.tsv").read_text().splitlines()[1:]
+    return {int(row.split("\t")[0]): float(row.split("\t")[1]) for row in rows}
+
+
+def train_and_evaluate(directory, monkeypatch, caplog):
+    monkeypatch.chdir(directory)
+    with caplog.at_level(logging.INFO, logger="tolstoy"):
+        call_stage("train")
+    call_stage("evaluate")
+    return read_json("metrics/eval.json")["val_loss"], read_json("metrics/train_cost.json")["outcome"]
+
+
+def test_the_step_with_the_lowest_validation_loss_is_exported(small, tmp_path, monkeypatch, caplog):
+    directory = overfit_copy(small, tmp_path / "best", save_total_limit=1)
+    exported, outcome = train_and_evaluate(directory, monkeypatch, caplog)
+    evals = logged_evals(directory)
+    best = min(evals, key=evals.get)
+    assert evals[STEPS] > evals[best] + 0.05, evals  # it overfits: the last step is clearly worse
+    assert exported == pytest.approx(evals[best], abs=1e-5)
+    assert outcome == {"steps": STEPS, "stopped": f"max_steps reached ({STEPS})", "kept": "best", "kept_step": best,
+                       "kept_eval_loss": pytest.approx(evals[best], abs=1e-6), "kept_bits_per_char": outcome["kept_bits_per_char"],
+                       "evaluations": STEPS // EVERY}
+    assert f"train: step {best} of {STEPS} kept (the lowest validation loss of {STEPS // EVERY} evaluations" in caplog.text
+    assert f"Exported: step {best} of {STEPS} kept" in (directory / "models/model/README.md").read_text(encoding="utf-8")
+    # save_total_limit=1 keeps the newest checkpoint and never deletes the best one
+    assert (directory / f"models/checkpoints/checkpoint-{best}").is_dir()
+
+
+def test_keep_last_exports_the_last_step(small, tmp_path, monkeypatch, caplog):
+    directory = overfit_copy(small, tmp_path / "last", keep="last", save_steps=2 * EVERY)
+    exported, outcome = train_and_evaluate(directory, monkeypatch, caplog)
+    evals = logged_evals(directory)
+    assert exported == pytest.approx(evals[STEPS], abs=1e-5) and evals[STEPS] > min(evals.values()) + 0.05
+    assert outcome["kept_step"] == STEPS and outcome["kept"] == "last"
+
+
+def test_patience_stops_early_and_says_so(small, tmp_path, monkeypatch, caplog):
+    directory = overfit_copy(small, tmp_path / "patience", patience=2)
+    exported, outcome = train_and_evaluate(directory, monkeypatch, caplog)
+    evals = logged_evals(directory)
+    best = min(evals, key=evals.get)
+    assert outcome["steps"] == max(evals) == best + 2 * EVERY < STEPS
+    assert outcome["stopped"] == f"no lower validation loss in 2 evaluations after step {best}" and outcome["kept_step"] == best
+    assert f"stopped: no lower validation loss in 2 evaluations after step {best}" in caplog.text
+    assert exported == pytest.approx(evals[best], abs=1e-5)
+    # a re-run with nothing changed restores the early-stopped run, it does not train on
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tolstoy"):
+        call_stage("train")
+    assert "holds the finished run" in caplog.text
+
+
+def test_killed_after_its_best_checkpoint_resumes_to_the_same_model(small, tmp_path, monkeypatch, caplog):
+    reference = overfit_copy(small, tmp_path / "reference")
+    train_and_evaluate(reference, monkeypatch, caplog)
+    best = read_json(reference / "metrics/train_cost.json")["outcome"]["kept_step"]
+    assert best < STEPS - 2 * EVERY, "the best step must come before the kill"
+    killed = overfit_copy(small, tmp_path / "killed")
+    process = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=killed, env=python_env(),
+                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"))
+    while not (killed / f"models/checkpoints/checkpoint-{best + 2 * EVERY}/sealed.json").exists() and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
+    assert not (killed / "models/checkpoints/final").exists(), "killed too late"
+    caplog.clear()
+    train_and_evaluate(killed, monkeypatch, caplog)
+    resumed = re.search(r"resuming from models/checkpoints/checkpoint-(\d+)", caplog.text)
+    assert resumed and int(resumed[1]) > best, caplog.text[-2000:]
+    assert read_json(killed / "metrics/train_cost.json")["outcome"]["kept_step"] == best
+    reference_weights, resumed = load_file(reference / "models/model/model.safetensors"), load_file(killed / "models/model/model.safetensors")
+    for name, tensor in reference_weights.items():
+        assert torch.allclose(resumed[name], tensor, rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("keep, patience, counted", [("best", 0, True), ("last", 3, True), ("last", 0, False)])
+def test_the_evaluation_schedule_keys_checkpoints_when_it_chooses_the_model(keep, patience, counted):
+    train = {**tiny_params([])["train"], "keep": keep, "patience": patience}
+    assert ({"eval_steps", "eval_blocks", "save_steps"} & operational(train) == set()) == counted
