@@ -84,8 +84,13 @@ def test_the_step_with_the_lowest_validation_loss_is_exported(small, tmp_path, m
                        "evaluations": STEPS // EVERY}
     assert f"train: step {best} of {STEPS} kept (the lowest validation loss of {STEPS // EVERY} evaluations" in caplog.text
     assert f"Exported: step {best} of {STEPS} kept" in (directory / "models/model/README.md").read_text(encoding="utf-8")
-    # save_total_limit=1 keeps the newest checkpoint and never deletes the best one
+    # save_total_limit=1 never deletes the best checkpoint; at the end Trainer deletes the last one
     assert (directory / f"models/checkpoints/checkpoint-{best}").is_dir()
+    assert not (directory / f"models/checkpoints/checkpoint-{STEPS}").exists()
+    caplog.clear()  # ... and the finished run still stands by its final/
+    with caplog.at_level(logging.INFO, logger="tolstoy"):
+        call_stage("train")
+    assert "holds the finished run" in caplog.text
 
 
 def test_keep_last_exports_the_last_step(small, tmp_path, monkeypatch, caplog):
@@ -110,6 +115,18 @@ def test_patience_stops_early_and_says_so(small, tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("train")
     assert "holds the finished run" in caplog.text
+    # killed while exporting: the checkpoint it stopped at stands only through final/, so the
+    # stretch before it is trained again, to the same stop
+    for path in ("models/checkpoints/final", "models/model"):
+        shutil.rmtree(directory / path)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tolstoy"):
+        call_stage("train")
+    resumed = re.search(r"resuming from models/checkpoints/checkpoint-(\d+)", caplog.text)
+    assert resumed and int(resumed[1]) < outcome["steps"], caplog.text[-2000:]
+    again = read_json("metrics/train_cost.json")["outcome"]
+    assert {**again, "kept_eval_loss": pytest.approx(outcome["kept_eval_loss"], rel=1e-4),
+            "kept_bits_per_char": pytest.approx(outcome["kept_bits_per_char"], rel=1e-4)} == outcome
 
 
 def test_killed_after_its_best_checkpoint_resumes_to_the_same_model(small, tmp_path, monkeypatch, caplog):
