@@ -33,6 +33,7 @@ from stages.documents import iter_documents
 from stages.evaluate import validation_loss
 from stages.tokenizer import train_bpe
 from stages.train import speed_settings
+from stages.training.forward import loss_only
 from stages.training.plan import flops_per_token, peak_flops, precision_candidates
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +78,7 @@ def train_run(config, blocks, steps, recipe, batch=8, log_every=1, precision="fp
     """tokens/s (steady state), warm-up seconds, MFU and losses (every `log_every` steps) of `steps`
     optimizer steps of `batch` blocks: the tutorial's recipe, or this project's settings with the given precision and compile."""
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(config if recipe == "tutorial" else ours(config))
+    model = GPT2LMHeadModel(config) if recipe == "tutorial" else loss_only(GPT2LMHeadModel(ours(config)))
     common = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch, learning_rate=5e-5, warmup_steps=200, max_steps=steps,
                   logging_steps=log_every, report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(), seed=0, disable_tqdm=True)
     if recipe == "tutorial":  # the tutorial's Trainer: library defaults, fp32
@@ -158,10 +159,11 @@ def bench_profile(results):
 AUTO_CHOICE = """
 import json, sys, torch
 from transformers import GPT2Config, GPT2LMHeadModel
+from stages.training.forward import loss_only
 from stages.training.plan import choose_settings
 config, batch, steps = json.loads(sys.argv[1])
 torch.manual_seed(0)
-best, _ = choose_settings(GPT2LMHeadModel(GPT2Config(**config)), {"precision": "auto", "compile": "auto"}, batch, 1, config["n_positions"], steps)
+best, _ = choose_settings(loss_only(GPT2LMHeadModel(GPT2Config(**config))), {"precision": "auto", "compile": "auto"}, batch, 1, config["n_positions"], steps)
 print(json.dumps([best["precision"], best["compile"]]))
 """
 

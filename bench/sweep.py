@@ -21,6 +21,7 @@ import yaml
 
 from stages.params import check_all, read_params
 from stages.train import scratch_model
+from stages.training.forward import loss_only
 from stages.training.plan import make_plan, total_steps
 from tools.preset import set_argument
 
@@ -48,7 +49,7 @@ def timed_plan(params):
     model_params, train_params = params["model"], params["train"]
     torch._dynamo.reset()  # each plan compiles afresh, as the stage does in its own process
     torch.manual_seed(train_params["seed"])
-    model = scratch_model(model_params, params["tokenizer"]["vocab_size"], 0, 0, train_params["attn_implementation"])
+    model = loss_only(scratch_model(model_params, params["tokenizer"]["vocab_size"], 0, 0, train_params["attn_implementation"]))
     block_size = params["tokenize"]["block_size"]
     steps = total_steps(train_params, 1, 1)
     return make_plan(model, train_params, block_size, steps)

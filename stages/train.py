@@ -24,6 +24,7 @@ from stages.paths import CHECKPOINTS, MODEL, TOKENIZER, TOKENS, TRAIN_COST, TRAI
 from stages.training import peers, resume
 from stages.training.export import SAMPLING, model_card, write_generation_config
 from stages.training.fingerprint import fingerprint
+from stages.training.forward import loss_only
 from stages.training.keep import describe, keep_arguments, outcome, stop_callbacks
 from stages.training.live import LiveCallback, open_live
 from stages.training.plan import make_plan, on_gpu, peak_flops, record_cost, total_steps
@@ -74,7 +75,7 @@ def build_model(model_params, tokenizer, block_size, attn_implementation):
         raise StageError(f"the tokenizer has {len(tokenizer)} tokens but the model's embeddings have {rows} rows")
     tokenizer.model_max_length = model.config.max_position_embeddings  # exported: clients truncate to the context
     tokenizer.truncation_side = "left"  # a prompt keeps its end, which the continuation follows
-    return model
+    return loss_only(model)
 
 
 def speed_settings(precision, compile_model):
@@ -98,13 +99,13 @@ def training_arguments(train_params, plan, steps, eval_batch):
         seed=train_params["seed"],
         eval_strategy="steps",
         eval_steps=train_params["eval_steps"],
+        prediction_loss_only=True,  # evaluation gathers no logits
         save_strategy="steps",
         save_steps=train_params["save_steps"],
         save_total_limit=train_params["save_total_limit"],
         logging_steps=train_params["logging_steps"],
         ddp_timeout=round(train_params["peer_timeout"]),
-        disable_tqdm=True,
-        report_to="none",
+        disable_tqdm=True, report_to="none",
         dataloader_drop_last=True,
         ddp_find_unused_parameters=False,
         use_cpu=not on_gpu(),

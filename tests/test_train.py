@@ -417,3 +417,34 @@ def test_trainers_evaluation_loss_is_the_evaluate_stages(built, tmp_path, block_
     args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=4, report_to="none", use_cpu=True)
     trainers = Trainer(model=model, args=args, eval_dataset=blocks).evaluate()["eval_loss"]
     assert trainers == pytest.approx(validation_loss(model, blocks, batch_size=4), abs=1e-5)
+
+
+def test_the_training_forward_returns_the_models_loss_alone(built):
+    """No logits leave the training forward; its loss, its signature (Trainer picks the dataset's
+    columns by it) and the model accelerate unwraps are the model's own."""
+    import inspect
+
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from transformers import AutoTokenizer
+
+    from stages.train import build_model
+
+    tokenizer = AutoTokenizer.from_pretrained(built / "models/tokenizer")
+    torch.manual_seed(0)
+    model = build_model(params_with()["model"], tokenizer, 64, "sdpa").eval()
+    ids = torch.randint(len(tokenizer), (2, 64), generator=torch.Generator().manual_seed(1))
+    trained = model(input_ids=ids, labels=ids)
+    full = type(model).forward(model, input_ids=ids, labels=ids)
+    assert trained.logits is None and full.logits.shape == (2, 64, len(tokenizer))
+    assert trained.loss.item() == full.loss.item()
+    assert inspect.signature(model.forward) == inspect.signature(type(model).forward.__get__(model))
+    AcceleratorState._reset_state(reset_partial_state=True)  # this process's Trainers made theirs without bf16
+    try:
+        accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+        prepared = accelerator.prepare(model)
+        assert prepared(input_ids=ids, labels=ids).logits is None
+        unwrapped = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
+        assert unwrapped(input_ids=ids, labels=ids).logits.shape == (2, 64, len(tokenizer))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
