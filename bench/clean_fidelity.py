@@ -4,7 +4,7 @@
 
 Runs the clean stage's extraction (params.yaml's clean section) on the seven pages of the
 offline mirror, against the same works in corpus/ruslit/prose/Tolstoy, and on works of other
-authors from corpus/ruslit rendered in three layouts by the builders in tests/fixtures.py
+authors from corpus/ruslit rendered in three layouts by the builders in bench/sites.py
 (az.lib.ru cp1251 HTML, a Wikisource-like UTF-8 page with footnotes, a lib.ru KOI8-R
 hard-wrapped <pre>), each decoded with no charset declared over HTTP. Output and reference are
 aligned word by word: paragraphs that match exactly first, then the words of the gaps.
@@ -25,7 +25,7 @@ import pandas as pd
 from stages.charset import decode_page
 from stages.clean import extract_paragraphs
 from stages.params import load_params
-from tests import fixtures
+from bench import sites
 
 MIRRORED = {
     "text_0040.shtml": "Война и мир. Том 1",
@@ -38,9 +38,9 @@ MIRRORED = {
 }
 OTHER_AUTHORS = ["Chekhov/Ванька", "Chekhov/Палата №6", "Dostoevsky/Белые ночи", "Gogol/Шинель", "Gorky/Макар Чудра"]
 LAYOUTS = {  # characters a charset lacks become character references, as the sites write them
-    "az.lib.ru": lambda title, author, chapters: fixtures.page_html(title, chapters).encode("cp1251", "xmlcharrefreplace"),
-    "wikisource": lambda title, author, chapters: fixtures.page_wikisource(title, chapters).encode("utf-8"),
-    "lib.ru <pre>": lambda title, author, chapters: fixtures.page_libru(title, author, chapters).encode("koi8-r", "xmlcharrefreplace"),
+    "az.lib.ru": lambda title, author, chapters: sites.page_html(title, chapters).encode("cp1251", "xmlcharrefreplace"),
+    "wikisource": lambda title, author, chapters: sites.page_wikisource(title, chapters).encode("utf-8"),
+    "lib.ru <pre>": lambda title, author, chapters: sites.page_libru(title, author, chapters).encode("koi8-r", "xmlcharrefreplace"),
 }
 
 

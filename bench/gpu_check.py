@@ -121,7 +121,8 @@ def preset(args, env):
 
 
 def tests(args, env):
-    selection = ["tests/test_train.py", "-k", "gpu"] if args.tiny else ["tests/test_train.py", "tests/test_evaluate.py", "tests/test_sample.py"]
+    train_tests = ["tests/test_train.py", "tests/test_train_plan.py", "tests/test_train_resume.py"]
+    selection = [*train_tests, "-k", "gpu"] if args.tiny else [*train_tests, "tests/test_evaluate.py", "tests/test_sample.py"]
     log = args.out / "tests.log"
     side_by_side = ["-n", "3"] if importlib.util.find_spec("xdist") else []  # pytest-xdist, where installed
     status, seconds = run_logged([sys.executable, "-m", "pytest", "-q", "-rfs", "--durations=8", *side_by_side, *selection], ROOT, log, 300, env)

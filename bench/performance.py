@@ -10,7 +10,6 @@ Needs a finished default `dvc repro` in this checkout (data/, models/) and, for 
 import argparse
 import functools
 import json
-import math
 import os
 import platform
 import shutil
@@ -27,14 +26,15 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 
 from stages import tokenize
-from stages.blocks import Blocks
+from stages.blocks import Blocks, bits_per_char
 from stages.common import read_json
 from stages.documents import iter_documents
 from stages.evaluate import validation_loss
 from stages.tokenizer import train_bpe
-from stages.train import speed_settings
-from stages.training.forward import loss_only
-from stages.training.plan import flops_per_token, peak_flops, precision_candidates
+from stages.train.arguments import speed_settings
+from stages.train.device import peak_flops, precision_candidates
+from stages.train.model import loss_only
+from stages.train.plan import flops_per_token
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
@@ -159,8 +159,8 @@ def bench_profile(results):
 AUTO_CHOICE = """
 import json, sys, torch
 from transformers import GPT2Config, GPT2LMHeadModel
-from stages.training.forward import loss_only
-from stages.training.plan import choose_settings
+from stages.train.model import loss_only
+from stages.train.plan import choose_settings
 config, batch, steps = json.loads(sys.argv[1])
 torch.manual_seed(0)
 best, _ = choose_settings(loss_only(GPT2LMHeadModel(GPT2Config(**config))), {"precision": "auto", "compile": "auto"}, batch, 1, config["n_positions"], steps)
@@ -212,14 +212,10 @@ class StopAfter(TrainerCallback):
         control.should_training_stop = time.perf_counter() >= self.deadline
 
 
-def bits_per_char(loss, tokens, chars):
-    return loss / math.log(2) * tokens / chars
-
-
 def unigram_bits_per_char(train_ids, val_ids, vocab_size, val_chars):
     """A token-frequency model of the train split (add-one smoothed), scored on validation."""
     log_p = np.log((np.bincount(train_ids, minlength=vocab_size) + 1) / (len(train_ids) + vocab_size))
-    return bits_per_char(-log_p[val_ids].mean(), len(val_ids), val_chars)
+    return bits_per_char(-log_p[val_ids].mean(), val_chars / len(val_ids))
 
 
 def bench_quality(results):
@@ -253,7 +249,7 @@ def bench_quality(results):
         {"model": "this project's default run", "train_seconds": seconds, "steps": PARAMS["train"]["max_steps"],
          "tokens": cost["estimate"]["tokens"], "val_bits_per_char": evaluated["bits_per_char"]},
         {"model": "tutorial's recipe, same wall time", "train_seconds": round(tutorial_seconds, 1), "steps": state.global_step,
-         "tokens": state.global_step * 8 * 1024, "val_bits_per_char": round(bits_per_char(tutorial_loss, len(ids["val"]), val_chars), 4)},
+         "tokens": state.global_step * 8 * 1024, "val_bits_per_char": round(bits_per_char(tutorial_loss, val_chars / len(ids["val"])), 4)},
         {"model": "token frequencies, 4k vocabulary", "train_seconds": 0, "steps": 0, "tokens": len(ours_ids["train"]),
          "val_bits_per_char": round(unigram_bits_per_char(ours_ids["train"], ours_ids["val"], meta["vocab_size"], meta["val"]["chars"]), 4)},
         {"model": "token frequencies, 30k vocabulary", "train_seconds": 0, "steps": 0, "tokens": len(ids["train"]),

@@ -5,7 +5,7 @@
     python -m tools.compare                  # the table
 
 Each RUN is NAME:KEY=VALUE,... over params.yaml (NAME: alone is params.yaml as it is). For each,
-the train stage's own plan (stages.training.plan.make_plan, with the model the stage builds) is
+the train stage's own plan (stages.train.plan.make_plan, with the model the stage builds) is
 timed on this machine (the fastest of two probes), and train.max_steps is set so that steps at
 its steady-state speed fill --seconds (warm-up, mostly compilation, is left out: its probe is
 noisy, and it does not grow with the run). Every run trains with the precision and compile that
@@ -20,9 +20,8 @@ import torch
 import yaml
 
 from stages.params import check_all, read_params
-from stages.train import scratch_model
-from stages.training.forward import loss_only
-from stages.training.plan import make_plan, total_steps
+from stages.train.model import loss_only, scratch_model
+from stages.train.plan import make_plan, total_steps
 from tools.preset import set_argument
 
 

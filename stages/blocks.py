@@ -1,9 +1,15 @@
 """Token blocks as a dataset: what training and evaluation read from data/tokens."""
+import math
 from pathlib import Path
 
 import numpy as np
 
 from stages.common import REBUILD_OR_RESTORE, StageError, read_json, reading
+
+
+def bits_per_char(loss, chars_per_token):
+    """Bits per character of a mean next-token loss in nats, at `chars_per_token` characters per token."""
+    return loss / math.log(2) / chars_per_token
 
 
 class Blocks:

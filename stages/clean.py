@@ -1,7 +1,8 @@
 """clean: raw pages -> one table of documents (data/clean/docs.parquet) and metrics.
 
-Decode with the encoding the fetch stage chose (the declared charset when its text reads as
-Russian, else the Cyrillic encoding whose text does; see stages/charset.py), join hard-wrapped <pre>/plain text into paragraphs, extract the work with
+Decode each page (the charset its server or its <meta> declared when the text reads as Russian,
+else the Cyrillic encoding whose text does; see stages/charset.py), join hard-wrapped <pre>/plain
+text into paragraphs, extract the work with
 trafilatura tuned for recall with the site's chrome pruned by XPath, unescape entities, NFC,
 collapse whitespace, one paragraph per line; report (optionally drop) editorial apparatus,
 optionally drop footnote markers and duplicates across documents.
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import trafilatura
 
-from stages.charset import meta_charset
+from stages.charset import charset_of, decode_page
 from stages.common import StageError, atomic_path, log, read_json, reading, run_stage, write_json
 from stages.layouts import is_apparatus, unwrap
 from stages.params import load_params
@@ -99,11 +100,9 @@ class Deduplicator:
 
 
 def clean_page(record, params):
-    encoding, note = record["detected_encoding"], record["encoding_note"]  # the fetch stage's decode_page decision
-    if encoding is None:
-        raise StageError(note)
     body = (RAW / record["file"]).read_bytes()
-    page, declared = body.decode(encoding, errors="replace"), record["declared_encoding"] or meta_charset(body)
+    decoded = decode_page(body, charset_of(record["content_type"]), record["url"])
+    page, declared, encoding, note = decoded.text, decoded.declared, decoded.encoding, decoded.note
     if note:  # a warning when the page's own declaration was overruled
         log.log(logging.WARNING if declared else logging.INFO, "%s: decoded as %s (%s)", record["url"], encoding, note)
     paragraphs, apparatus = extract_paragraphs(page, params)

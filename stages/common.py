@@ -83,15 +83,16 @@ def read_json(path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def run_stage(main):
-    """Run a stage: INFO logging, SIGTERM as an exception, and a StageError becomes one `error:` line and exit status 2."""
+def run_stage(main, name=None):
+    """Run a stage: INFO logging, SIGTERM as an exception, and a StageError becomes one `error:` line and exit status 2.
+    The closing line names `name`, or the script run."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     # SIGTERM (kill, dvc exp queue kill) raises like Ctrl-C, so temporaries are cleaned up.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.perf_counter()
     try:
         main()
-        log.info("%s: %.1fs, peak RSS %.0f MiB", Path(sys.argv[0]).stem, time.perf_counter() - started, peak_rss_bytes() / 2**20)
+        log.info("%s: %.1fs, peak RSS %.0f MiB", name or Path(sys.argv[0]).stem, time.perf_counter() - started, peak_rss_bytes() / 2**20)
     except StageError as e:
         print(f"error: {e}", file=sys.stderr)
         if os.environ.get(ERROR_FILE_ENV):

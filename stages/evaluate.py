@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from stages.blocks import Blocks
+from stages.blocks import Blocks, bits_per_char
 from stages.common import log, reading, run_stage, write_json
 from stages.params import load_params
 from stages.paths import EVAL_METRICS, MODEL, TOKENS
@@ -34,7 +34,7 @@ def main():
     metrics = {
         "val_loss": round(loss, 5),
         "perplexity": round(math.exp(loss), 3),
-        "bits_per_char": round(loss / math.log(2) / blocks.chars_per_token, 5),
+        "bits_per_char": round(bits_per_char(loss, blocks.chars_per_token), 5),
         "val_blocks": len(blocks),
         "val_tokens": len(blocks) * blocks.block_size,
     }

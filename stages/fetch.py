@@ -1,11 +1,11 @@
 """fetch: download the source pages listed in params into data/raw/, plus a manifest.
 
-Raw bytes are stored exactly as received. One HTTP session with timeouts, retries with
-exponential backoff and jitter (honouring Retry-After), bounded redirects and response size,
-and a per-host delay. A rerun sends If-None-Match / If-Modified-Since and keeps the stored
-bytes on 304; a rerun that fails for a URL keeps the page stored before (its record gains the
-failure). Every page is written atomically, so a killed fetch leaves no partial page and a
-rerun completes the set.
+Raw bytes are stored exactly as received, with what the server said (status, content type,
+ETag, Last-Modified); decoding them is the clean stage's. The HTTP session (stages/web.py)
+retries, backs off, bounds redirects and sizes and waits between requests to a host. A rerun
+sends If-None-Match / If-Modified-Since and keeps the stored bytes on 304; a rerun that fails
+for a URL keeps the page stored before (its record gains the failure). Every page is written
+atomically, so a killed fetch leaves no partial page and a rerun completes the set.
 
 FETCH_MIRROR="FROM=TO [FROM=TO ...]" rewrites URL prefixes before fetching, e.g.
 FETCH_MIRROR="http://az.lib.ru/=http://127.0.0.1:8765/" for an offline mirror served over HTTP,
@@ -13,34 +13,19 @@ FETCH_MIRROR="http://az.lib.ru/=http://127.0.0.1:8765/" for an offline mirror se
 "http://=https://web.archive.org/web/2024/http://" for a web archive.
 """
 import datetime
-import email.utils
 import hashlib
 import os
-import random
 import re
-import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import requests
-
-from stages.charset import charset_of, decode_page
 from stages.common import StageError, atomic_path, log, read_json, remove, run_stage, write_json
 from stages.params import load_params
-from stages.sources import expand_sources
 from stages.paths import MANIFEST, RAW
+from stages.sources import expand_sources
+from stages.web import Fetcher, FetchFailure
 
-TEXT_TYPES = {"text/html", "application/xhtml+xml", "text/plain"}
 LOCAL_TYPES = {".html": "text/html", ".htm": "text/html", ".shtml": "text/html", ".txt": "text/plain"}
-
-
-class FetchFailure(Exception):
-    """One failed attempt; `retry` says whether another attempt may help."""
-
-    def __init__(self, reason, retry=False, retry_after=None):
-        super().__init__(reason)
-        self.retry = retry
-        self.retry_after = retry_after
 
 
 def mirror_rules(spec):
@@ -66,99 +51,6 @@ def file_name(url):
     return f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
-def retry_after_seconds(value):
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    when = email.utils.parsedate_to_datetime(value)
-    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
-
-
-def check_content_type(content_type):
-    media_type = content_type.split(";")[0].strip().lower()
-    if media_type and media_type not in TEXT_TYPES:
-        raise FetchFailure(f"content type {content_type!r} is not HTML or text")
-
-
-class Fetcher:
-    def __init__(self, params):
-        self.params = params
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = params["user_agent"]
-        self.session.max_redirects = params["max_redirects"]
-        self.last_request = {}  # host -> monotonic time of the last request to it
-
-    def fetch(self, url, previous):
-        """Fetch with retries. Returns (record, body); body is None when a 304 kept the stored bytes."""
-        p = self.params
-        for attempt in range(1, p["retries"] + 2):
-            try:
-                record, body = self._attempt(url, previous)
-                return {**record, "attempts": attempt}, body
-            except FetchFailure as failure:
-                if not failure.retry or attempt > p["retries"]:
-                    failure.attempts = attempt
-                    raise
-                wait = min(p["backoff_max"], p["backoff"] * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
-                if failure.retry_after is not None:
-                    wait = min(p["backoff_max"], failure.retry_after)
-                log.info("fetch %s: %s; retry %d in %.1fs", url, failure, attempt, wait)
-                time.sleep(wait)
-
-    def _wait_politely(self, host):
-        elapsed = time.monotonic() - self.last_request.get(host, -1e9)
-        if elapsed < self.params["delay"]:
-            time.sleep(self.params["delay"] - elapsed)
-        self.last_request[host] = time.monotonic()
-
-    def _attempt(self, url, previous):
-        p = self.params
-        headers = {}
-        if previous:
-            if previous.get("etag"):
-                headers["If-None-Match"] = previous["etag"]
-            if previous.get("last_modified"):
-                headers["If-Modified-Since"] = previous["last_modified"]
-        self._wait_politely(urlsplit(url).netloc)
-        started = time.monotonic()
-        try:
-            with self.session.get(url, headers=headers, stream=True, timeout=(p["connect_timeout"], p["read_timeout"])) as r:
-                if r.status_code == 304 and previous:
-                    return {**previous, "status": 304}, None
-                if r.status_code == 429 or r.status_code >= 500:
-                    raise FetchFailure(f"HTTP {r.status_code} {r.reason}", retry=True, retry_after=retry_after_seconds(r.headers.get("Retry-After")))
-                if r.status_code >= 400:
-                    raise FetchFailure(f"HTTP {r.status_code} {r.reason}")
-                content_type = r.headers.get("Content-Type", "")
-                check_content_type(content_type)
-                declared = int(r.headers.get("Content-Length") or 0)
-                if declared > p["max_bytes"]:
-                    raise FetchFailure(f"Content-Length {declared} is over max_bytes={p['max_bytes']}")
-                body = bytearray()
-                for chunk in r.iter_content(1 << 16):
-                    body += chunk
-                    if len(body) > p["max_bytes"]:
-                        raise FetchFailure(f"response cut off: over max_bytes={p['max_bytes']}")
-                    if time.monotonic() - started > p["max_seconds"]:
-                        raise FetchFailure(f"response cut off: still arriving after max_seconds={p['max_seconds']}", retry=True)
-                if declared and not r.headers.get("Content-Encoding") and len(body) < declared:
-                    raise FetchFailure(f"truncated body: {len(body)} of {declared} bytes", retry=True)
-                record = {
-                    "final_url": r.url,
-                    "status": r.status_code,
-                    "content_type": content_type,
-                    "declared_encoding": charset_of(content_type),
-                    "etag": r.headers.get("ETag"),
-                    "last_modified": r.headers.get("Last-Modified"),
-                }
-                return record, bytes(body)
-        except requests.exceptions.TooManyRedirects:
-            raise FetchFailure(f"too many redirects (more than max_redirects={p['max_redirects']})") from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-            raise FetchFailure(f"{type(e).__name__}: {e}", retry=True) from None
-
-
 def read_local(source, max_bytes):
     path = Path(unquote(urlsplit(source).path)) if source.startswith("file:") else Path(source)
     if not path.is_file():
@@ -168,7 +60,7 @@ def read_local(source, max_bytes):
     content_type = LOCAL_TYPES.get(path.suffix.lower(), "")
     if not content_type:
         raise FetchFailure(f"{path.suffix or 'no'} extension is not an HTML or text file")
-    record = {"final_url": path.resolve().as_uri(), "status": 200, "content_type": content_type, "declared_encoding": None}
+    record = {"final_url": path.resolve().as_uri(), "status": 200, "content_type": content_type}
     return {**record, "attempts": 1}, path.read_bytes()
 
 
@@ -181,14 +73,6 @@ def fetch_one(fetcher, source, stored, max_bytes):
     if urlsplit(source).scheme in ("http", "https"):
         return fetcher.fetch(source, stored)
     return read_local(source, max_bytes)
-
-
-def encoding_fields(body, declared, url):
-    try:
-        page = decode_page(body, declared, url)
-    except StageError as ambiguous:  # the clean stage stops on it; the bytes are still worth keeping
-        return {"detected_encoding": None, "encoding_note": str(ambiguous)}
-    return {"detected_encoding": page.encoding, "encoding_note": page.note}
 
 
 def fetch_all(params, mirror_spec=""):
@@ -219,7 +103,7 @@ def fetch_all(params, mirror_spec=""):
             with atomic_path(RAW / name) as tmp:
                 tmp.write_bytes(body)
         record = {key: value for key, value in record.items() if key not in ("error_source", "error_at")}
-        record.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest(), **encoding_fields(body, record["declared_encoding"], url))
+        record.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
         manifest.append({**record, "url": url, "source": source, "file": name, "fetched_at": started, "error": None})
     keep = {r["file"] for r in manifest} | {MANIFEST.name}
     for path in RAW.iterdir():

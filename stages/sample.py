@@ -5,10 +5,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from stages.common import atomic_path, log, reading, run_stage
-from stages.params import load_params
+from stages.params import GENERATION_KEYS, load_params
 from stages.paths import MODEL, SAMPLES
 
-SETTINGS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
+SETTINGS = (*GENERATION_KEYS, "seed")
 
 
 def fit_context(input_ids, max_new_tokens, context):

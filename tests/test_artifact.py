@@ -3,7 +3,11 @@ repository and the DVC remote, and a plain transformers pipeline loads it."""
 import subprocess
 import sys
 
-from tests.conftest import dvc, run
+import pytest
+
+from tests.helpers import dvc, run
+
+pytestmark = pytest.mark.slow  # end to end: the real dvc CLI in temporary git repositories
 
 
 def test_another_directory_gets_the_model_by_name(reproduced_copy, tmp_path):

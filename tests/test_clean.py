@@ -9,20 +9,20 @@ import pytest
 from stages import paths
 from stages.charset import decode_page
 from stages.common import StageError, read_json, write_json
-from stages.fetch import encoding_fields
 from stages.layouts import join_wrapped, unwrap
-from tests import fixtures
-from tests.conftest import call_stage, tiny_params, write_params
+from bench import sites
+from tests.helpers import call_stage, tiny_params, write_params
 
 
 def write_raw(pages, declared="windows-1251"):
-    """Lay out data/raw as the fetch stage would: files plus manifest, with its encoding decision."""
+    """Lay out data/raw as the fetch stage would: files plus manifest, with the charset the server declared."""
     manifest = []
     for i, body in enumerate(pages):
         name, url = f"page-{i}", f"http://az.lib.ru/p{i}"
         (paths.RAW).mkdir(parents=True, exist_ok=True)
         (paths.RAW / name).write_bytes(body)
-        manifest.append({"url": url, "file": name, "declared_encoding": declared, "error": None, **encoding_fields(body, declared, url)})
+        content_type = f"text/html; charset={declared}" if declared else "text/html"
+        manifest.append({"url": url, "file": name, "content_type": content_type, "error": None})
     write_json(paths.RAW / "manifest.json", manifest)
 
 
@@ -42,27 +42,27 @@ def run_clean(pages, **overrides):
 @pytest.mark.parametrize("declared", ["windows-1251", None, "utf-8", "iso-8859-1", "no-such-charset"])
 def test_windows_1251_decodes_whatever_the_header_says(declared):
     text = "Пьер закашлялся и покраснел. Ёлка, «кавычки» — тире."
-    body = fixtures.page_html("Том", [("Глава 1", [text])]).encode("cp1251")
+    body = sites.page_html("Том", [("Глава 1", [text])]).encode("cp1251")
     page = decode_page(body, declared)
     assert text in page.text and page.encoding == "cp1251"
 
 
 def test_detection_without_any_declaration():
-    body = ("<html><body>" + fixtures.SENTENCES[0] * 20 + "</body></html>").encode("cp1251")
-    assert fixtures.SENTENCES[0] in decode_page(body, None).text
+    body = ("<html><body>" + sites.SENTENCES[0] * 20 + "</body></html>").encode("cp1251")
+    assert sites.SENTENCES[0] in decode_page(body, None).text
 
 
 def test_utf8_page_with_utf8_header():
-    body = fixtures.page_html("Том", [("Глава 1", ["Война и мир"])], charset_meta="utf-8").encode("utf-8")
+    body = sites.page_html("Том", [("Глава 1", ["Война и мир"])], charset_meta="utf-8").encode("utf-8")
     assert "Война и мир" in decode_page(body, "utf-8").text
 
 
 def test_keeps_every_heading_and_paragraph_of_a_long_page_and_drops_chrome(project):
-    chapters = fixtures.work("long", chapters=3, per_chapter=150)  # 450 <dd>s: past libxml2's depth limit of 256
-    docs, metrics = run_clean([fixtures.page_html("Том", chapters).encode("cp1251")])
+    chapters = sites.work("long", chapters=3, per_chapter=150)  # 450 <dd>s: past libxml2's depth limit of 256
+    docs, metrics = run_clean([sites.page_html("Том", chapters).encode("cp1251")])
     expected = [line for heading, paras in chapters for line in [heading, *paras]]
     assert docs.loc[0, "text"].split("\n") == expected
-    for marker in fixtures.CHROME_MARKERS:
+    for marker in sites.CHROME_MARKERS:
         assert marker not in docs.loc[0, "text"]
     assert docs.loc[0, "title"] == "Толстой Лев Николаевич. Том - Классика"
     assert metrics["documents"] == 1 and metrics["paragraphs"] == len(expected)
@@ -73,7 +73,7 @@ def test_keeps_every_heading_and_paragraph_of_a_long_page_and_drops_chrome(proje
 
 def test_each_document_is_a_row_group_of_its_own(project):
     # so that readers (tokenizer, tokenize) hold one document at a time, not the whole corpus
-    pages = [fixtures.page_html(f"Том {i}", fixtures.work(str(i), chapters=1, per_chapter=20)).encode("cp1251") for i in range(3)]
+    pages = [sites.page_html(f"Том {i}", sites.work(str(i), chapters=1, per_chapter=20)).encode("cp1251") for i in range(3)]
     docs, _ = run_clean(pages)
     assert len(docs) == 3 and pq.ParquetFile(paths.DOCS).num_row_groups == 3
 
@@ -81,15 +81,15 @@ def test_each_document_is_a_row_group_of_its_own(project):
 def test_entities_unicode_and_whitespace_are_normalised(project):
     decomposed = unicodedata.normalize("NFD", "Войн\u0430 й мир")
     paragraph = f"&laquo;Да&raquo;,&nbsp;&nbsp;сказал   он &#189; &amp;mdash; {decomposed}"
-    docs, _ = run_clean([fixtures.page_html("Том", [("Глава 1", [paragraph] + fixtures.paragraphs(1, 5))]).encode("cp1251", "xmlcharrefreplace")])
+    docs, _ = run_clean([sites.page_html("Том", [("Глава 1", [paragraph] + sites.paragraphs(1, 5))]).encode("cp1251", "xmlcharrefreplace")])
     first = docs.loc[0, "text"].split("\n")[1]
     assert first == "«Да», сказал он ½ — " + unicodedata.normalize("NFC", decomposed)
     assert unicodedata.is_normalized("NFC", docs.loc[0, "text"])
 
 
 def test_footnote_markers_dropped_only_when_asked(project):
-    paras = ["Он сказал это по-французски.[12] И замолчал."] + fixtures.paragraphs(2, 5)
-    page = fixtures.page_html("Том", [("Глава 1", paras)]).encode("cp1251")
+    paras = ["Он сказал это по-французски.[12] И замолчал."] + sites.paragraphs(2, 5)
+    page = sites.page_html("Том", [("Глава 1", paras)]).encode("cp1251")
     kept, _ = run_clean([page])
     assert "[12]" in kept.loc[0, "text"]
     dropped, _ = run_clean([page], drop_footnote_markers=True)
@@ -98,8 +98,8 @@ def test_footnote_markers_dropped_only_when_asked(project):
 
 def test_duplicates_across_documents_are_dropped_and_reported(project):
     shared = "Этот длинный абзац встречается в двух документах подряд, слово в слово."
-    first = fixtures.page_html("A", [("Глава 1", [shared, "- Да."] + fixtures.paragraphs("a", 5))]).encode("cp1251")
-    second = fixtures.page_html("B", [("Глава 1", [shared, "- Да."] + fixtures.paragraphs("b", 5))]).encode("cp1251")
+    first = sites.page_html("A", [("Глава 1", [shared, "- Да."] + sites.paragraphs("a", 5))]).encode("cp1251")
+    second = sites.page_html("B", [("Глава 1", [shared, "- Да."] + sites.paragraphs("b", 5))]).encode("cp1251")
     docs, metrics = run_clean([first, second, first])
     assert len(docs) == 2
     assert shared in docs.loc[0, "text"] and shared not in docs.loc[1, "text"]
@@ -114,12 +114,12 @@ def test_duplicates_across_documents_are_dropped_and_reported(project):
 def test_page_without_text_is_an_error_naming_it(project):
     empty = "<html><head><title>x</title></head><body><form>Оценить</form></body></html>".encode("cp1251")
     with pytest.raises(StageError, match=r"http://az.lib.ru/p1 yields 0 characters"):
-        run_clean([fixtures.page_html("A", fixtures.work(1)).encode("cp1251"), empty])
+        run_clean([sites.page_html("A", sites.work(1)).encode("cp1251"), empty])
     assert not paths.DOCS.exists()
 
 
 def test_failed_fetches_are_skipped(project):
-    write_raw([fixtures.page_html("A", fixtures.work(1)).encode("cp1251")])
+    write_raw([sites.page_html("A", sites.work(1)).encode("cp1251")])
     manifest = read_json(paths.RAW / "manifest.json") + [{"url": "http://x/", "file": None, "error": "HTTP 404"}]
     write_json(paths.RAW / "manifest.json", manifest)
     write_params(".", {"clean": clean_params()})
@@ -129,7 +129,7 @@ def test_failed_fetches_are_skipped(project):
 
 def russian_page(charset_meta=None):
     """An az.lib.ru page (optionally without its <meta> charset) with enough text to judge."""
-    page = fixtures.page_html("Том", fixtures.work("charset", chapters=1, per_chapter=20) + [("Глава 2", [fixtures.SENTENCES[0]])])
+    page = sites.page_html("Том", sites.work("charset", chapters=1, per_chapter=20) + [("Глава 2", [sites.SENTENCES[0]])])
     return page if charset_meta else page.replace('<meta http-equiv="Content-Type" content="text/html; charset=windows-1251">', "")
 
 
@@ -142,7 +142,7 @@ def test_a_misdeclared_cyrillic_charset_is_decoded_by_evidence_and_reported(proj
     write_params(".", {"clean": clean_params()})
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("clean")
-    assert fixtures.SENTENCES[0] in pd.read_parquet(paths.DOCS).loc[0, "text"]
+    assert sites.SENTENCES[0] in pd.read_parquet(paths.DOCS).loc[0, "text"]
     report = pd.read_csv(paths.CLEAN_REPORT, keep_default_na=False).loc[0]
     assert report["encoding"] == codecs.lookup(actual).name and report["declared_encoding"] == (declared or "")
     assert report["encoding_note"].startswith(f"declared {declared}" if declared else "no charset declared")
@@ -171,7 +171,7 @@ def test_two_equally_plausible_decodings_are_an_error_naming_the_page(project):
 
 
 def chapters_with_dialogue(seed):
-    chapters = fixtures.work(seed, chapters=3, per_chapter=12)
+    chapters = sites.work(seed, chapters=3, per_chapter=12)
     for _, paras in chapters:
         paras[3:3] = ["- Отчего же вы не хотите? - спросил он тихо.", "- Ну что же, - сказала она, - поедем завтра утром."]
     return chapters
@@ -183,7 +183,7 @@ def expected_lines(chapters):
 
 def test_hard_wrapped_pre_page_comes_out_paragraph_by_paragraph(project):
     chapters = chapters_with_dialogue("pre")
-    page = fixtures.page_libru("Повесть", "Антон Павлович Чехов", chapters).encode("koi8-r", "xmlcharrefreplace")
+    page = sites.page_libru("Повесть", "Антон Павлович Чехов", chapters).encode("koi8-r", "xmlcharrefreplace")
     assert any(len(line) < 80 for line in page.decode("koi8-r").split("\n"))  # hard-wrapped, hyphenated words included
     docs, metrics = run_clean([page])
     assert docs.loc[0, "text"].split("\n") == expected_lines(chapters)
@@ -194,8 +194,8 @@ def test_hard_wrapped_pre_page_comes_out_paragraph_by_paragraph(project):
 
 
 def test_wikisource_page_loses_its_footnote_markers_and_notes(project):
-    chapters = fixtures.work("wiki", chapters=2, per_chapter=30)
-    docs, metrics = run_clean([fixtures.page_wikisource("Повесть", chapters, note_every=10).encode("utf-8")])
+    chapters = sites.work("wiki", chapters=2, per_chapter=30)
+    docs, metrics = run_clean([sites.page_wikisource("Повесть", chapters, note_every=10).encode("utf-8")])
     assert docs.loc[0, "text"].split("\n") == ["Повесть", *expected_lines(chapters)]  # the page's heading, the work's title
     assert metrics["apparatus_chars_found"] > 6 * len("Примечание редакции")
 
@@ -214,10 +214,10 @@ def test_plain_text_with_blank_lines_keeps_dialogue_lines_apart():
 
 
 def test_plain_text_with_a_line_per_paragraph_keeps_its_lines():
-    paragraphs = fixtures.paragraphs("lines", 40)  # 15-40 words each: far longer lines than any wrap width
+    paragraphs = sites.paragraphs("lines", 40)  # 15-40 words each: far longer lines than any wrap width
     assert join_wrapped("\n".join(paragraphs)) == paragraphs
 
 
 def test_paragraphed_html_is_left_as_it_is():
-    page = fixtures.page_html("Том", fixtures.work("html", chapters=1, per_chapter=5))
+    page = sites.page_html("Том", sites.work("html", chapters=1, per_chapter=5))
     assert unwrap(page) == page

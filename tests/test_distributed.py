@@ -14,9 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import accelerate_config, copy_of, dvc, free_port, file_bytes, python_env, ran_stages, run, set_param
+from tests.helpers import accelerate_config, copy_of, dvc, free_port, file_bytes, python_env, ran_stages, run, set_param
 
-WORKER = [sys.executable, "-m", "stages.training.worker", "configs/accelerate/two-nodes.yaml"]
+pytestmark = pytest.mark.slow  # end to end: several training processes and machines
+
+WORKER = [sys.executable, "-m", "stages.train.worker", "configs/accelerate/two-nodes.yaml"]
 
 
 def machine(reproduced, directory, rank, port, **train):
@@ -107,7 +109,7 @@ def training_process(launcher):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         found = [p for p in psutil.Process(launcher.pid).children(recursive=True) 
-                 if "stages.train" in p.cmdline() and "accelerate.commands.launch" not in p.cmdline()]
+                 if "stages.train.process" in p.cmdline() and "accelerate.commands.launch" not in p.cmdline()]
         if found:
             return found[0]
         time.sleep(0.2)
@@ -165,7 +167,7 @@ def test_rank_0_without_its_workers_stops_within_the_peer_timeout(reproduced, tm
     assert result.returncode != 0 and waited < 15 + 60, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: 1 of 2 machines joined within train.peer_timeout (15s): start "
-                      "`python -m stages.training.worker configs/accelerate/two-nodes.yaml` on every other machine of "
+                      "`python -m stages.train.worker configs/accelerate/two-nodes.yaml` on every other machine of "
                       "configs/accelerate/two-nodes.yaml"] and "Traceback" not in result.stderr
 
 
@@ -173,7 +175,7 @@ def test_the_roll_call_names_the_ranks_that_do_not_answer(monkeypatch):
     """On a real rendezvous store: rank 0 and rank 2 of three answer, rank 1 does not."""
     from datetime import timedelta
 
-    from stages.training import peers
+    from stages.train import peers
 
     monkeypatch.setattr(peers, "ROLL_CALL_SECONDS", 0.5)
     store = torch.distributed.TCPStore("127.0.0.1", free_port(), 1, True, timedelta(seconds=10))

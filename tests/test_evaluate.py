@@ -3,7 +3,7 @@ import math
 import pytest
 
 from stages.common import read_json
-from tests.conftest import call_stage, tiny_params, write_params
+from tests.helpers import call_stage, tiny_params, write_params
 
 
 def test_metrics_are_consistent(built):

@@ -4,7 +4,9 @@ import re
 
 import pytest
 
-from tests.conftest import ROOT, copy_of, dvc, run
+from tests.helpers import ROOT, copy_of, dvc, run
+
+pytestmark = pytest.mark.slow  # end to end: the real dvc CLI in temporary git repositories
 
 SERIES = ["train/loss", "eval/loss", "eval/bits_per_char", "train/learning_rate"]
 

@@ -9,7 +9,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import damage, dvc, file_bytes, python_env, ran_stages, run, set_param
+from tests.helpers import damage, dvc, file_bytes, python_env, ran_stages, run, set_param
+
+pytestmark = pytest.mark.slow  # end to end: the real dvc CLI and stage commands in subprocesses
 
 CHECKPOINTS = "models/checkpoints"
 
@@ -97,9 +99,9 @@ def garble(path):
     ("stages.evaluate", "data/tokens/meta.json", garble, "data/tokens/meta.json: cannot be read as the token files' description"),
     ("stages.evaluate", "models/model/model.safetensors", damage, "models/model: cannot be read as a model"),
     ("stages.sample", "models/model/config.json", garble, "models/model: cannot be read as a model and its tokenizer"),
-    ("stages.training.launch", "data/tokens/train.bin", damage, "data/tokens/train.bin has "),
-    ("stages.training.launch", "models/tokenizer/tokenizer.json", garble, "models/tokenizer: cannot be read as a tokenizer"),
-    ("stages.training.launch", "bases/pretrained/model.safetensors", damage,
+    ("stages.train", "data/tokens/train.bin", damage, "data/tokens/train.bin has "),
+    ("stages.train", "models/tokenizer/tokenizer.json", garble, "models/tokenizer: cannot be read as a tokenizer"),
+    ("stages.train", "bases/pretrained/model.safetensors", damage,
      "bases/pretrained: cannot be read as the model of model.base='bases/pretrained'"),
 ])
 def test_an_unreadable_input_is_one_error_line_naming_it(built, tmp_path, module, path, spoil, culprit):
@@ -131,14 +133,14 @@ def test_a_hub_base_is_pinned_to_the_commit_it_resolved_to(built, tmp_path):
     env = dict(python_env(), HF_HUB_CACHE=str(hub_cache(tmp_path / "hub", built / "models/model", "tolstoy/tiny", commit)))
     set_param(directory, "model", "base", "tolstoy/tiny")
     set_param(directory, "train", "max_steps", 2)
-    for module in ("stages.tokenizer", "stages.training.launch"):
+    for module in ("stages.tokenizer", "stages.train"):
         run([sys.executable, "-m", module], directory, env=env)
     card = (directory / "models/model/README.md").read_text(encoding="utf-8")
     assert f"Fine-tuned from `tolstoy/tiny` at commit {commit}, whose model files have sha256 " in card
     fingerprint = yaml.safe_load((directory / CHECKPOINTS / "fingerprint.json").read_text())
     assert fingerprint["base"]["commit"] == commit and fingerprint["model"]["revision"] == "main"
     set_param(directory, "model", "revision", "v2")
-    result = run([sys.executable, "-m", "stages.training.launch"], directory, check=False, env=env)
+    result = run([sys.executable, "-m", "stages.train"], directory, check=False, env=env)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: model.base='tolstoy/tiny' at model.revision='v2' cannot be had: ")
 

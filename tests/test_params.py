@@ -8,7 +8,7 @@ import yaml
 
 from stages.common import StageError
 from stages.params import SCHEMA, check_all
-from tests.conftest import ROOT, python_env, tiny_params, write_params
+from tests.helpers import ROOT, python_env, tiny_params, write_params
 
 # section.key: (a value of the wrong type, a value of the right type out of range)
 BAD_VALUES = {
@@ -158,7 +158,7 @@ def test_each_page_is_listed_once_and_each_pattern_matches(valid, project):
             check_all(valid)
 
 
-@pytest.mark.parametrize("module", ["stages.validate", "stages.training.launch", "stages.sample"])
+@pytest.mark.parametrize("module", ["stages.validate", "stages.train", "stages.sample"])
 def test_a_bad_value_is_one_line_and_exit_status_2(project, module):
     params = tiny_params(["http://az.lib.ru/a.shtml"])
     params["train"]["batch_size"] = "eight"

@@ -3,7 +3,11 @@ fetching fixture pages from a local HTTP server through FETCH_MIRROR."""
 import json
 import math
 
-from tests.conftest import dvc, ran_stages, run, set_param
+import pytest
+
+from tests.helpers import dvc, ran_stages, run, set_param
+
+pytestmark = pytest.mark.slow  # end to end: the real dvc CLI in temporary git repositories
 
 STAGES = ["validate", "fetch", "clean", "tokenizer", "tokenize", "train", "evaluate", "sample"]
 

@@ -10,7 +10,9 @@ import time
 import boto3
 import pytest
 
-from tests.conftest import dvc, free_port, git_env, ran_stages, run
+from tests.helpers import dvc, free_port, git_env, ran_stages, run
+
+pytestmark = pytest.mark.slow  # end to end: the real dvc CLI and an S3 server
 
 BUCKET = "tolstoy-test"
 CACHED_OUTPUTS = ["data/raw", "data/clean/docs.parquet", "models/tokenizer", "data/tokens", "models/model", "models/checkpoints"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stages.common import StageError
-from tests.conftest import call_stage, python_env, run, tiny_params, write_params
+from tests.helpers import call_stage, python_env, run, tiny_params, write_params
 
 
 def sample_with(**values):

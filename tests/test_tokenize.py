@@ -7,7 +7,7 @@ from stages import tokenize
 from stages.blocks import Blocks
 from stages.common import StageError, read_json, write_json
 from stages.tokenizer import train_bpe
-from tests.conftest import call_stage, tiny_params, write_params
+from tests.helpers import call_stage, tiny_params, write_params
 
 
 def test_spans_are_whole_paragraphs_of_at_least_span_chars():

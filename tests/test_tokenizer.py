@@ -5,10 +5,10 @@ from transformers import AutoTokenizer
 
 from stages import tokenizer as tokenizer_stage
 from stages.common import StageError
-from tests import fixtures
-from tests.conftest import call_stage, tiny_params, write_params
+from bench import sites
+from tests.helpers import call_stage, tiny_params, write_params
 
-TEXTS = [p for seed in range(4) for p in fixtures.paragraphs(seed, 50)]
+TEXTS = [p for seed in range(4) for p in sites.paragraphs(seed, 50)]
 UNSEEN = [
     "Пьер закашлялся и  сказал: «Ça ira!» — 1812 год.",
     "  leading and trailing spaces \n\n\ttabs\r\n",
@@ -69,7 +69,7 @@ def test_base_without_a_tokenizer_is_named(project):
 
 
 def test_training_on_lines_learns_what_training_on_whole_texts_learns():
-    texts = ["\n".join(paras) for _, paras in fixtures.work("lines", chapters=4, per_chapter=30)]
+    texts = ["\n".join(paras) for _, paras in sites.work("lines", chapters=4, per_chapter=30)]
     whole = tokenizer_stage.train_bpe(iter(texts), 300, 2)
     lines = tokenizer_stage.train_bpe((line for text in texts for line in tokenizer_stage.with_newlines(text)), 300, 2)
     assert lines.backend_tokenizer.to_str() == whole.backend_tokenizer.to_str()

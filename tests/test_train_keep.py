@@ -16,9 +16,11 @@ import torch
 from safetensors.torch import load_file
 
 from stages.common import read_json
-from stages.training.fingerprint import operational
-from tests import fixtures
-from tests.conftest import call_stage, python_env, tiny_params, write_params
+from stages.train.fingerprint import observing_params
+from bench import sites
+from tests.helpers import call_stage, python_env, tiny_params, write_params
+
+pytestmark = pytest.mark.slow  # end to end: training runs of 160 steps
 
 EVAL_BLOCKS = 8  # a multiple of the batch: Trainer's evaluation drops an incomplete last batch
 STEPS, EVERY = 160, 8  # 20 evaluations
@@ -38,7 +40,7 @@ def small_params(urls=()):
 def small(tmp_path_factory):
     """One short fixture page, cleaned, tokenized: a few dozen training blocks, soon memorised."""
     directory = tmp_path_factory.mktemp("small")
-    pages = fixtures.write_site(directory / "site", n_pages=1, chapters=1, per_chapter=20)
+    pages = sites.write_site(directory / "site", n_pages=1, chapters=1, per_chapter=20)
     write_params(directory, small_params([(directory / "site" / path).as_uri() for path, _ in pages]))
     cwd = os.getcwd()
     os.chdir(directory)
@@ -135,7 +137,7 @@ def test_killed_after_its_best_checkpoint_resumes_to_the_same_model(small, tmp_p
     best = read_json(reference / "metrics/train_cost.json")["outcome"]["kept_step"]
     assert best < STEPS - 2 * EVERY, "the best step must come before the kill"
     killed = overfit_copy(small, tmp_path / "killed")
-    process = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=killed, env=python_env(),
+    process = subprocess.Popen([sys.executable, "-m", "stages.train.process"], cwd=killed, env=python_env(),
                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"))
     while not (killed / f"models/checkpoints/checkpoint-{best + 2 * EVERY}/sealed.json").exists() and process.poll() is None:
         time.sleep(0.005)
@@ -156,4 +158,4 @@ def test_killed_after_its_best_checkpoint_resumes_to_the_same_model(small, tmp_p
 @pytest.mark.parametrize("keep, patience, counted", [("best", 0, True), ("last", 3, True), ("last", 0, False)])
 def test_the_evaluation_schedule_keys_checkpoints_when_it_chooses_the_model(keep, patience, counted):
     train = {**tiny_params([])["train"], "keep": keep, "patience": patience}
-    assert ({"eval_steps", "eval_blocks", "save_steps"} & operational(train) == set()) == counted
+    assert ({"eval_steps", "eval_blocks", "save_steps"} & observing_params(train) == set()) == counted

@@ -1,11 +1,12 @@
 """Training metrics to DVCLive (metrics/train): losses, validation bits per character, learning
 rate, tokens/s and MFU, main process only. Names never repeat a param's name (train/learning_rate,
 not train/lr), so `dvc exp show` columns stay apart."""
-import math
 import time
 
 from dvclive import Live
 from transformers import TrainerCallback
+
+from stages.blocks import bits_per_char
 
 # Trainer's log keys -> DVCLive metric names.
 LIVE_NAMES = {"loss": "train/loss", "eval_loss": "eval/loss", "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm"}
@@ -42,7 +43,7 @@ class LiveCallback(TrainerCallback):
             if key in logs:
                 self.live.log_metric(name, logs[key])
         if "eval_loss" in logs:
-            self.live.log_metric("eval/bits_per_char", logs["eval_loss"] / math.log(2) / self.val_chars_per_token)
+            self.live.log_metric("eval/bits_per_char", bits_per_char(logs["eval_loss"], self.val_chars_per_token))
         if "loss" in logs and state.global_step > self.last_step:
             now = time.perf_counter()
             tokens_per_sec = (state.global_step - self.last_step) * self.tokens_per_step / (now - self.last_time)

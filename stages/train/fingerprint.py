@@ -1,6 +1,8 @@
 """What a training run's weights depend on, as hashes: params, tokenizer, tokens, code, base model and runtime.
 
-Checkpoints are reused only by a run with the same fingerprint (see stages/training/resume.py).
+Checkpoints are reused only by a run with the same fingerprint (see stages/train/checkpoints.py).
+The precision and compile that `auto` picks are not in it: a run with the same fingerprint keeps
+its checkpoints' choice.
 """
 import ast
 from pathlib import Path
@@ -10,12 +12,12 @@ import transformers
 
 from stages.base import base_identity
 from stages.common import file_sha256
-from stages.training.keep import evaluations_choose_the_model
+from stages.train.keep import evaluations_choose_the_model
 
 # Train params that change how a run is observed, saved or supervised, not what it computes.
-OPERATIONAL = {"save_steps", "save_total_limit", "logging_steps", "eval_steps", "eval_blocks", "accelerate_config", "peer_timeout"}
+OBSERVING_PARAMS = {"save_steps", "save_total_limit", "logging_steps", "eval_steps", "eval_blocks", "accelerate_config", "peer_timeout"}
 # ... unless the evaluations choose the exported step (train.keep: best) or the last (train.patience).
-EVALUATION = {"eval_steps", "eval_blocks", "save_steps"}
+EVALUATION_PARAMS = {"eval_steps", "eval_blocks", "save_steps"}
 STAGES_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -44,25 +46,25 @@ def project_modules(root):
     return seen
 
 
-def code_hashes(root="stages.train"):
+def code_hashes(root="stages.train.process"):
     """sha256 of the source of every project module the training code imports."""
     files = sorted(module_file(name) for name in project_modules(root))
     return {str(f.relative_to(STAGES_DIR.parent)): file_sha256(f) for f in files}
 
 
-def operational(train_params):
-    return OPERATIONAL - EVALUATION if evaluations_choose_the_model(train_params) else OPERATIONAL
+def observing_params(train_params):
+    return OBSERVING_PARAMS - EVALUATION_PARAMS if evaluations_choose_the_model(train_params) else OBSERVING_PARAMS
 
 
-def fingerprint(model_params, train_params, block_size, tokenizer_dir, tokens_dir, precision, world_size):
-    """Everything a checkpoint's weights depend on; `precision` is the one this run trains in."""
+def fingerprint(model_params, train_params, block_size, tokenizer_dir, tokens_dir, world_size):
+    """Everything a checkpoint's weights depend on."""
     return {
         "model": model_params,
         "base": base_identity(model_params),
-        "train": {k: v for k, v in train_params.items() if k not in operational(train_params)},
+        "train": {k: v for k, v in train_params.items() if k not in observing_params(train_params)},
         "block_size": block_size,
         "tokenizer": file_sha256(Path(tokenizer_dir) / "tokenizer.json"),
         "data": {f.name: file_sha256(f) for f in sorted(Path(tokens_dir).iterdir()) if f.is_file()},
         "code": code_hashes(),
-        "runtime": {"precision": precision, "world_size": world_size, "torch": torch.__version__, "transformers": transformers.__version__},
+        "runtime": {"world_size": world_size, "torch": torch.__version__, "transformers": transformers.__version__},
     }

@@ -2,88 +2,24 @@
 import math
 import os
 import statistics
-import time
 from dataclasses import dataclass
 
 import psutil
 import torch
-from accelerate.utils import parse_flag_from_env
 
-from stages.common import StageError, peak_rss_bytes, write_json
-from stages.training.peers import in_group
+from stages.common import StageError
+from stages.train.cost import current_rss
+from stages.train.device import AUTOCAST_DTYPES, on_gpu, precision_candidates, timed, torch_device
+from stages.train.peers import in_group
 
-# Dense bf16/fp16 tensor-core peaks from the vendors' datasheets, TFLOP/s per GPU (fp32: plain, no TF32).
-GPU_PEAK_TFLOPS = {
-    "H200": {"bf16": 989, "fp16": 989, "fp32": 67},
-    "H100": {"bf16": 989, "fp16": 989, "fp32": 67},
-    "A100": {"bf16": 312, "fp16": 312, "fp32": 19.5},
-    "L40S": {"bf16": 362, "fp16": 362, "fp32": 91.6},
-    "A10G": {"bf16": 70, "fp16": 70, "fp32": 31.2},
-    "L4": {"bf16": 121, "fp16": 121, "fp32": 30.3},
-    "RTX 4090": {"bf16": 165, "fp16": 165, "fp32": 82.6},
-    "V100": {"fp16": 125, "fp32": 15.7},
-    "T4": {"fp16": 65, "fp32": 8.1},
-}
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # torch.compile takes tens of seconds before the first step (and needs a C++ compiler on a CPU).
 COMPILE_PROBE_AFTER_SECONDS = 120
 COMPILE_MARGIN = 1.05
 
 
-def on_gpu():
-    """Whether this process trains on the GPU: there is one and the accelerate config does not say use_cpu."""
-    return torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_CPU")
-
-
-def device():
-    return "cuda" if on_gpu() else "cpu"
-
-
-def timed(step, repeats):
-    """Seconds of each of `repeats` calls of step(), the GPU's queue drained after each."""
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        step()
-        if on_gpu():
-            torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - started)
-    return seconds
-
-
-def peak_flops(precision):
-    """Peak FLOP/s of this device for `precision`: the datasheet for a known GPU, otherwise a
-    matmul probe measured on the spot (what torch reaches here, not a nominal figure)."""
-    if on_gpu():
-        name = torch.cuda.get_device_name()
-        for model, peaks in GPU_PEAK_TFLOPS.items():
-            if model in name and precision in peaks:
-                return peaks[precision] * 1e12
-    n = 8192 if on_gpu() else 1024
-    a, b = (torch.randn(n, n, device=device(), dtype=AUTOCAST_DTYPES.get(precision, torch.float32)) for _ in range(2))
-    seconds = []
-    while len(seconds) < 10 and sum(seconds) < 1.0:  # bounded: bf16 emulated on a CPU without it is very slow
-        seconds += timed(lambda: a @ b, repeats=1)
-    return 2 * n**3 / min(seconds)
-
-
 def flops_per_token(n_params, n_layer, n_embd, context):
     """Training FLOPs per token: 6N for the weight matmuls (forward + backward) plus 12·L·d·T for attention."""
     return 6 * n_params + 12 * n_layer * n_embd * context
-
-
-def current_rss():
-    return psutil.Process().memory_info().rss
-
-
-def precision_candidates(precision):
-    """The precisions `auto` chooses from by measurement: fp32 and, where the hardware has it, a half
-    precision (CPU autocast emulates bf16 without native instructions, far slower than fp32)."""
-    if precision != "auto":
-        return [precision]
-    if on_gpu():
-        return ["bf16" if torch.cuda.is_bf16_supported() else "fp16", "fp32"]
-    return ["bf16", "fp32"] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else ["fp32"]
 
 
 def predicted_peak_bytes(base_rss, n_params, config, micro_batch, block_size):
@@ -119,13 +55,13 @@ def probe_micro_batch(model, micro_batch, block_size, precision, compile_model, 
     """(median seconds of a forward+backward of a micro-batch of random tokens after warm-up passes,
     seconds the warm-up passes took beyond that: compilation, allocator and kernel set-up).
     Short passes are repeated until they add up to `min_seconds`, so that noise averages out."""
-    model.to(device())
+    model.to(torch_device())
     module = torch.compile(model) if compile_model else model
-    ids = torch.randint(0, model.config.vocab_size, (micro_batch, block_size), device=device())
+    ids = torch.randint(0, model.config.vocab_size, (micro_batch, block_size), device=torch_device())
     dtype = AUTOCAST_DTYPES.get(precision)
 
     def step():
-        with torch.autocast(device(), dtype=dtype or torch.float32, enabled=dtype is not None):
+        with torch.autocast(torch_device(), dtype=dtype or torch.float32, enabled=dtype is not None):
             module(input_ids=ids, labels=ids).loss.backward()
         model.zero_grad(set_to_none=True)
 
@@ -230,12 +166,3 @@ def make_plan(model, train_params, block_size, steps, kept=None):
                 best["precision"], best["compile"], choice)
 
 
-def record_cost(path, estimate, seconds, outcome, checkpoint):
-    """Write the plan beside what the run took (time, peak memory: the GPU's, or RSS of this process;
-    checkpoint size) and its outcome (steps, why it stopped, the step kept and its validation loss)."""
-    actual = {
-        "seconds": round(seconds, 1),
-        "peak_gib": round((torch.cuda.max_memory_reserved() if on_gpu() else peak_rss_bytes()) / 2**30, 3),
-        "checkpoint_mib": round(sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file()) / 2**20, 1) if checkpoint else None,
-    }
-    write_json(path, {"estimate": estimate, "actual": actual, "outcome": outcome})

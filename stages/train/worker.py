@@ -1,6 +1,6 @@
 """A worker machine's part in a training run over several machines:
 
-    python -m stages.training.worker CONFIG [--wait SECONDS]
+    python -m stages.train.worker CONFIG [--wait SECONDS]
 
 Rank 0 runs `dvc repro` (or `dvc exp run`) with train.accelerate_config set to its copy of the
 config (machine_rank: 0); every other machine runs this command in a checkout with the same
@@ -22,7 +22,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 from stages.common import StageError, log, run_stage
 from stages.params import check_context, load_params
 from stages.paths import CHECKPOINTS, TOKENIZER, TOKENS
-from stages.training.launch import launch
+from stages.train.launch import launch
 
 PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -93,4 +93,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, "train worker")

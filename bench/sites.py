@@ -1,11 +1,12 @@
-"""Fixture pages in three layouts, each with its site's chrome around the work:
+"""Pages in three site layouts, each with its site's chrome around the work:
 - az.lib.ru: windows-1251 HTML, unclosed <dd> paragraphs, <h3> chapter headings, navigation,
   ads, metadata, rating form, hidden comments, footer;
 - Wikisource-like: UTF-8, <p> paragraphs, footnote markers with a list of notes, header table,
   categories;
 - lib.ru: KOI8-R, the whole work in one <pre> hard-wrapped at 72 columns, paragraphs marked by an
   indented first line, centred headings, a site title line and source/OCR lines.
-The bench (bench/clean_fidelity.py) renders corpus texts with the same builders."""
+bench/clean_fidelity.py renders corpus texts with these builders; the tests build their local
+sites with them."""
 import html
 import random
 import textwrap

@@ -6,9 +6,7 @@ import json
 from transformers import GenerationConfig
 
 from stages.common import atomic_path
-from stages.training.keep import describe
-
-SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty")
+from stages.train.keep import describe
 
 
 def write_generation_config(model_dir, tokenizer, sampling):

@@ -1,9 +1,9 @@
-"""The train stage's command: check params, then run stages.train under `accelerate launch` with
-the config named by train.accelerate_config (one process, several, or several machines).
+"""The training processes (stages.train.process) under `accelerate launch` with an accelerate
+config (one process, several, or several machines).
 
-Bad params stop here, before any process starts: one `error:` line, exit status 2. A StageError
-inside a training process is reported the same way: the process prints its `error:` line and
-records it in the file named by ERROR_FILE_ENV, and the launcher's own traceback is left out.
+A StageError inside a training process is reported as the stage's own: the process prints its
+`error:` line and records it in the file named by ERROR_FILE_ENV, and the launcher's own
+traceback is left out.
 """
 import os
 import re
@@ -14,8 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.common import ERROR_FILE_ENV, StageError, run_stage
-from stages.params import check_context, load_params
+from stages.common import ERROR_FILE_ENV, StageError
 
 # Where the launcher's own report of a failed process begins: torch elastic's error line or a traceback.
 LAUNCHER_REPORT = re.compile(r"Traceback \(most recent call last\):|E\d{4} .* failed \(exitcode")
@@ -39,7 +38,7 @@ def launch(config_path, peer_timeout, cwd=None):
         error_file = Path(tmp) / "error"
         env = process_env(Path(cwd or ".", config_path), error_file)
         command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(config_path),
-                   "--rdzv_conf", f"timeout={round(peer_timeout)}", "-m", "stages.train"]
+                   "--rdzv_conf", f"timeout={round(peer_timeout)}", "-m", "stages.train.process"]
         process = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
         held = []  # from the launcher's report on: left out when a process reported its error
         for line in process.stderr:
@@ -52,18 +51,7 @@ def launch(config_path, peer_timeout, cwd=None):
             return 2
         if process.returncode and (joined := next(filter(None, map(MACHINES_MISSING.search, held)), None)):
             raise StageError(f"{joined[1]} of {joined[2]} machines joined within train.peer_timeout ({peer_timeout:g}s): start "
-                             f"`python -m stages.training.worker {config_path}` on every other machine of {config_path}")
+                             f"`python -m stages.train.worker {config_path}` on every other machine of {config_path}")
         sys.stderr.writelines(held)
         return process.returncode
 
-
-def main():
-    model_params, train_params = load_params("model"), load_params("train")
-    check_context(model_params, load_params("tokenize")["block_size"])
-    status = launch(train_params["accelerate_config"], train_params["peer_timeout"])
-    if status:
-        sys.exit(status)
-
-
-if __name__ == "__main__":
-    run_stage(main)

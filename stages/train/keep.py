@@ -6,10 +6,11 @@ loads it back at the end (load_best_model_at_end). `patience: P` stops training 
 evaluations in a row without a lower validation loss (EarlyStoppingCallback, whose count is
 restored with a checkpoint). Either way the run's last step is evaluated too.
 """
-import math
 from pathlib import Path
 
 from transformers import EarlyStoppingCallback
+
+from stages.blocks import bits_per_char
 
 
 def keep_arguments(train_params):
@@ -47,7 +48,7 @@ def outcome(state, train_params, val_chars_per_token):
         "kept": train_params["keep"],
         "kept_step": kept,
         "kept_eval_loss": loss,
-        "kept_bits_per_char": None if loss is None else round(loss / math.log(2) / val_chars_per_token, 5),
+        "kept_bits_per_char": None if loss is None else round(bits_per_char(loss, val_chars_per_token), 5),
         "evaluations": len(evals),
     }
 

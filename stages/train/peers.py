@@ -1,4 +1,8 @@
-"""Training processes that lose a peer stop together, naming it.
+"""The processes of a training run: they agree with rank 0 before they train, and those that
+lose a peer stop together, naming it.
+
+Every process checks that its fingerprint is rank 0's and that it has the checkpoint rank 0
+resumes from; any that does not stops all of them, each with one line.
 
 A process that dies (killed, out of memory, its machine gone) leaves the others blocked in a
 collective until the process group's timeout (train.peer_timeout), or failing at once on a
@@ -6,11 +10,15 @@ closed connection. Either way each survivor reports, through the rendezvous stor
 alive; the ranks that never report are named in one error line.
 """
 import contextlib
+import os
 import time
+from pathlib import Path
 
 import torch
 
 from stages.common import StageError
+from stages.train.checkpoints import is_final
+from stages.train.seal import seal_problem
 
 ALIVE = "tolstoy/alive/"
 ROLL_CALL_SECONDS = 10
@@ -63,3 +71,35 @@ def leave_together():
     if in_group():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def copy_problem(checkpoint):
+    """Why this process cannot use its copy of rank 0's checkpoint. The first process of each machine
+    other than rank 0's verifies the copy (rank 0 verified its own)."""
+    if not checkpoint or is_final(checkpoint):  # rank 0 restores the finished run alone
+        return None
+    if not checkpoint.is_dir():
+        return f"it lacks {checkpoint}, from which rank 0 resumes (copy it there, or share {checkpoint.parent})"
+    if int(os.environ.get("LOCAL_RANK", "0")) or not int(os.environ.get("GROUP_RANK", "0")):
+        return None
+    problem = seal_problem(checkpoint)
+    return f"its copy of {checkpoint} fails verification: {problem} (copy it again from rank 0)" if problem else None
+
+
+def agree_with_main(current, checkpoint):
+    """Rank 0's checkpoint to resume from, on every process; StageError on every process when any
+    of them has other params, code, tokenizer, data or runtime than rank 0, or lacks the checkpoint."""
+    if not in_group():
+        return checkpoint
+    shared = [current, str(checkpoint) if checkpoint else None]
+    torch.distributed.broadcast_object_list(shared)
+    main, checkpoint = shared[0], Path(shared[1]) if shared[1] else None
+    differs = [key for key in current if current[key] != main.get(key)]
+    problem = (f"its {', '.join(differs)} differ from rank 0's (run every machine with the same checkout and `dvc pull`)" if differs
+               else copy_problem(checkpoint))
+    problems = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(problems, problem)  # every process stops, none waits for the others
+    stated = [f"process {rank}: {text}" for rank, text in enumerate(problems) if text]
+    if stated:
+        raise StageError("training processes disagree with rank 0: " + "; ".join(stated))
+    return checkpoint

@@ -1,0 +1,66 @@
+"""The device a training process runs on, and what it can do: GPU or CPU (the accelerate config's
+use_cpu), its peak FLOP/s, the precisions worth timing."""
+import time
+
+import torch
+from accelerate.utils import parse_flag_from_env
+
+# Dense bf16/fp16 tensor-core peaks from the vendors' datasheets, TFLOP/s per GPU (fp32: plain, no TF32).
+GPU_PEAK_TFLOPS = {
+    "H200": {"bf16": 989, "fp16": 989, "fp32": 67},
+    "H100": {"bf16": 989, "fp16": 989, "fp32": 67},
+    "A100": {"bf16": 312, "fp16": 312, "fp32": 19.5},
+    "L40S": {"bf16": 362, "fp16": 362, "fp32": 91.6},
+    "A10G": {"bf16": 70, "fp16": 70, "fp32": 31.2},
+    "L4": {"bf16": 121, "fp16": 121, "fp32": 30.3},
+    "RTX 4090": {"bf16": 165, "fp16": 165, "fp32": 82.6},
+    "V100": {"fp16": 125, "fp32": 15.7},
+    "T4": {"fp16": 65, "fp32": 8.1},
+}
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+def on_gpu():
+    """Whether this process trains on the GPU: there is one and the accelerate config does not say use_cpu."""
+    return torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_CPU")
+
+
+def torch_device():
+    return "cuda" if on_gpu() else "cpu"
+
+
+def timed(step, repeats):
+    """Seconds of each of `repeats` calls of step(), the GPU's queue drained after each."""
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step()
+        if on_gpu():
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def peak_flops(precision):
+    """Peak FLOP/s of this device for `precision`: the datasheet for a known GPU, otherwise a
+    matmul probe measured on the spot (what torch reaches here, not a nominal figure)."""
+    if on_gpu():
+        name = torch.cuda.get_device_name()
+        for model, peaks in GPU_PEAK_TFLOPS.items():
+            if model in name and precision in peaks:
+                return peaks[precision] * 1e12
+    n = 8192 if on_gpu() else 1024
+    a, b = (torch.randn(n, n, device=torch_device(), dtype=AUTOCAST_DTYPES.get(precision, torch.float32)) for _ in range(2))
+    seconds = []
+    while len(seconds) < 10 and sum(seconds) < 1.0:  # bounded: bf16 emulated on a CPU without it is very slow
+        seconds += timed(lambda: a @ b, repeats=1)
+    return 2 * n**3 / min(seconds)
+
+
+def precision_candidates(precision):
+    """The precisions `auto` chooses from by measurement: fp32 and, where the hardware has it, a half
+    precision (CPU autocast emulates bf16 without native instructions, far slower than fp32)."""
+    if precision != "auto":
+        return [precision]
+    if on_gpu():
+        return ["bf16" if torch.cuda.is_bf16_supported() else "fp16", "fp32"]
+    return ["bf16", "fp32"] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else ["fp32"]

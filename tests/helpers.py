@@ -1,0 +1,168 @@
+"""Helpers of the tests: tiny params, stages called in this process, subprocesses with the
+project's environment, git repositories of this working tree and the real `dvc` CLI in them."""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from stages.common import read_json
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+def tiny_params(urls):
+    """The repository's params.yaml, shrunk so the whole pipeline runs in seconds."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["fetch"].update(urls=urls, delay=0, retries=1, backoff=0.05, backoff_max=1, connect_timeout=2, read_timeout=2)
+    params["tokenizer"].update(vocab_size=400)
+    params["tokenize"].update(block_size=32, span_chars=3000, val_fraction=0.1)
+    params["model"].update(n_layer=1, n_head=2, n_embd=32, n_positions=64)
+    # fp32: tests that compare numbers compare exact arithmetic, on every CPU (auto would pick bf16 where it is native)
+    params["train"].update(max_steps=8, batch_size=4, warmup_steps=2, eval_steps=4, save_steps=4, logging_steps=2, eval_blocks=8, compile=False,
+                           precision="fp32", accelerate_config=str(ROOT / "configs/accelerate/single.yaml"))
+    params["evaluate"].update(max_blocks=16)
+    params["sample"].update(prompts=["Пьер закашлялся и", "Наташа"], max_new_tokens=10)
+    return params
+
+
+def tiny_repo_params(urls):
+    """tiny_params for a copy of the repository (paths inside it relative, as in params.yaml)."""
+    params = tiny_params(urls)
+    params["train"]["accelerate_config"] = "configs/accelerate/single.yaml"
+    return params
+
+
+def write_params(directory, params):
+    (Path(directory) / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
+def call_stage(name):
+    """Call a stage's main() in the current directory, in this process (a StageError propagates).
+    For train that is the training process's body, which the stage's command launches."""
+    module = __import__("stages.train.process" if name == "train" else f"stages.{name}", fromlist=["main"])
+    module.main()
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def accelerate_config(directory, name, **changes):
+    """A copy of configs/accelerate/<name> in `directory` on a free port (tests may run side by side), with `changes`."""
+    config = yaml.safe_load((ROOT / "configs/accelerate" / name).read_text())
+    config.update({"main_process_port": free_port()} if "main_process_port" in config else {}, **changes)
+    path = Path(directory) / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def python_env():
+    """Environment for subprocesses: this interpreter's bin first on PATH, offline hub."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", DVC_NO_ANALYTICS="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # packages installed beside, e.g. on a GPU machine
+    return env
+
+
+def file_bytes(directory, roots):
+    """The bytes of every file under `roots` (files or folders, relative to directory), by relative path."""
+    paths = [directory / root for root in roots]
+    return {str(f.relative_to(directory)): f.read_bytes() for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*"))) if f.is_file()}
+
+
+def damage(path, how="cut short"):
+    """What a full disk or a failed copy leaves: the file's first half, or one bit flipped."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "cut short" else data[:100] + bytes([data[100] ^ 1]) + data[101:])
+
+
+def run(cmd, cwd, check=True, env=None):
+    result = subprocess.run(cmd, cwd=cwd, env=env or python_env(), capture_output=True, text=True)
+    if check and result.returncode:
+        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def make_repo(directory):
+    """A fresh git repository holding the working tree's tracked and untracked, not ignored, files."""
+    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True)
+    for name in filter(None, listing.stdout.decode().split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, directory / name)
+    env = git_env()
+    run(["git", "init", "-q", "-b", "main"], directory, env=env)
+    run(["git", "add", "-A"], directory, env=env)
+    run(["git", "commit", "-q", "-m", "snapshot"], directory, env=env)
+
+
+def git_env(**extra):
+    return dict(python_env(), GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@localhost",
+                GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@localhost", **extra)
+
+
+def ran_stages(output):
+    """The stages a `dvc repro` or `dvc exp run` output says it ran, in order."""
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def dvc(directory, *args, env):
+    return run(["dvc", *args], directory, env=env)
+
+
+def set_param(directory, section, key, value):
+    path = Path(directory) / "params.yaml"
+    params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    params[section][key] = value
+    write_params(directory, params)
+
+
+def copy_of(reproduced, directory):
+    """A private copy of the reproduced repository (its DVC cache included); (directory, env)."""
+    shutil.copytree(reproduced[0], directory, symlinks=True)
+    return directory, reproduced[1]
+
+
+# Training runs of the tiny project
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (python -m bench.gpu_check runs these on one)")
+
+
+def params_with(**sections):
+    params = tiny_params([])
+    for section, values in sections.items():
+        params[section].update(values)
+    return params
+
+
+def weights(directory="models/model"):
+    return load_file(f"{directory}/model.safetensors")
+
+
+def train_copy(built, directory, **train_values):
+    """A private copy of the built project, without checkpoints, with its own train params."""
+    shutil.copytree(built, directory, ignore=shutil.ignore_patterns("checkpoints"))
+    write_params(directory, params_with(train=train_values))
+    return directory
+
+
+def eval_loss(directory, monkeypatch):
+    monkeypatch.chdir(directory)
+    call_stage("evaluate")
+    return read_json("metrics/eval.json")["val_loss"]
+
+
+def loss_curve(directory):
+    rows = (Path(directory) / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]
+    return [float(row.split("\t")[1]) for row in rows]
