@@ -10,7 +10,6 @@ def current_rss():
     return psutil.Process().memory_info().rss
 
 
-
 def record_cost(path, estimate, seconds, outcome, checkpoint):
     """Write the plan beside what the run took (time, peak memory: the GPU's, or RSS of this process;
     checkpoint size) and its outcome (steps, why it stopped, the step kept and its validation loss)."""

@@ -19,6 +19,7 @@ GPU_PEAK_TFLOPS = {
 }
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
+
 def on_gpu():
     """Whether this process trains on the GPU: there is one and the accelerate config does not say use_cpu."""
     return torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_CPU")

@@ -58,10 +58,11 @@ def observing_params(train_params):
 
 def fingerprint(model_params, train_params, block_size, tokenizer_dir, tokens_dir, world_size):
     """Everything a checkpoint's weights depend on."""
+    observing = observing_params(train_params)
     return {
         "model": model_params,
         "base": base_identity(model_params),
-        "train": {k: v for k, v in train_params.items() if k not in observing_params(train_params)},
+        "train": {k: v for k, v in train_params.items() if k not in observing},
         "block_size": block_size,
         "tokenizer": file_sha256(Path(tokenizer_dir) / "tokenizer.json"),
         "data": {f.name: file_sha256(f) for f in sorted(Path(tokens_dir).iterdir()) if f.is_file()},

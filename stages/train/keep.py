@@ -6,11 +6,10 @@ loads it back at the end (load_best_model_at_end). `patience: P` stops training 
 evaluations in a row without a lower validation loss (EarlyStoppingCallback, whose count is
 restored with a checkpoint). Either way the run's last step is evaluated too.
 """
-from pathlib import Path
-
 from transformers import EarlyStoppingCallback
 
 from stages.blocks import bits_per_char
+from stages.train.checkpoints import checkpoint_step
 
 
 def keep_arguments(train_params):
@@ -36,7 +35,7 @@ def outcome(state, train_params, val_chars_per_token):
     """The steps run, why training stopped, and the step exported with its validation loss."""
     evals = {row["step"]: row["eval_loss"] for row in state.log_history if "eval_loss" in row}
     best = state.best_model_checkpoint
-    kept = int(Path(best).name.split("-")[1]) if train_params["keep"] == "best" and best else state.global_step
+    kept = checkpoint_step(best) if train_params["keep"] == "best" and best else state.global_step
     if state.global_step < state.max_steps:
         stopped = f"no lower validation loss in {train_params['patience']} evaluations after step {state.best_global_step}"
     else:
