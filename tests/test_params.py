@@ -168,3 +168,11 @@ def test_a_bad_value_is_one_line_and_exit_status_2(project, module):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: params.yaml: ")
     assert ("sample.top_p=2" if module == "stages.sample" else "train.batch_size='eight' must be an integer >= 1") in result.stderr
+
+
+@pytest.mark.parametrize("name, expected", [("train launcher", "train launcher"), (None, "-c")])
+def test_a_stages_closing_line_names_it(name, expected):
+    """The name a command gives (the train stage's launcher, process and worker give theirs), else the script's."""
+    code = f"from stages.common import run_stage; run_stage(lambda: None, {name!r})"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=python_env(), capture_output=True, text=True, check=True)
+    assert f"tolstoy {expected}: " in result.stderr and "s, peak RSS " in result.stderr
