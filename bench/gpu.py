@@ -1,4 +1,4 @@
-"""GPU benchmark: GPT-2 124M (the tutorial's GPT2Config: 12 x 768, block 1024, 50,257 tokens)
+"""GPU benchmark: GPT-2 124M (12 x 768, block 1024, 50,257 tokens, built by the train stage)
 with this project's train settings (bf16 autocast, torch.compile, SDPA, fused AdamW) on random
 tokens for a few hundred steps; prints tokens/s and MFU against the GPU's bf16 dense datasheet
 peak (steady state: the second half of the steps), and writes JSON. Takes about 2 minutes on an H100.
@@ -12,9 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from transformers import GPT2Config
 
-from bench.performance import ROOT, block_list, train_run
+from bench.recipes import PARAMS, project_arguments, timed_training
+from stages.train.model import loss_only, scratch_model
+from tools.workspace import ROOT
+
+VOCAB, BLOCK = 50257, 1024  # GPT-2's
 
 
 def main():
@@ -25,13 +28,17 @@ def main():
     parser.add_argument("--n-embd", type=int, default=768)
     parser.add_argument("--json", type=Path, default=ROOT / "bench/results/gpu.json")
     args = parser.parse_args()
-    config = GPT2Config(n_layer=args.n_layer, n_embd=args.n_embd, n_head=max(1, args.n_embd // 64))
-    ids = np.random.default_rng(0).integers(0, config.vocab_size, size=args.batch * 1024 * 8, dtype=np.int64)
+    shape = {**PARAMS["model"], "n_layer": args.n_layer, "n_embd": args.n_embd, "n_head": max(1, args.n_embd // 64), "n_positions": BLOCK}
+    torch.manual_seed(0)
+    model = loss_only(scratch_model(shape, VOCAB, VOCAB - 1, VOCAB - 1, PARAMS["train"]["attn_implementation"]))
+    ids = np.random.default_rng(0).integers(0, VOCAB, size=(args.batch * 8, BLOCK), dtype=np.int64)
+    blocks = [{"input_ids": row, "labels": row} for row in ids]
     precision = "bf16" if torch.cuda.is_available() else "fp32"
-    run = train_run(config, block_list(ids, 1024), args.steps, "ours", args.batch, min(50, args.steps), precision, True)  # a loss read is a GPU sync
+    training = project_arguments(args.steps, args.batch, min(50, args.steps), precision, True)  # a loss read is a GPU sync
+    run = timed_training(model, blocks, training, precision)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    row = {"device": device, "config": f"{args.n_layer}x{args.n_embd}/1024/{config.vocab_size}", "batch": args.batch, "steps": args.steps,
-           "precision": run["precision"], "tokens_per_sec": run["tokens_per_sec"], "mfu_%": run["mfu_%"], "warmup_s": run["warmup_s"], "loss_after": round(run["losses"][-1], 4)}
+    row = {"device": device, "config": f"{args.n_layer}x{args.n_embd}/{BLOCK}/{VOCAB}", "batch": args.batch, "steps": args.steps,
+           "precision": precision, "tokens_per_sec": run["tokens_per_sec"], "mfu_%": run["mfu_%"], "warmup_s": run["warmup_s"], "loss_after": round(run["losses"][-1], 4)}
     print(pd.DataFrame([row]).to_string(index=False))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(row, indent=2) + "\n")

@@ -33,10 +33,10 @@ import pandas as pd
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tools.workspace import ROOT, make_repo, python_env, with_overrides
+
 DEADLINE = float("inf")  # set from --budget
 PRESET = ROOT / "configs/presets/one-gpu.yaml"
-NOT_COPIED = (".git", ".venv", ".whl", ".gpu_mirror", "data", "models", "cache", "tmp", "results", "__pycache__", "dvc_plots", "metrics")
 TINY_PARAMS = {
     "fetch": {"urls": ["http://az.lib.ru/t/tolstoj_lew_nikolaewich/text_1860_dekabristy.shtml"]},
     "tokenizer": {"vocab_size": 512},
@@ -74,29 +74,10 @@ def throughput(args, env):
     return {"status": status, "seconds": seconds, **(json.loads(result.read_text()) if result.exists() else {})}
 
 
-def project_copy(directory):
-    """This checkout's code and configuration without data, models, caches or results, as a git repository."""
-    shutil.copytree(ROOT, directory, ignore=shutil.ignore_patterns(*NOT_COPIED))
-    env = dict(os.environ, GIT_AUTHOR_NAME="gpu check", GIT_AUTHOR_EMAIL="gpu@check", GIT_COMMITTER_NAME="gpu check", GIT_COMMITTER_EMAIL="gpu@check")
-    if not shutil.which("git"):  # DVC runs without git when told so
-        (directory / ".dvc/config.local").write_text("[core]\n    no_scm = true\n")
-        return
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "copy"]):
-        subprocess.run(cmd, cwd=directory, env=env, check=True, capture_output=True)
-
-
-def with_overrides(directory, *overrides):
-    """params.yaml of `directory` with each {section: {key: value}} of `overrides` applied in turn."""
-    params = yaml.safe_load((directory / "params.yaml").read_text(encoding="utf-8"))
-    for sections in overrides:
-        for section, values in sections.items():
-            params[section].update(values)
-    (directory / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
-
-
 def repro(args, env, name="repro", overrides=(), seconds=240):
     directory = Path(tempfile.mkdtemp(prefix="gpu-check-")) / "project"
-    project_copy(directory)
+    directory.mkdir()
+    make_repo(directory)
     with_overrides(directory, *overrides, *([TINY_PARAMS] if args.tiny else []))
     env = dict(env, FETCH_MIRROR=f"http://az.lib.ru/={args.mirror.resolve().as_uri()}/")
     log = args.out / f"{name}.log"
@@ -172,9 +153,7 @@ def main():
     if not (args.mirror / "t").is_dir():
         sys.exit(f"error: no offline mirror at {args.mirror} (expected {args.mirror}/t/...): pass --mirror")
     args.out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", DVC_NO_ANALYTICS="1")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env = python_env()
     results = {"environment": environment(), "tiny": args.tiny}
     for name in args.only.split(","):
         try:

@@ -116,6 +116,11 @@ def clean_page(record, params):
     }
 
 
+def document_table(doc_id, url, title, text):
+    """One document as a table of DOCS_SCHEMA, written as a row group of its own (readers stream them)."""
+    return pa.table({"id": [doc_id], "url": [url], "title": [title], "text": [text], "chars": [len(text)]}, schema=DOCS_SCHEMA)
+
+
 def write_documents(records, params):
     """Clean page by page into DOCS, one row group per document (readers stream them); the report rows."""
     deduplicator = Deduplicator(params["dedup_min_chars"]) if params["dedup"] else None
@@ -128,8 +133,7 @@ def write_documents(records, params):
             text = "\n".join(doc.pop("paragraphs")) if not doc["dropped"] else ""
             doc.update(chars=len(text), n_paragraphs=text.count("\n") + 1 if text else 0)
             if not doc["dropped"]:
-                writer.write_table(pa.table({**{key: [doc[key]] for key in ("id", "url", "title")}, "text": [text], "chars": [len(text)]},
-                                            schema=DOCS_SCHEMA))
+                writer.write_table(document_table(doc["id"], doc["url"], doc["title"], text))
             report.append(doc)
     return pd.DataFrame(report)
 

@@ -1,7 +1,9 @@
-"""evaluate: validation loss, perplexity and bits per character of models/model -> metrics/eval.json.
+"""evaluate: validation loss, perplexity and bits per character of models/model -> metrics/eval.json,
+and bits per character on each group of data/groups (texts not trained on) with the style gap:
+a group's bits per character minus groups.reference's (the trained author's unseen works).
 
-Bits per character divide the total loss by the characters the validation tokens encode, so
-models with different tokenizers compare fairly.
+Bits per character divide the total loss by the characters the tokens encode, so models with
+different tokenizers compare fairly.
 """
 import math
 
@@ -12,7 +14,7 @@ from transformers import AutoModelForCausalLM
 from stages.blocks import Blocks, bits_per_char
 from stages.common import log, reading, run_stage, write_json
 from stages.params import load_params
-from stages.paths import EVAL_METRICS, MODEL, TOKENS
+from stages.paths import EVAL_METRICS, GROUPS, MODEL, TOKENS
 
 
 @torch.inference_mode()
@@ -25,8 +27,24 @@ def validation_loss(model, blocks, batch_size):
     return total / len(blocks)
 
 
+def group_scores(model, batch_size, params):
+    """{"groups": bits per character of each group, "style_gap": each other group's minus the reference's}."""
+    scores = {}
+    with reading(GROUPS, "the prepared groups"):
+        names = sorted(p.name for p in GROUPS.iterdir() if p.is_dir())
+    for name in names:
+        blocks = Blocks(GROUPS / name / "tokens", "text", limit=params["max_blocks"] or None)
+        scores[name] = round(bits_per_char(validation_loss(model, blocks, batch_size), blocks.chars_per_token), 5)
+    reference = params["reference"]
+    if not reference:
+        return {"groups": scores} if scores else {}
+    gaps = {name: round(bits - scores[reference], 5) for name, bits in scores.items() if name != reference}
+    return {"groups": scores, "style_gap": {**gaps, "mean": round(sum(gaps.values()) / len(gaps), 5) if gaps else None}}
+
+
 def main():
     params = load_params("evaluate")
+    group_params = load_params("groups")
     blocks = Blocks(TOKENS, "val", limit=params["max_blocks"] or None)
     with reading(MODEL, "a model"):
         model = AutoModelForCausalLM.from_pretrained(MODEL).eval()
@@ -37,9 +55,12 @@ def main():
         "bits_per_char": round(bits_per_char(loss, blocks.chars_per_token), 5),
         "val_blocks": len(blocks),
         "val_tokens": len(blocks) * blocks.block_size,
+        **group_scores(model, params["batch_size"], group_params),
     }
     write_json(EVAL_METRICS, metrics)
-    log.info("evaluate: loss %(val_loss).4f, perplexity %(perplexity).2f, %(bits_per_char).4f bits/char over %(val_tokens)d tokens", metrics)
+    groups = "".join(f"; {name} {bits:.4f}" for name, bits in metrics.get("groups", {}).items())
+    log.info("evaluate: loss %.4f, perplexity %.2f, %.4f bits/char over %d tokens%s", loss, metrics["perplexity"], metrics["bits_per_char"],
+             metrics["val_tokens"], groups)
 
 
 if __name__ == "__main__":

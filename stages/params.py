@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from stages.common import StageError
-from stages.rules import Rule, boolean, choice, integer, is_accelerate_config, is_base, is_source, is_xpath, number, text, text_list
+from stages.rules import Rule, boolean, choice, integer, is_accelerate_config, is_base, is_source, is_xpath, number, source_groups, text, text_list
 from stages.sources import check_sources
 
 PARAMS = Path("params.yaml")
@@ -91,6 +91,11 @@ SCHEMA = {
         "batch_size": integer(1),
         "max_blocks": integer(0),
     },
+    "groups": {
+        "sources": source_groups(),
+        "reference": Rule("'' or the name of one of groups.sources", lambda v: isinstance(v, str)),
+        "max_blocks": integer(0),
+    },
     "sample": {
         "prompts": text_list(),
         "max_new_tokens": integer(1),
@@ -125,6 +130,8 @@ def check_section(section, values):
             raise StageError(f"{PARAMS}: {section}.{key}={values[key]!r} must be {problem}")
     if section == "fetch":
         check_sources(values["urls"])
+    if section == "groups":
+        check_groups(values)
     if section == "train" and not (values["max_steps"] > 0 or values["epochs"] > 0):
         raise StageError(f"{PARAMS}: train.max_steps={values['max_steps']} and train.epochs={values['epochs']}: one must be positive")
     if section == "train" and values["keep"] == "best" and values["save_steps"] != values["eval_steps"]:
@@ -132,6 +139,14 @@ def check_section(section, values):
                          f"must equal train.eval_steps={values['eval_steps']} (or set train.keep: last)")
     if section == "model" and not values["base"] and values["n_embd"] % values["n_head"]:
         raise StageError(f"{PARAMS}: model.n_embd={values['n_embd']} must be divisible by model.n_head={values['n_head']}")
+
+
+def check_groups(values):
+    for name, sources in values["sources"].items():
+        check_sources(sources, f"groups.sources.{name}")
+    if values["reference"] and values["reference"] not in values["sources"]:
+        raise StageError(f"{PARAMS}: groups.reference={values['reference']!r} must be '' or one of groups.sources: "
+                         f"{', '.join(values['sources']) or 'none is set'}")
 
 
 def read_params(path=PARAMS):

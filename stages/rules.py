@@ -58,6 +58,15 @@ def text_list(item_ok=lambda v: True, item_allowed="non-empty strings", empty=Fa
     return Rule(f"a {'' if empty else 'non-empty '}list of {item_allowed}", ok)
 
 
+def source_groups():
+    """{name: [sources]}: each name a word (letters, digits, - and _), each list as fetch.urls."""
+    sources = text_list(is_source)
+
+    def ok(value):
+        return isinstance(value, dict) and all(isinstance(k, str) and re.fullmatch(r"[\w-]+", k) and sources.test(v) for k, v in value.items())
+    return Rule("a mapping of group names (letters, digits, - and _) to non-empty lists of http(s):// or file:// URLs or local paths", ok)
+
+
 def is_source(value):
     return bool(re.match(r"(https?|file)://\S+$", value)) or not re.match(r"\w+://", value)
 

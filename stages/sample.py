@@ -1,12 +1,15 @@
-"""sample: continue the prompts in params with models/model -> metrics/samples.md (for people to read)."""
+"""sample: continue the prompts in params with models/model -> metrics/samples.md (for people to
+read) and metrics/samples.json (statistics of the continuations, per prompt and overall, for
+`dvc exp show` to compare: see stages/words.py)."""
 import time
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-from stages.common import atomic_path, log, reading, run_stage
+from stages.common import atomic_path, log, reading, run_stage, write_json
 from stages.params import GENERATION_KEYS, load_params
-from stages.paths import MODEL, SAMPLES
+from stages.paths import MODEL, SAMPLE_METRICS, SAMPLES, TRAIN_WORDS
+from stages.words import text_statistics
 
 SETTINGS = (*GENERATION_KEYS, "seed")
 
@@ -40,21 +43,32 @@ def generate(model, tokenizer, prompt, params):
     return tokenizer.decode(new_tokens, skip_special_tokens=True), len(new_tokens)
 
 
+def sample_statistics(prompts, continuations, vocabulary):
+    by_prompt = {str(i): {"prompt": prompt, **text_statistics([text], vocabulary)} for i, (prompt, text) in enumerate(zip(prompts, continuations), 1)}
+    return {"overall": text_statistics(continuations, vocabulary), "prompts": by_prompt}
+
+
 def main():
     params = load_params("sample")
     with reading(MODEL, "a model and its tokenizer"):
         tokenizer = AutoTokenizer.from_pretrained(MODEL)
         model = AutoModelForCausalLM.from_pretrained(MODEL).eval()
+    with reading(TRAIN_WORDS, "the words of the training text"):
+        vocabulary = set(TRAIN_WORDS.read_text(encoding="utf-8").splitlines())
     lines = ["# Samples", "", ", ".join(f"{k}={params[k]}" for k in SETTINGS), ""]
-    tokens, started = 0, time.perf_counter()
+    continuations, tokens, started = [], 0, time.perf_counter()
     for prompt in params["prompts"]:
         continuation, n = generate(model, tokenizer, prompt, params)
+        continuations.append(continuation)
         tokens += n
         lines += [f"## {prompt}", "", f"**{prompt}**{continuation}", ""]
     seconds = time.perf_counter() - started
+    statistics = sample_statistics(params["prompts"], continuations, vocabulary)
     with atomic_path(SAMPLES) as tmp:
         tmp.write_text("\n".join(lines), encoding="utf-8")
-    log.info("sample: %d prompts, %d new tokens, %.1f tokens/s", len(params["prompts"]), tokens, tokens / seconds)
+    write_json(SAMPLE_METRICS, statistics)
+    log.info("sample: %d prompts, %d new tokens, %.1f tokens/s; distinct-2 %s, known words %s", len(params["prompts"]), tokens, tokens / seconds,
+             statistics["overall"]["distinct_2"], statistics["overall"]["known_words"])
 
 
 if __name__ == "__main__":

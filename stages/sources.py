@@ -1,4 +1,4 @@
-"""fetch.urls as the list of pages it names: local path patterns expanded, each page once."""
+"""A list of sources (fetch.urls, groups.sources) as the pages it names: local path patterns expanded, each page once."""
 import glob
 import re
 from pathlib import Path
@@ -11,13 +11,13 @@ def _is_local_pattern(url):
     return not re.match(r"\w+://", url) and bool(re.search(r"[*?[]", url))
 
 
-def expand_sources(urls):
-    """fetch.urls with every local path pattern (*, ?, [...]) replaced by the files it matches, sorted."""
+def expand_sources(urls, key="fetch.urls"):
+    """The sources of `key` (fetch.urls) with every local path pattern (*, ?, [...]) replaced by the files it matches, sorted."""
     sources = []
     for url in urls:
         matches = sorted(glob.glob(url)) if _is_local_pattern(url) else [url]
         if not matches:
-            raise StageError(f"params.yaml: fetch.urls: {url} matches no file")
+            raise StageError(f"params.yaml: {key}: {url} matches no file")
         sources += matches
     return sources
 
@@ -29,13 +29,13 @@ def _source_key(source):
     return str(Path(unquote(urlsplit(source).path) if source.startswith("file:") else source).resolve())
 
 
-def check_sources(urls):
+def check_sources(urls, key="fetch.urls"):
     """Every pattern matches a file and no page is listed twice (directly, or through a pattern)."""
     seen, twice = {}, []
-    for source in expand_sources(urls):
+    for source in expand_sources(urls, key):
         key = _source_key(source)
         if key in seen:
             twice.append(source if seen[key] == source else f"{seen[key]} and {source}")
         seen.setdefault(key, source)
     if twice:
-        raise StageError(f"params.yaml: fetch.urls lists the same page twice: {'; '.join(dict.fromkeys(twice))}")
+        raise StageError(f"params.yaml: {key} lists the same page twice: {'; '.join(dict.fromkeys(twice))}")

@@ -6,7 +6,7 @@ thus samples every part of every work (not each work's tail, which holds editori
 and no span is in both splits. Runs of spans of one split are encoded as segments, each
 followed by the end-of-text token, and appended to a flat token file per split (streamed, so
 memory stays flat: one document, and a batch of pieces of it, at a time). Training reads
-block i as tokens[i*block_size:(i+1)*block_size].
+block i as tokens[i*block_size:(i+1)*block_size]. The train split's words are listed too.
 """
 import random
 import re
@@ -17,7 +17,8 @@ from tokenizers import Tokenizer
 from stages.common import StageError, atomic_path, log, read_json, reading, run_stage, write_json
 from stages.documents import iter_documents
 from stages.params import load_params
-from stages.paths import DOCS, TOKENIZE_METRICS, TOKENIZER, TOKENS
+from stages.paths import DOCS, TOKENIZE_METRICS, TOKENIZER, TOKENS, TRAIN_WORDS
+from stages.words import words
 
 SPLITS = ("train", "val")
 PIECE_CHARS = 1 << 14  # texts are encoded in pieces of about this many characters...
@@ -122,32 +123,44 @@ class TokenWriter:
         self.file.close()
 
 
+def token_dtype(tokenizer):
+    return np.uint16 if tokenizer.get_vocab_size(with_added_tokens=True) <= np.iinfo(np.uint16).max + 1 else np.uint32
+
+
+def close_split(writer, what, block_size, advice):
+    """Close the writer; its figures for meta.json, which must make one block at least."""
+    writer.close()
+    blocks = writer.tokens // block_size
+    if blocks < 1:
+        raise StageError(f"{what} has {writer.tokens} tokens, fewer than one block of tokenize.block_size={block_size}: {advice}")
+    return {"tokens": writer.tokens, "blocks": blocks, "chars": writer.chars, "bytes": writer.bytes}
+
+
+def tokens_meta(tokenizer, eot_id, block_size, splits):
+    """meta.json of a token directory: what Blocks needs to read each split's file."""
+    return {"dtype": np.dtype(token_dtype(tokenizer)).name, "block_size": block_size, "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
+            "eot_id": eot_id, **splits}
+
+
 def main():
     params = load_params("tokenize")
     block_size = params["block_size"]
     tokenizer, eot_id = load_tokenizer(TOKENIZER)
-    vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
-    dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
     stats = {}
     with atomic_path(TOKENS) as tmp:
         tmp.mkdir()
-        writers = {split: TokenWriter(tmp / f"{split}.bin", tokenizer, eot_id, dtype) for split in SPLITS}
+        writers = {split: TokenWriter(tmp / f"{split}.bin", tokenizer, eot_id, token_dtype(tokenizer)) for split in SPLITS}
         # Two passes over the table, one document in memory at a time: count the spans, then encode.
         n_spans = sum(1 for text in document_texts() for _ in spans(text, params["span_chars"]))
         val = choose_validation(n_spans, params["val_fraction"], params["seed"])
+        train_words = set()  # what the sample stage counts as real words
         for split, text in segments(document_texts(), params["span_chars"], val):
             writers[split].add(text)
+            train_words.update(words(text) if split == "train" else ())
+        (tmp / TRAIN_WORDS.name).write_text("".join(f"{word}\n" for word in sorted(train_words)), encoding="utf-8")
         for split, writer in writers.items():
-            writer.close()
-            blocks = writer.tokens // block_size
-            if blocks < 1:
-                raise StageError(
-                    f"the {split} split has {writer.tokens} tokens, fewer than one block of tokenize.block_size={block_size}: "
-                    "use a smaller block_size, a different val_fraction, or more text"
-                )
-            stats[split] = {"tokens": writer.tokens, "blocks": blocks, "chars": writer.chars, "bytes": writer.bytes}
-        meta = {"dtype": np.dtype(dtype).name, "block_size": block_size, "vocab_size": vocab_size, "eot_id": eot_id, **stats}
-        write_json(tmp / "meta.json", meta)
+            stats[split] = close_split(writer, f"the {split} split", block_size, "use a smaller block_size, a different val_fraction, or more text")
+        write_json(tmp / "meta.json", tokens_meta(tokenizer, eot_id, block_size, stats))
     total_tokens = sum(s["tokens"] for s in stats.values())
     metrics = {
         **{f"{split}_{key}": value for split, s in stats.items() for key, value in s.items()},

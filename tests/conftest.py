@@ -8,8 +8,9 @@ import threading
 import pytest
 
 from bench import sites
-from tests.helpers import call_stage, copy_of, dvc, git_env, make_repo, run, tiny_params, tiny_repo_params, write_params
+from tests.helpers import call_stage, copy_of, dvc, run, tiny_params, tiny_repo_params, write_params
 from tests.site import SiteHandler
+from tools.workspace import git_env, make_repo
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.pop("FETCH_MIRROR", None)
@@ -50,7 +51,7 @@ def built(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(directory)
     try:
-        for stage in ("fetch", "clean", "tokenizer", "tokenize", "train", "evaluate", "sample"):
+        for stage in ("fetch", "clean", "tokenizer", "tokenize", "groups", "train", "evaluate", "sample"):
             call_stage(stage)
     finally:
         os.chdir(cwd)

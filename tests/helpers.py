@@ -1,11 +1,9 @@
 """Helpers of the tests: tiny params, stages called in this process, subprocesses with the
 project's environment, git repositories of this working tree and the real `dvc` CLI in them."""
-import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +11,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from bench import sites
 from stages.common import read_json
+from tools.workspace import ROOT, python_env, with_overrides, write_params
 
-ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
 
@@ -41,10 +40,6 @@ def tiny_repo_params(urls):
     return params
 
 
-def write_params(directory, params):
-    (Path(directory) / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
-
-
 def call_stage(name):
     """Call a stage's main() in the current directory, in this process (a StageError propagates).
     For train that is the training process's body, which the stage's command launches."""
@@ -67,14 +62,6 @@ def accelerate_config(directory, name, **changes):
     return path
 
 
-def python_env():
-    """Environment for subprocesses: this interpreter's bin first on PATH, offline hub."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", DVC_NO_ANALYTICS="1")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # packages installed beside, e.g. on a GPU machine
-    return env
-
-
 def file_bytes(directory, roots):
     """The bytes of every file under `roots` (files or folders, relative to directory), by relative path."""
     paths = [directory / root for root in roots]
@@ -94,25 +81,6 @@ def run(cmd, cwd, check=True, env=None):
     return result
 
 
-def make_repo(directory):
-    """A fresh git repository holding the working tree's tracked and untracked, not ignored, files."""
-    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True)
-    for name in filter(None, listing.stdout.decode().split("\0")):
-        source = ROOT / name
-        if source.is_file():
-            (directory / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, directory / name)
-    env = git_env()
-    run(["git", "init", "-q", "-b", "main"], directory, env=env)
-    run(["git", "add", "-A"], directory, env=env)
-    run(["git", "commit", "-q", "-m", "snapshot"], directory, env=env)
-
-
-def git_env(**extra):
-    return dict(python_env(), GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@localhost",
-                GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@localhost", **extra)
-
-
 def ran_stages(output):
     """The stages a `dvc repro` or `dvc exp run` output says it ran, in order."""
     return re.findall(r"Running stage '(\w+)'", output)
@@ -123,10 +91,7 @@ def dvc(directory, *args, env):
 
 
 def set_param(directory, section, key, value):
-    path = Path(directory) / "params.yaml"
-    params = yaml.safe_load(path.read_text(encoding="utf-8"))
-    params[section][key] = value
-    write_params(directory, params)
+    with_overrides(directory, {section: {key: value}})
 
 
 def copy_of(reproduced, directory):
@@ -166,3 +131,20 @@ def eval_loss(directory, monkeypatch):
 def loss_curve(directory):
     rows = (Path(directory) / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]
     return [float(row.split("\t")[1]) for row in rows]
+
+
+# Texts of other "authors"
+def foreign(seed, n):
+    """n paragraphs of the fixture pages' words, each word reversed: another author's vocabulary."""
+    return [" ".join(word[::-1] for word in paragraph.split()) for paragraph in sites.paragraphs(seed, n)]
+
+
+FOREIGN = foreign("foreign", 120)
+
+
+def write_author(directory, works):
+    """Each work (a list of paragraphs) as a .txt file in `directory`; the pattern that lists them."""
+    directory.mkdir(parents=True)
+    for i, paragraphs in enumerate(works):
+        (directory / f"work{i}.txt").write_text("\n\n".join(paragraphs), encoding="utf-8")
+    return str(directory / "*.txt")

@@ -1,9 +1,21 @@
 import math
+from pathlib import Path
 
 import pytest
+import yaml
+from transformers import AutoModelForCausalLM
 
-from stages.common import read_json
-from tests.helpers import call_stage, tiny_params, write_params
+from bench import sites
+from stages.blocks import Blocks, bits_per_char
+from stages.common import StageError, read_json
+from stages.evaluate import validation_loss
+from tests.helpers import FOREIGN, call_stage, tiny_params, write_author, write_params
+
+def with_groups(**groups):
+    """The project's params.yaml with these groups settings."""
+    params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
+    params["groups"].update(**groups)
+    write_params(".", params)
 
 
 def test_metrics_are_consistent(built):
@@ -22,3 +34,43 @@ def test_every_block_when_max_blocks_is_zero(built_copy):
     write_params(".", params)
     call_stage("evaluate")
     assert read_json("metrics/eval.json")["val_blocks"] == read_json("data/tokens/meta.json")["val"]["blocks"]
+
+
+def test_each_group_is_scored_and_the_style_gap_is_against_the_reference(built_copy, tmp_path):
+    unseen = write_author(tmp_path / "unseen", [sites.paragraphs("unseen-1", 60), sites.paragraphs("unseen-2", 60)])
+    foreign = write_author(tmp_path / "foreign", [FOREIGN])
+    with_groups(sources={"unseen": [unseen], "foreign": [foreign]}, reference="unseen", max_blocks=0)
+    call_stage("groups")
+    call_stage("evaluate")
+    metrics = read_json("metrics/eval.json")
+    model = AutoModelForCausalLM.from_pretrained("models/model").eval()
+    for name in ("unseen", "foreign"):
+        blocks = Blocks(f"data/groups/{name}/tokens", "text")
+        assert metrics["groups"][name] == pytest.approx(bits_per_char(validation_loss(model, blocks, 16), blocks.chars_per_token), abs=1e-5)
+    assert read_json("data/groups/groups.json")["unseen"]["documents"] == 2
+    assert metrics["style_gap"]["foreign"] == pytest.approx(metrics["groups"]["foreign"] - metrics["groups"]["unseen"], abs=1e-5)
+    assert metrics["style_gap"]["mean"] == metrics["style_gap"]["foreign"] and metrics["style_gap"]["foreign"] > 0
+
+
+def test_without_groups_eval_has_no_group_figures(built):
+    assert "groups" not in read_json(built / "metrics/eval.json") and read_json(built / "data/groups/groups.json") == {}
+
+
+def test_a_group_too_short_for_a_block_is_named(built_copy, tmp_path):
+    short = write_author(tmp_path / "short", [["Да."] * 1])
+    with_groups(sources={"short": [short]})
+    clean = read_json("metrics/clean.json")
+    with pytest.raises(StageError, match=r"groups.sources.short: .*yields \d+ characters of text|groups.sources.short: the group's text has"):
+        call_stage("groups")
+    assert read_json("metrics/clean.json") == clean  # the training pages' outputs are untouched
+
+
+@pytest.mark.parametrize("groups, message", [
+    ({"sources": {"a": ["no/such/*.txt"]}}, r"groups.sources.a: no/such/\*.txt matches no file"),
+    ({"sources": {"bad name": ["x.txt"]}}, r"groups.sources=.* must be a mapping of group names"),
+    ({"reference": "b"}, r"groups.reference='b' must be '' or one of groups.sources"),
+])
+def test_bad_group_params(built_copy, tmp_path, groups, message):
+    with_groups(**groups)
+    with pytest.raises(StageError, match=message):
+        call_stage("groups")

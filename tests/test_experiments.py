@@ -1,10 +1,13 @@
 """Reading and comparing experiments offline: the plots page, the comparison table, samples side
 by side (the real `dvc` CLI in a temporary git repository, tiny params)."""
 import re
+import shutil
 
 import pytest
 
-from tests.helpers import ROOT, copy_of, dvc, run
+from stages.base import base_identity
+from stages.common import read_json
+from tests.helpers import ROOT, copy_of, dvc, foreign, run, write_author
 
 pytestmark = pytest.mark.slow  # end to end: the real dvc CLI in temporary git repositories
 
@@ -42,11 +45,13 @@ def test_the_comparison_fits_a_terminal(two_experiments):
     directory, env = two_experiments
     output = run(["python", "-m", "tools.compare"], directory, env=env).stdout
     header, *rows = output.splitlines()
-    assert header.split() == ["experiment", "model.n_embd", "train.lr", "sample.temperature", "bits/char", "perplexity", "train", "s", "tokens/s", "MFU", "%"]
+    assert header.split() == ["experiment", "model.n_embd", "train.lr", "sample.temperature", "bits/char", "style", "gap", "perplexity", "train", "s",
+                              "tokens/s", "MFU", "%", "distinct-2"]
     names = [row.split()[0] for row in rows]
     assert {"workspace", "hot", "wide"} <= set(names)
     hot = rows[names.index("hot")].split()
-    assert list(map(float, hot[1:4])) == [32, 0.01, 1.0] and 0 < float(hot[4]) < 8 and float(hot[6]) > 0 and float(hot[7]) > 0, output
+    assert list(map(float, hot[1:4])) == [32, 0.01, 1.0] and 0 < float(hot[4]) < 8 and hot[5] == "-" and float(hot[7]) > 0 and float(hot[8]) > 0, output
+    assert 0 < float(hot[-1]) <= 1, output
 
 
 def test_samples_side_by_side(two_experiments):
@@ -62,3 +67,19 @@ def test_plots_template_carries_its_libraries():
     assert external_references(template) == [] and "{plot_divs}" in template
     for library in ("vega", "vega-lite", "vega-embed"):
         assert (ROOT / f"plots/licenses/{library}-LICENSE").is_file() and f"/* {library} " in template
+
+
+def test_a_base_trained_on_other_texts_then_fine_tuned_on_the_pages(reproduced, tmp_path, monkeypatch):
+    directory, env = copy_of(reproduced, tmp_path / "repo")
+    other = write_author(tmp_path / "other", [foreign("work-a", 150), foreign("work-b", 150)])
+    dvc(directory, "exp", "run", "-n", "base", "-S", f"fetch.urls=[{other}]", env=env)
+    shutil.copytree(directory / "models/model", directory / "bases/other")
+    run(["git", "checkout", "--", "params.yaml"], directory, env=env)
+    tuned = dvc(directory, "exp", "run", "-n", "tuned", "-S", "model.base=bases/other", env=env)
+    assert "Running stage 'fetch'" in tuned.stdout  # back to the pages
+    monkeypatch.chdir(directory)
+    card = (directory / "models/model/README.md").read_text(encoding="utf-8")
+    base = base_identity({"base": "bases/other", "revision": ""})
+    assert f"Fine-tuned from `bases/other`, whose model files have sha256 {base['sha256']}." in card
+    assert read_json("models/tokenizer/tokenizer.json")["model"]["vocab"] == read_json("bases/other/tokenizer.json")["model"]["vocab"]
+    assert "bases" in (directory / "dvc.lock").read_text() and read_json("metrics/eval.json")["bits_per_char"] > 0

@@ -5,11 +5,11 @@ import math
 
 import pytest
 
-from tests.helpers import dvc, ran_stages, run, set_param
+from tests.helpers import FOREIGN, dvc, ran_stages, run, set_param, write_author
 
 pytestmark = pytest.mark.slow  # end to end: the real dvc CLI in temporary git repositories
 
-STAGES = ["validate", "fetch", "clean", "tokenizer", "tokenize", "train", "evaluate", "sample"]
+STAGES = ["validate", "fetch", "clean", "tokenizer", "tokenize", "groups", "train", "evaluate", "sample"]
 
 
 def test_repro_reruns_only_what_changed_and_experiments_compare(repo):
@@ -42,6 +42,13 @@ def test_repro_reruns_only_what_changed_and_experiments_compare(repo):
     assert json.loads((directory / "models/model/generation_config.json").read_text())["max_new_tokens"] == 12
     set_param(directory, "sample", "seed", 7)
     assert ran_stages(dvc(directory, "repro", env=env).stdout) == ["validate", "sample"]
+
+    other = write_author(directory.parent / "other", [FOREIGN])  # a group of texts to score: training is untouched
+    set_param(directory, "groups", "sources", {"other": [other]})
+    assert ran_stages(dvc(directory, "repro", env=env).stdout) == ["validate", "groups", "evaluate"]
+    assert (directory / "models/model/model.safetensors").read_bytes() == weights
+    scored = json.loads((directory / "metrics/eval.json").read_text())
+    assert scored["groups"]["other"] > 0 and scored["bits_per_char"] == json.loads(evaluation)["bits_per_char"]
 
     set_param(directory, "tokenizer", "vocab_size", 350)
     assert ran_stages(dvc(directory, "repro", env=env).stdout) == ["validate"] + STAGES[3:]

@@ -10,7 +10,8 @@ import time
 import boto3
 import pytest
 
-from tests.helpers import dvc, free_port, git_env, ran_stages, run
+from tests.helpers import dvc, free_port, ran_stages, run
+from tools.workspace import git_env
 
 pytestmark = pytest.mark.slow  # end to end: the real dvc CLI and an S3 server
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from stages.common import StageError
+from stages.words import text_statistics, words
 from tests.helpers import call_stage, python_env, run, tiny_params, write_params
 
 
@@ -32,6 +33,28 @@ def test_seeded_sampling_repeats_and_a_new_seed_changes_it(built_copy):
 
 def test_greedy_decoding(built_copy):
     assert sample_with(temperature=0) == sample_with(temperature=0, seed=5).replace("seed=5", "seed=1337")
+
+
+def test_statistics_of_hand_written_samples():
+    loop = "Он сказал, что сказал. Он сказал, что сказал."  # 8 words, 2 sentences
+    fresh = "Пьер встал; кто-то вошёл в комнату подоза!"  # 7 words, one invented, 1 sentence
+    vocabulary = {"он", "сказал", "что", "пьер", "встал", "кто-то", "вошёл", "в", "комнату"}
+    assert words(fresh) == ["пьер", "встал", "кто-то", "вошёл", "в", "комнату", "подоза"]
+    assert text_statistics([loop], vocabulary) == {
+        "words": 8, "distinct_1": round(3 / 8, 4), "distinct_2": round(4 / 7, 4),
+        "repeated_4grams": round(2 / 5, 4),  # "он сказал что сказал" twice among 5 4-grams
+        "known_words": 1.0, "sentence_words": 4.0}
+    both = text_statistics([loop, fresh], vocabulary)
+    assert both["words"] == 15 and both["distinct_1"] == round(10 / 15, 4) and both["distinct_2"] == round(10 / 13, 4)
+    assert both["repeated_4grams"] == round(2 / 9, 4) and both["known_words"] == round(14 / 15, 4) and both["sentence_words"] == 5.0
+
+
+def test_sample_statistics_per_prompt_and_overall(built):
+    statistics = json.loads((built / "metrics/samples.json").read_text(encoding="utf-8"))
+    assert [row["prompt"] for row in statistics["prompts"].values()] == ["Пьер закашлялся и", "Наташа"]
+    assert statistics["overall"]["words"] == sum(row["words"] for row in statistics["prompts"].values()) > 0
+    vocabulary = set((built / "data/tokens/train_words.txt").read_text(encoding="utf-8").splitlines())
+    assert {"пьер", "наташа"} <= vocabulary and 0 <= statistics["overall"]["known_words"] <= 1
 
 
 @pytest.mark.parametrize("values, message", [

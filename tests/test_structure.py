@@ -1,5 +1,5 @@
 """The code's shape: each stage's dvc.yaml code deps are exactly the project modules it imports,
-and stage modules and functions stay short enough to read at a glance."""
+modules and functions stay short enough to read at a glance, and only tests import tests."""
 import ast
 
 import pytest
@@ -26,18 +26,30 @@ def test_code_deps_are_the_imported_modules(stage):
     assert code_deps == imported_files(stage)
 
 
-def test_no_function_in_stages_is_longer_than_50_lines():
+CODE = sorted(path for folder in ("stages", "bench", "tools") for path in (ROOT / folder).rglob("*.py"))
+
+
+def test_no_function_in_stages_bench_or_tools_is_longer_than_50_lines():
     long = []
-    for path in sorted((ROOT / "stages").rglob("*.py")):
+    for path in CODE:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 50:
                 long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert long == []
 
 
-def test_no_module_in_stages_is_longer_than_200_lines():
-    lengths = {str(path.relative_to(ROOT)): len(path.read_text(encoding="utf-8").splitlines()) for path in (ROOT / "stages").rglob("*.py")}
+def test_no_module_in_stages_bench_or_tools_is_longer_than_200_lines():
+    lengths = {str(path.relative_to(ROOT)): len(path.read_text(encoding="utf-8").splitlines()) for path in CODE}
     assert {path: n for path, n in lengths.items() if n > 200} == {}
+
+
+def test_nothing_but_tests_imports_tests():
+    importers = []
+    for path in CODE:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            importers += [f"{path.relative_to(ROOT)}: {name}" for name in names if name == "tests" or name.startswith("tests.")]
+    assert importers == []
 
 
 def test_the_train_stage_reads_the_generation_defaults_and_no_other_sample_param():

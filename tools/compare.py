@@ -3,8 +3,9 @@
     python -m tools.compare            # the workspace, HEAD and HEAD's experiments
     python -m tools.compare -A         # every commit's experiments
 
-Columns: experiment, each param whose value differs between the rows, validation bits per
-character and perplexity (evaluate), training seconds (train_cost), tokens/s and MFU (DVCLive).
+Columns: experiment, each param whose value differs between the rows (a long list as its
+length), validation bits per character, the mean style gap (groups) and perplexity (evaluate),
+training seconds (train_cost), tokens/s and MFU (DVCLive), distinct-2 of the samples (sample).
 """
 import argparse
 import json
@@ -14,10 +15,12 @@ import pandas as pd
 
 RESULTS = {  # column -> (metrics file, key path)
     "bits/char": ("metrics/eval.json", ("bits_per_char",)),
+    "style gap": ("metrics/eval.json", ("style_gap", "mean")),
     "perplexity": ("metrics/eval.json", ("perplexity",)),
     "train s": ("metrics/train_cost.json", ("actual", "seconds")),
     "tokens/s": ("metrics/train/metrics.json", ("train", "tokens_per_sec")),
     "MFU %": ("metrics/train/metrics.json", ("train", "mfu")),
+    "distinct-2": ("metrics/samples.json", ("overall", "distinct_2")),
 }
 
 
@@ -45,7 +48,13 @@ def flat(tree, prefix=""):
         if isinstance(value, dict):
             yield from flat(value, f"{prefix}{key}.")
         else:
-            yield f"{prefix}{key}", json.dumps(value, ensure_ascii=False) if isinstance(value, list) else value
+            yield f"{prefix}{key}", shown(value) if isinstance(value, list) else value
+
+
+def shown(items):
+    """A list as JSON, or, when that is long, as its length."""
+    text = json.dumps(items, ensure_ascii=False)
+    return text if len(text) <= 40 else f"[{len(items)} items]"
 
 
 def lookup(data, path, keys):
@@ -63,8 +72,10 @@ def comparison(rows):
          **{column: lookup(data, path, keys) for column, (path, keys) in RESULTS.items()}}
         for (name, _, data), p in zip(rows, params)
     ])
-    table["MFU %"] = table["MFU %"].astype(float) * 100
-    return table.round({"bits/char": 4, "perplexity": 2, "train s": 1, "tokens/s": 0, "MFU %": 1})
+    for column in RESULTS:  # a figure no row has reads as missing, not as None
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    table["MFU %"] *= 100
+    return table.round({"bits/char": 4, "style gap": 4, "perplexity": 2, "train s": 1, "tokens/s": 0, "MFU %": 1, "distinct-2": 3})
 
 
 def main():

@@ -22,6 +22,13 @@ def flops_per_token(n_params, n_layer, n_embd, context):
     return 6 * n_params + 12 * n_layer * n_embd * context
 
 
+def model_flops_per_token(model, block_size):
+    """flops_per_token of a GPT-2 model over blocks of block_size: position embeddings do no matmul."""
+    config = model.config
+    n_params = sum(p.numel() for p in model.parameters()) - config.n_positions * config.hidden_size
+    return flops_per_token(n_params, config.num_hidden_layers, config.hidden_size, block_size)
+
+
 def predicted_peak_bytes(base_rss, n_params, config, micro_batch, block_size):
     """Peak memory of a training step, fitted to measured peak RSS of CPU fp32 runs (bench/README.md):
     per token and layer about 44.5 saved d-wide fp32 vectors, about 3 copies of the logits, 3.3 of
@@ -153,7 +160,7 @@ def make_plan(model, train_params, block_size, steps, kept=None):
     """Micro-batches that fit in memory, FLOPs and time per step, precision and compile."""
     config = model.config
     n_params = sum(p.numel() for p in model.parameters())
-    per_token = flops_per_token(n_params - config.n_positions * config.hidden_size, config.num_hidden_layers, config.hidden_size, block_size)
+    per_token = model_flops_per_token(model, block_size)
     base_rss = current_rss()
     predict = lambda micro: predicted_peak_bytes(base_rss, n_params, config, micro, block_size)  # noqa: E731
     processes_here = 1 if on_gpu() else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

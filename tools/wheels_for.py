@@ -2,7 +2,7 @@
 here (setup.sh), for another machine's Python, to install there without a package index. torch
 is left out (a GPU machine has its own CUDA build), and so are the test-only requirements.
 
-    python -m bench.wheels_for 3.12 .whl [--skip numpy pandas ...]    # here, where pip can download
+    python -m tools.wheels_for 3.12 .whl [--skip numpy pandas ...]    # here, where pip can download
     pip install --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site   # there
 
 --skip names packages the other machine already has. A package published only as source is built
