@@ -4,6 +4,7 @@
 otherwise a StageError names the key, the value and what is allowed.
 """
 import difflib
+import re
 from pathlib import Path
 
 import yaml
@@ -149,9 +150,17 @@ def check_groups(values):
                          f"{', '.join(values['sources']) or 'none is set'}")
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """YAML read as DVC reads and writes params.yaml (YAML 1.2): `dvc exp run -S train.lr=5e-5`
+    writes 5e-05, a number there but a string to YAML 1.1 without this resolver."""
+
+
+ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789."))
+
+
 def read_params(path=PARAMS):
     try:
-        params = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        params = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=ParamsLoader)
     except (OSError, yaml.YAMLError) as e:
         raise StageError(f"cannot read {path}: {e}") from None
     if not isinstance(params, dict):

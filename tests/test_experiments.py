@@ -2,8 +2,10 @@
 by side (the real `dvc` CLI in a temporary git repository, tiny params)."""
 import re
 import shutil
+import sys
 
 import pytest
+import yaml
 
 from stages.base import base_identity
 from stages.common import read_json
@@ -71,8 +73,11 @@ def test_plots_template_carries_its_libraries():
 
 def test_a_base_trained_on_other_texts_then_fine_tuned_on_the_pages(reproduced, tmp_path, monkeypatch):
     directory, env = copy_of(reproduced, tmp_path / "repo")
-    other = write_author(tmp_path / "other", [foreign("work-a", 150), foreign("work-b", 150)])
-    dvc(directory, "exp", "run", "-n", "base", "-S", f"fetch.urls=[{other}]", env=env)
+    other = write_author(tmp_path / "другой автор", [foreign("work-a", 150), foreign("work-b", 150)])  # a space: only --run keeps it whole
+    preset = tmp_path / "base.yaml"
+    preset.write_text(yaml.safe_dump({"fetch": {"urls": [other]}}, allow_unicode=True), encoding="utf-8")
+    run([sys.executable, "-m", "tools.preset", str(preset), "--run", "base"], directory, env=env)
+    assert read_json(directory / "metrics/clean.json")["documents"] == 2
     shutil.copytree(directory / "models/model", directory / "bases/other")
     run(["git", "checkout", "--", "params.yaml"], directory, env=env)
     tuned = dvc(directory, "exp", "run", "-n", "tuned", "-S", "model.base=bases/other", env=env)

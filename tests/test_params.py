@@ -1,14 +1,18 @@
 """Every key of params.yaml is checked for type and range before any work (stages/params.py)."""
 import copy
+import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
+from dvc.utils.hydra import apply_overrides
 
+import tools.preset
 from stages.common import StageError
-from stages.params import SCHEMA, check_all
-from tests.helpers import ROOT, python_env, tiny_params, write_params
+from stages.params import SCHEMA, check_all, read_params
+from tests.helpers import ROOT, SHARED, python_env, tiny_params, write_params
 
 # section.key: (a value of the wrong type, a value of the right type out of range)
 BAD_VALUES = {
@@ -179,3 +183,23 @@ def test_a_stages_closing_line_names_it(name, expected):
     code = f"from stages.common import run_stage; run_stage(lambda: None, {name!r})"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=python_env(), capture_output=True, text=True, check=True)
     assert f"tolstoy {expected}: " in result.stderr and "s, peak RSS " in result.stderr
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (ROOT / "configs/presets").glob("*.yaml")))
+def test_a_preset_through_dvcs_own_override_parser_gives_valid_params_with_its_values(preset, tmp_path, monkeypatch):
+    overrides = tools.preset.overrides(ROOT / "configs/presets" / preset)
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    apply_overrides(tmp_path / "params.yaml", [tools.preset.set_argument(key, value) for key, value in overrides.items()])
+    params = read_params(tmp_path / "params.yaml")
+    assert {key: params[key.split(".")[0]][key.split(".")[1]] for key in overrides} == overrides
+    if "../shared" in json.dumps(overrides) and not SHARED.is_dir():
+        pytest.skip("its sources are in ../shared, which this machine lacks")
+    monkeypatch.chdir(ROOT)  # patterns and configs are relative to the repository
+    check_all(params)
+
+
+def test_override_values_keep_spaces_quotes_backslashes_and_cyrillic(tmp_path):
+    value = {"a-b": ["x y/Алёша (1).txt", 'q"uote', 'q\\"', "c:\\dir", "end\\"], "c": ["*.txt"]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"groups": {"sources": {}}, "train": {"lr": 0.1}}))
+    apply_overrides(tmp_path / "params.yaml", [tools.preset.set_argument("groups.sources", value), tools.preset.set_argument("train.lr", 5e-5)])
+    assert read_params(tmp_path / "params.yaml") == {"groups": {"sources": value}, "train": {"lr": 5e-5}}

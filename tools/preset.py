@@ -1,13 +1,15 @@
-"""A preset's `-S` arguments for `dvc exp run` (a preset is a YAML file of params.yaml overrides,
-section by section, like configs/presets/one-gpu.yaml):
+"""A preset (a YAML file of params.yaml overrides, section by section, like
+configs/presets/one-gpu.yaml) as the `-S` arguments of `dvc exp run`, printed shell-quoted or run:
 
-    dvc exp run -n one-gpu $(python -m tools.preset configs/presets/one-gpu.yaml)
-    python -m tools.preset configs/presets/style-groups.yaml --run style [other dvc exp run arguments]
+    python -m tools.preset configs/presets/one-gpu.yaml                  # prints -S tokenize.block_size=512 ...
+    python -m tools.preset configs/presets/style-groups.yaml --run style [more dvc exp run arguments]
 
-`--run NAME` runs `dvc exp run -n NAME` itself: a value with a space in it (a file name) needs
-that, since the shell splits the output of $(...) at every space.
+Values are written in the override grammar `-S` reads, strings quoted. Use `--run` rather than
+`dvc exp run $(...)`: the shell splits the output of $(...) at every space and keeps its quotes.
 """
 import argparse
+import json
+import re
 import shlex
 import subprocess
 import sys
@@ -22,10 +24,27 @@ def overrides(path):
     return {f"{section}.{key}": value for section, values in sections.items() for key, value in values.items()}
 
 
+def override_value(value):
+    """A value in the override grammar `dvc exp run -S` reads (Hydra's): strings quoted, so any character goes."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {override_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(override_value, value)) + "]"
+    if isinstance(value, str):
+        return quoted(value)
+    return json.dumps(value)  # numbers, true, false, null
+
+
+def quoted(text):
+    """A quoted string of the grammar: a backslash is itself, except before a quote, where a run of them doubles."""
+    escaped = re.sub(r'(\\*)"', lambda run: 2 * run.group(1) + '\\"', text)
+    return '"' + re.sub(r"(\\+)$", lambda run: 2 * run.group(1), escaped) + '"'
+
+
+
 def set_argument(key, value):
-    """`key=value` as `dvc exp run -S` reads it (YAML, one line)."""
-    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, sort_keys=False, width=float("inf"))
-    return f"{key}={text.strip().removesuffix('...').strip()}"
+    """`key=value` as `dvc exp run -S` reads it; a mapping as `++key=...`, which may add keys to the params' own."""
+    return f"{'++' if isinstance(value, dict) else ''}{key}={override_value(value)}"
 
 
 def main():
