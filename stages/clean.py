@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import trafilatura
 
 from stages.charset import charset_of, decode_page
-from stages.common import StageError, atomic_path, log, read_json, reading, run_stage, write_json
+from stages.common import StageError, atomic_path, log, progress, read_json, reading, run_stage, write_json
 from stages.layouts import is_apparatus, unwrap
 from stages.params import load_params
 from stages.paths import CLEAN_METRICS, CLEAN_REPORT, DOCS, MANIFEST, RAW
@@ -103,7 +103,7 @@ def clean_page(record, params):
     body = (RAW / record["file"]).read_bytes()
     decoded = decode_page(body, charset_of(record["content_type"]), record["url"])
     page, declared, encoding, note = decoded.text, decoded.declared, decoded.encoding, decoded.note
-    if note:  # a warning when the page's own declaration was overruled
+    if note and (declared or encoding != "utf-8"):  # a warning when the page's own declaration was overruled
         log.log(logging.WARNING if declared else logging.INFO, "%s: decoded as %s (%s)", record["url"], encoding, note)
     paragraphs, apparatus = extract_paragraphs(page, params)
     chars = sum(map(len, paragraphs))
@@ -126,7 +126,7 @@ def write_documents(records, params):
     deduplicator = Deduplicator(params["dedup_min_chars"]) if params["dedup"] else None
     report = []
     with atomic_path(DOCS) as tmp, pq.ParquetWriter(tmp, DOCS_SCHEMA) as writer:
-        for record in records:
+        for record in progress(records, len(records), "clean: documents"):
             doc = clean_page(record, params)
             if deduplicator:
                 deduplicator.filter(doc)

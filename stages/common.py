@@ -86,7 +86,11 @@ def read_json(path):
 def run_stage(main, name=None):
     """Run a stage: INFO logging, SIGTERM as an exception, and a StageError becomes one `error:` line and exit status 2.
     The closing line names `name`, or the script run."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    # The stage's own lines, and only the warnings of the libraries: their INFO lines are about themselves.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    log.setLevel(logging.INFO)
+    if "transformers" in sys.modules:  # its bars (loading weights, writing shards) say nothing about the stage
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
     # SIGTERM (kill, dvc exp queue kill) raises like Ctrl-C, so temporaries are cleaned up.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.perf_counter()
@@ -98,6 +102,23 @@ def run_stage(main, name=None):
         if os.environ.get(ERROR_FILE_ENV):
             Path(os.environ[ERROR_FILE_ENV]).write_text(f"{e}\n", encoding="utf-8")
         sys.exit(2)
+
+
+def progress(items, total, what, large=50):
+    """`items`, with their progress shown when there are at least `large` of them: a bar on a
+    terminal, else a line at every tenth (logs of CI and queued experiments)."""
+    if total < large:
+        yield from items
+    elif sys.stderr.isatty():
+        from tqdm import tqdm  # the libraries' own bar; imported only where it draws
+
+        yield from tqdm(items, total=total, desc=what, leave=False, dynamic_ncols=True)
+    else:
+        every = max(1, total // 10)
+        for done, item in enumerate(items, 1):
+            yield item
+            if done % every == 0 or done == total:
+                log.info("%s: %d of %d", what, done, total)
 
 
 def peak_rss_bytes():

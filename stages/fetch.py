@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from stages.common import StageError, atomic_path, log, read_json, remove, run_stage, write_json
+from stages.common import StageError, atomic_path, log, progress, read_json, remove, run_stage, write_json
 from stages.params import load_params
 from stages.paths import MANIFEST, RAW
 from stages.sources import expand_sources
@@ -86,7 +86,8 @@ def fetch_all(params, mirror_spec=""):
     previous = {r["url"]: r for r in read_json(MANIFEST)} if MANIFEST.exists() else {}
     fetcher = Fetcher(params)
     manifest = []
-    for url in expand_sources(params["urls"]):
+    sources = expand_sources(params["urls"])
+    for url in progress(sources, len(sources), "fetch: pages"):
         source, name = apply_mirror(url, rules), file_name(url)
         stored = still_stored(previous.get(url), name)
         started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

@@ -50,8 +50,8 @@ def pieces(text, size=PIECE_CHARS):
     yield text[start:]
 
 
-def document_texts():
-    return (doc["text"] for doc in iter_documents(DOCS, ["text"]))
+def document_texts(shown_as=None):
+    return (doc["text"] for doc in iter_documents(DOCS, ["text"], shown_as))
 
 
 def spans(text, span_chars):
@@ -154,7 +154,7 @@ def main():
         n_spans = sum(1 for text in document_texts() for _ in spans(text, params["span_chars"]))
         val = choose_validation(n_spans, params["val_fraction"], params["seed"])
         train_words = set()  # what the sample stage counts as real words
-        for split, text in segments(document_texts(), params["span_chars"], val):
+        for split, text in segments(document_texts("tokenize: documents"), params["span_chars"], val):
             writers[split].add(text)
             train_words.update(words(text) if split == "train" else ())
         (tmp / TRAIN_WORDS.name).write_text("".join(f"{word}\n" for word in sorted(train_words)), encoding="utf-8")

@@ -3,6 +3,8 @@
 With model.base set (a directory under bases/, or a hub id at model.revision) the base model's
 own tokenizer is saved instead: a pretrained model only understands the tokenizer it was trained with.
 """
+import sys
+
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -33,7 +35,7 @@ def train_bpe(texts, vocab_size, min_frequency):
         min_frequency=min_frequency,
         special_tokens=[EOT],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+        show_progress=sys.stderr.isatty(),
     )
     bpe.train_from_iterator(texts, trainer)
     # clean_up_tokenization_spaces would turn " ," into "," on decode: not lossless.
@@ -58,7 +60,8 @@ def main():
     if base:
         tokenizer = base_tokenizer(model_params)
     else:
-        lines = (line for doc in iter_documents(DOCS, ["text"]) for line in with_newlines(doc["text"]))
+        shown_as = None if sys.stderr.isatty() else "tokenizer: documents read"  # a terminal shows the trainer's own bars
+        lines = (line for doc in iter_documents(DOCS, ["text"], shown_as) for line in with_newlines(doc["text"]))
         tokenizer = train_bpe(lines, params["vocab_size"], params["min_frequency"])
     with atomic_path(TOKENIZER) as tmp:
         tokenizer.save_pretrained(tmp)

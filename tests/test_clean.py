@@ -221,3 +221,21 @@ def test_plain_text_with_a_line_per_paragraph_keeps_its_lines():
 def test_paragraphed_html_is_left_as_it_is():
     page = sites.page_html("Том", sites.work("html", chapters=1, per_chapter=5))
     assert unwrap(page) == page
+
+
+def test_a_long_stage_reports_progress_at_every_tenth_without_a_terminal(caplog):
+    from stages.common import progress
+
+    with caplog.at_level(logging.INFO, logger="tolstoy"):
+        assert list(progress(range(120), 120, "clean: documents")) == list(range(120))
+        assert list(progress(range(10), 10, "clean: documents")) == list(range(10))  # short: silent
+    assert [r.getMessage() for r in caplog.records] == [f"clean: documents: {n} of 120" for n in range(12, 121, 12)]
+
+
+def test_an_undeclared_page_that_reads_as_utf8_is_not_news(project, caplog):
+    write_raw([russian_page().encode("utf-8")], declared=None)
+    write_params(".", {"clean": clean_params()})
+    with caplog.at_level(logging.INFO, logger="tolstoy"):
+        call_stage("clean")
+    assert pd.read_csv(paths.CLEAN_REPORT, keep_default_na=False).loc[0, "encoding_note"].startswith("no charset declared")
+    assert "decoded as" not in caplog.text

@@ -193,3 +193,28 @@ def test_the_training_forward_returns_the_models_loss_alone(built):
         assert unwrapped(input_ids=ids, labels=ids).logits.shape == (2, 64, len(tokenizer))
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
+
+
+NOISE = ["{'loss'", "'eval_loss'", "train_runtime", "Writing model shards", "Loading weights", "The used dataset had no length",
+         "speedups for torchdynamo", "loss_type=None"]
+
+
+def test_the_train_log_reads_as_the_progress_of_one_run(built, tmp_path):
+    directory = train_copy(built, tmp_path / "copy", compile=True)  # compiling on a CPU is what draws the torchdynamo warning
+    trained = run([sys.executable, "-m", "stages.train"], directory)
+    evaluated = run([sys.executable, "-m", "stages.evaluate"], directory)
+    output = trained.stdout + trained.stderr + evaluated.stdout + evaluated.stderr
+    assert [noise for noise in NOISE if noise in output] == []
+    assert re.search(r"train: step 8/8, 0:\d\d elapsed, 0:00 left; loss [\d.]+, val [\d.]+ bits/char, [\d,]+ tokens/s", output), output
+    assert re.search(r"train: step 4, validation loss [\d.]+ \([\d.]+ bits/char; best [\d.]+\)", output), output
+
+
+def test_a_filtered_message_is_only_the_one_it_names(caplog):
+    from stages.train import notices
+
+    notices.install()
+    arguments_log = logging.getLogger("transformers.training_args")
+    with caplog.at_level(logging.WARNING, logger="transformers.training_args"):
+        arguments_log.warning("The speedups for torchdynamo mostly come with GPU Ampere or higher and which is not detected here.")
+        arguments_log.warning("--save_steps is ignored: a real warning about this run")
+    assert [record.getMessage() for record in caplog.records] == ["--save_steps is ignored: a real warning about this run"]

@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 from transformers.modeling_outputs import CausalLMOutput
 
 from stages.base import base_directory
+from stages.causal_lm import with_causal_lm_loss
 from stages.common import StageError, reading
 from stages.paths import TOKENIZER
 
@@ -47,9 +48,7 @@ def build_model(model_params, tokenizer, block_size, attn_implementation):
         model = load_base(model_params, tokenizer, block_size, attn_implementation)
     else:
         model = scratch_model(model_params, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, attn_implementation)
-    # The loss predicts labels[..., 1:]. GPT-2's class name does not say so, and Trainer, told
-    # nothing, would divide the summed loss by every label: low by 1/block_size in training and evaluation.
-    model.loss_type = "ForCausalLM"
+    with_causal_lm_loss(model)
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:
         raise StageError(f"the tokenizer has {len(tokenizer)} tokens but the model's embeddings have {rows} rows")

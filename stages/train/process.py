@@ -15,13 +15,13 @@ import os
 
 import torch
 from accelerate import PartialState
-from transformers import AutoTokenizer, Trainer
+from transformers import AutoTokenizer, PrinterCallback, Trainer
 
 from stages.blocks import Blocks
 from stages.common import atomic_path, log, reading, run_stage
 from stages.params import GENERATION_KEYS, load_params
 from stages.paths import CHECKPOINTS, MODEL, TOKENIZER, TOKENS, TRAIN_COST, TRAIN_LIVE
-from stages.train import checkpoints, peers
+from stages.train import checkpoints, notices, peers
 from stages.train.arguments import training_arguments
 from stages.train.cost import record_cost
 from stages.train.device import on_gpu, peak_flops
@@ -31,6 +31,7 @@ from stages.train.keep import describe, outcome, stop_callbacks
 from stages.train.live import LiveCallback, open_live
 from stages.train.model import build_model
 from stages.train.plan import make_plan, total_steps
+from stages.train.progress import ProgressCallback
 from stages.train.seal import SealCheckpoints
 
 
@@ -38,6 +39,7 @@ def main():
     is_main, world_size = int(os.environ.get("RANK", "0")) == 0, int(os.environ.get("WORLD_SIZE", "1"))
     if not is_main:
         log.setLevel(logging.WARNING)
+    notices.install()
     if not on_gpu():  # accelerate launch sets OMP_NUM_THREADS=1: share the cores instead
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     model_params, train_params = load_params("model"), load_params("train")
@@ -97,7 +99,8 @@ def train_and_export(trainer, plan, steps, checkpoint, params, base):
     eval_data = trainer.eval_dataset
     trainer.add_callback(LiveCallback(live, plan.tokens_per_step, plan.flops_per_token, peak_flops(plan.precision) * world_size, eval_data.chars_per_token))
     trainer.add_callback(SealCheckpoints())
-    logging.getLogger("transformers.trainer").addFilter(TiedWeightsNotice())
+    trainer.add_callback(ProgressCallback(plan.tokens_per_step, eval_data.chars_per_token, max(trainer.args.logging_steps, -(-steps // 20))))
+    trainer.remove_callback(PrinterCallback)  # Trainer's raw dictionaries: the progress line says it all
     with peers.watched():
         run = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     result = outcome(trainer.state, params["train"], eval_data.chars_per_token)
@@ -116,19 +119,6 @@ def export_run(trainer, params, tokens_meta, base, result):
         trainer.save_model(tmp)
         card = model_card(trainer.model.config, params, tokens_meta, trainer.state.log_history, base, result)
         (tmp / "README.md").write_text(card, encoding="utf-8")
-
-
-class TiedWeightsNotice(logging.Filter):
-    """GPT-2 ties lm_head to the input embeddings, so checkpoints do not store it and Trainer's
-    resume warns that it is missing; one explanatory line replaces the warning."""
-
-    MESSAGE = "There were missing keys in the checkpoint model loaded: ['lm_head.weight']"
-
-    def filter(self, record):
-        if record.getMessage().startswith(self.MESSAGE):
-            log.info("train: lm_head.weight is tied to the input embeddings (not stored in checkpoints): restored from them")
-            return False
-        return True
 
 
 if __name__ == "__main__":
