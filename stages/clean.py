@@ -5,8 +5,11 @@ else the Cyrillic encoding whose text does; see stages/charset.py), join hard-wr
 text into paragraphs, extract the work with
 trafilatura tuned for recall with the site's chrome pruned by XPath, unescape entities, NFC,
 collapse whitespace, one paragraph per line; report (optionally drop) editorial apparatus,
-optionally drop footnote markers and duplicates across documents.
+optionally drop footnote markers and duplicates across documents. Pages are cleaned in worker
+processes side by side (stages.common.workers), duplicates then dropped in page order, so the
+outputs are those of one process.
 """
+import functools
 import hashlib
 import html
 import itertools
@@ -20,7 +23,7 @@ import pyarrow.parquet as pq
 import trafilatura
 
 from stages.charset import charset_of, decode_page
-from stages.common import StageError, atomic_path, log, progress, read_json, reading, run_stage, write_json
+from stages.common import StageError, atomic_path, log, ordered_map, progress, read_json, reading, run_stage, write_json
 from stages.layouts import is_apparatus, unwrap
 from stages.params import load_params
 from stages.paths import CLEAN_METRICS, CLEAN_REPORT, DOCS, MANIFEST, RAW
@@ -126,8 +129,8 @@ def write_documents(records, params):
     deduplicator = Deduplicator(params["dedup_min_chars"]) if params["dedup"] else None
     report = []
     with atomic_path(DOCS) as tmp, pq.ParquetWriter(tmp, DOCS_SCHEMA) as writer:
-        for record in progress(records, len(records), "clean: documents"):
-            doc = clean_page(record, params)
+        pages = ordered_map(functools.partial(clean_page, params=params), records, len(records))
+        for doc in progress(pages, len(records), "clean: documents"):
             if deduplicator:
                 deduplicator.filter(doc)
             text = "\n".join(doc.pop("paragraphs")) if not doc["dropped"] else ""

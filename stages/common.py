@@ -3,6 +3,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ log = logging.getLogger("tolstoy")
 REBUILD_OR_RESTORE = "rebuild it with `dvc repro` or restore it with `dvc checkout`"
 # Set by the train launcher: a process that stops on a StageError also writes its message there.
 ERROR_FILE_ENV = "TOLSTOY_ERROR_FILE"
+WORKERS_ENV = "TOLSTOY_WORKERS"
 
 
 class StageError(Exception):
@@ -83,12 +85,16 @@ def read_json(path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def configure_logging():
+    """The stage's own lines, and only the warnings of the libraries: their INFO lines are about themselves."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    log.setLevel(logging.INFO)
+
+
 def run_stage(main, name=None):
     """Run a stage: INFO logging, SIGTERM as an exception, and a StageError becomes one `error:` line and exit status 2.
     The closing line names `name`, or the script run."""
-    # The stage's own lines, and only the warnings of the libraries: their INFO lines are about themselves.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    log.setLevel(logging.INFO)
+    configure_logging()
     if "transformers" in sys.modules:  # its bars (loading weights, writing shards) say nothing about the stage
         sys.modules["transformers"].utils.logging.disable_progress_bar()
     # SIGTERM (kill, dvc exp queue kill) raises like Ctrl-C, so temporaries are cleaned up.
@@ -119,6 +125,36 @@ def progress(items, total, what, large=50):
             yield item
             if done % every == 0 or done == total:
                 log.info("%s: %d of %d", what, done, total)
+
+
+def workers():
+    """Processes that prepare data side by side: TOLSTOY_WORKERS, else one per core. Outputs do not
+    depend on it, so it is not a param: changing it re-runs nothing."""
+    value = os.environ.get(WORKERS_ENV, "")
+    if value and not (value.isdigit() and int(value) > 0):
+        raise StageError(f"{WORKERS_ENV}={value!r} must be a positive integer")
+    return int(value) if value else os.cpu_count() or 1
+
+
+def ordered_map(function, items, n_items, fewest=8, setup=None, setup_args=()):
+    """function(item) for every item, in order; in worker processes, one item each at a time, when
+    `n_items` (documents) are at least `fewest` (below that, starting the processes costs more than
+    it saves). setup(*setup_args) runs first wherever function will run."""
+    processes = min(workers(), n_items)
+    if processes < 2 or n_items < fewest:
+        if setup:
+            setup(*setup_args)
+        yield from map(function, items)
+        return
+    # spawn: a fresh interpreter, in this directory, with no threads forked from a library mid-use
+    with multiprocessing.get_context("spawn").Pool(processes, initializer=start_worker, initargs=(setup, setup_args)) as pool:
+        yield from pool.imap(function, items)
+
+
+def start_worker(setup, setup_args):
+    configure_logging()
+    if setup:
+        setup(*setup_args)
 
 
 def peak_rss_bytes():

@@ -19,7 +19,7 @@ from stages.documents import iter_documents
 from stages.params import load_params
 from stages.paths import DOCS, GROUPS, TOKENIZER
 from stages.sources import expand_sources
-from stages.tokenize import TokenWriter, close_split, load_tokenizer, token_dtype, tokens_meta
+from stages.token_files import TokenWriter, close_split, encoded, load_tokenizer, tokens_meta
 
 SPLIT = "text"
 
@@ -46,10 +46,10 @@ def prepare_group(directory, sources, settings, tokenizer, eot_id, block_size):
         fetch.main()
         clean.main()
         Path("tokens").mkdir()
-        writer = TokenWriter(Path("tokens") / f"{SPLIT}.bin", tokenizer, eot_id, token_dtype(tokenizer))
+        writer = TokenWriter(Path("tokens") / f"{SPLIT}.bin")
         documents = 0
         for doc in iter_documents(DOCS, ["text"]):
-            writer.add(doc["text"])
+            writer.write(encoded(tokenizer, eot_id, doc["text"]), len(doc["text"]), len(doc["text"].encode()))
             documents += 1
         stats = close_split(writer, "the group's text", block_size, "add text to the group, or use a smaller block_size")
         write_json(Path("tokens/meta.json"), tokens_meta(tokenizer, eot_id, block_size, {SPLIT: stats}))

@@ -4,54 +4,26 @@ Each document is cut into contiguous spans of about `span_chars` characters at p
 boundaries, and a seeded random `val_fraction` of all spans becomes validation. Validation
 thus samples every part of every work (not each work's tail, which holds editorial notes),
 and no span is in both splits. Runs of spans of one split are encoded as segments, each
-followed by the end-of-text token, and appended to a flat token file per split (streamed, so
-memory stays flat: one document, and a batch of pieces of it, at a time). Training reads
-block i as tokens[i*block_size:(i+1)*block_size]. The train split's words are listed too.
+followed by the end-of-text token, and appended to a flat token file per split (stages/token_files.py;
+streamed: a worker process holds one segment at a time). Training reads block i as
+tokens[i*block_size:(i+1)*block_size]. The train split's words are listed too.
 """
+import multiprocessing
 import random
-import re
 
-import numpy as np
-from tokenizers import Tokenizer
-
-from stages.common import StageError, atomic_path, log, read_json, reading, run_stage, write_json
+from stages.common import StageError, atomic_path, log, ordered_map, progress, run_stage, write_json
 from stages.documents import iter_documents
 from stages.params import load_params
 from stages.paths import DOCS, TOKENIZE_METRICS, TOKENIZER, TOKENS, TRAIN_WORDS
+from stages.token_files import TokenWriter, close_split, encoded, load_tokenizer, tokens_meta
 from stages.words import words
 
 SPLITS = ("train", "val")
-PIECE_CHARS = 1 << 14  # texts are encoded in pieces of about this many characters...
-ENCODE_BATCH_CHARS = 1 << 18  # ...and this many characters of pieces per batch
-# Between a non-space character and whitespace there is always a pre-token boundary of the
-# byte-level BPE (GPT-2's split pattern), so pieces cut there encode to the ids of the uncut text.
-SAFE_CUT = re.compile(r"(?<=\S)(?=\s)")
 
 
-def load_tokenizer(directory):
-    """The saved fast tokenizer and its end-of-text id, read with `tokenizers` alone: importing
-    transformers would cost this stage about 240 MB and 2 s."""
-    with reading(directory, "a tokenizer"):
-        eos = read_json(directory / "tokenizer_config.json").get("eos_token")
-        eos = eos.get("content") if isinstance(eos, dict) else eos
-        tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-    eos_id = tokenizer.token_to_id(eos) if eos else None
-    if eos_id is None:
-        raise StageError(f"{directory} has no end-of-text (eos) token: re-run the tokenizer stage")
-    return tokenizer, eos_id
 
-
-def pieces(text, size=PIECE_CHARS):
-    """Cut text into pieces of at least `size` characters (the last may be shorter) at safe places."""
-    start = 0
-    while len(text) - start > size and (cut := SAFE_CUT.search(text, start + size)):
-        yield text[start:cut.start()]
-        start = cut.start()
-    yield text[start:]
-
-
-def document_texts(shown_as=None):
-    return (doc["text"] for doc in iter_documents(DOCS, ["text"], shown_as))
+def document_texts():
+    return (doc["text"] for doc in iter_documents(DOCS, ["text"]))
 
 
 def spans(text, span_chars):
@@ -90,56 +62,29 @@ def segments(texts, span_chars, val):
             yield run_split, "\n".join(run)
 
 
-class TokenWriter:
-    """Encodes texts in batches of pieces and appends their ids, each text followed by end-of-text, to a file."""
-
-    def __init__(self, path, tokenizer, eot_id, dtype):
-        self.file = open(path, "wb")
-        self.tokenizer, self.eot_id, self.dtype = tokenizer, eot_id, dtype
-        self.pending, self.pending_chars = [], 0  # (piece, whether it ends its text)
-        self.tokens = self.chars = self.bytes = 0
-
-    def add(self, text):
-        self.chars += len(text)
-        self.bytes += len(text.encode())
-        *head, last = pieces(text)
-        for piece, ends_text in [(piece, False) for piece in head] + [(last, True)]:
-            self.pending.append((piece, ends_text))
-            self.pending_chars += len(piece)
-            if self.pending_chars >= ENCODE_BATCH_CHARS:
-                self.flush()
-
-    def flush(self):
-        encodings = self.tokenizer.encode_batch_fast([piece for piece, _ in self.pending], add_special_tokens=False)
-        ids = []
-        for (_, ends_text), encoding in zip(self.pending, encodings):
-            ids += encoding.ids + [self.eot_id] if ends_text else encoding.ids
-        np.array(ids, dtype=self.dtype).tofile(self.file)
-        self.tokens += len(ids)
-        self.pending, self.pending_chars = [], 0
-
-    def close(self):
-        self.flush()
-        self.file.close()
+ENCODER = {}  # the tokenizer of a process that encodes segments
 
 
-def token_dtype(tokenizer):
-    return np.uint16 if tokenizer.get_vocab_size(with_added_tokens=True) <= np.iinfo(np.uint16).max + 1 else np.uint32
+def start_encoder(directory):
+    """In a worker, one thread: the workers share the cores. In the stage itself, the tokenizer's own threads."""
+    ENCODER["tokenizer"], ENCODER["eot_id"] = load_tokenizer(directory, 1 if multiprocessing.parent_process() else None)
 
 
-def close_split(writer, what, block_size, advice):
-    """Close the writer; its figures for meta.json, which must make one block at least."""
-    writer.close()
-    blocks = writer.tokens // block_size
-    if blocks < 1:
-        raise StageError(f"{what} has {writer.tokens} tokens, fewer than one block of tokenize.block_size={block_size}: {advice}")
-    return {"tokens": writer.tokens, "blocks": blocks, "chars": writer.chars, "bytes": writer.bytes}
+def encode_segment(segment):
+    """(split, text) -> (split, ids, characters, bytes, the text's words if it is train text): in a worker."""
+    split, text = segment
+    ids = encoded(ENCODER["tokenizer"], ENCODER["eot_id"], text)
+    return split, ids, len(text), len(text.encode()), set(words(text)) if split == "train" else set()
 
 
-def tokens_meta(tokenizer, eot_id, block_size, splits):
-    """meta.json of a token directory: what Blocks needs to read each split's file."""
-    return {"dtype": np.dtype(token_dtype(tokenizer)).name, "block_size": block_size, "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
-            "eot_id": eot_id, **splits}
+def count_segments(span_counts, val):
+    """How many segments `segments` yields for documents of these span counts."""
+    first, count = 0, 0
+    for n in span_counts:
+        in_val = [i in val for i in range(first, first + n)]
+        count += (n > 0) + sum(a != b for a, b in zip(in_val, in_val[1:]))
+        first += n
+    return count
 
 
 def main():
@@ -149,14 +94,17 @@ def main():
     stats = {}
     with atomic_path(TOKENS) as tmp:
         tmp.mkdir()
-        writers = {split: TokenWriter(tmp / f"{split}.bin", tokenizer, eot_id, token_dtype(tokenizer)) for split in SPLITS}
+        writers = {split: TokenWriter(tmp / f"{split}.bin") for split in SPLITS}
         # Two passes over the table, one document in memory at a time: count the spans, then encode.
-        n_spans = sum(1 for text in document_texts() for _ in spans(text, params["span_chars"]))
-        val = choose_validation(n_spans, params["val_fraction"], params["seed"])
+        span_counts = [sum(1 for _ in spans(text, params["span_chars"])) for text in document_texts()]
+        val = choose_validation(sum(span_counts), params["val_fraction"], params["seed"])
+        # Segments are encoded in worker processes (where there are enough documents) and written in order.
+        encoding = ordered_map(encode_segment, segments(document_texts(), params["span_chars"], val), len(span_counts),
+                               setup=start_encoder, setup_args=(TOKENIZER,))
         train_words = set()  # what the sample stage counts as real words
-        for split, text in segments(document_texts("tokenize: documents"), params["span_chars"], val):
-            writers[split].add(text)
-            train_words.update(words(text) if split == "train" else ())
+        for split, ids, chars, n_bytes, text_words in progress(encoding, count_segments(span_counts, val), "tokenize: segments"):
+            writers[split].write(ids, chars, n_bytes)
+            train_words |= text_words
         (tmp / TRAIN_WORDS.name).write_text("".join(f"{word}\n" for word in sorted(train_words)), encoding="utf-8")
         for split, writer in writers.items():
             stats[split] = close_split(writer, f"the {split} split", block_size, "use a smaller block_size, a different val_fraction, or more text")

@@ -9,7 +9,7 @@ SENTENCE_END = re.compile(r"[.!?…]+")
 
 
 def words(text):
-    return [word.lower() for word in WORD.findall(text)]
+    return WORD.findall(text.lower())
 
 
 def ngrams(tokens, n):

@@ -1,5 +1,6 @@
 import codecs
 import logging
+import sys
 import unicodedata
 
 import pandas as pd
@@ -11,7 +12,7 @@ from stages.charset import decode_page
 from stages.common import StageError, read_json, write_json
 from stages.layouts import join_wrapped, unwrap
 from bench import sites
-from tests.helpers import call_stage, tiny_params, write_params
+from tests.helpers import call_stage, python_env, run, tiny_params, write_params
 
 
 def write_raw(pages, declared="windows-1251"):
@@ -239,3 +240,23 @@ def test_an_undeclared_page_that_reads_as_utf8_is_not_news(project, caplog):
         call_stage("clean")
     assert pd.read_csv(paths.CLEAN_REPORT, keep_default_na=False).loc[0, "encoding_note"].startswith("no charset declared")
     assert "decoded as" not in caplog.text
+
+
+def test_outputs_are_the_same_bytes_with_one_worker_or_two(project):
+    pages = [sites.page_html(f"Work {i}", sites.work(f"parallel-{i}", chapters=2, per_chapter=30)).encode("cp1251") for i in range(10)]
+    write_raw(pages + pages[:1])  # a duplicate: dropped in page order, whichever worker cleans it
+    write_params(".", {"clean": clean_params()})
+    outputs = []
+    for workers in ("1", "2"):
+        run([sys.executable, "-m", "stages.clean"], project, env=python_env(TOLSTOY_WORKERS=workers))
+        outputs.append({path: (project / path).read_bytes() for path in (paths.DOCS, paths.CLEAN_REPORT, paths.CLEAN_METRICS)})
+    assert outputs[0] == outputs[1] and read_json(paths.CLEAN_METRICS)["documents"] == 10
+
+
+def test_a_page_that_fails_in_a_worker_is_named(project):
+    pages = [sites.page_html(f"Work {i}", sites.work(f"failing-{i}", chapters=1, per_chapter=20)).encode("cp1251") for i in range(9)]
+    write_raw(pages + [b"<html><body><p>tiny</p></body></html>"])
+    write_params(".", {"clean": clean_params()})
+    result = run([sys.executable, "-m", "stages.clean"], project, check=False, env=python_env(TOLSTOY_WORKERS="2"))
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: http://az.lib.ru/p9 yields ")
+    assert not paths.DOCS.exists()

@@ -1,13 +1,16 @@
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from transformers import AutoTokenizer
 
-from stages import tokenize
+from stages import token_files, tokenize
 from stages.blocks import Blocks
 from stages.common import StageError, read_json, write_json
 from stages.tokenizer import train_bpe
-from tests.helpers import call_stage, tiny_params, write_params
+from tests.helpers import call_stage, python_env, run, tiny_params, write_params
 
 
 def test_spans_are_whole_paragraphs_of_at_least_span_chars():
@@ -89,7 +92,7 @@ def test_text_encoded_in_pieces_has_the_ids_of_the_whole_text():
     text = "".join(rng.choice(chunks, size=20_000))
     # ...and a tokenizer with merges across it (a cut inside whitespace or a word changes these ids)
     tokenizer = train_bpe(iter([text]), vocab_size=400, min_frequency=2).backend_tokenizer
-    cut = list(tokenize.pieces(text, size=50))
+    cut = list(token_files.pieces(text, size=50))
     assert "".join(cut) == text and len(cut) > 100
     whole = tokenizer.encode(text, add_special_tokens=False).ids
     assert [i for piece in cut for i in tokenizer.encode(piece, add_special_tokens=False).ids] == whole
@@ -98,7 +101,7 @@ def test_text_encoded_in_pieces_has_the_ids_of_the_whole_text():
 @pytest.mark.parametrize("separator", [" ", "\r\n", "\n    "])
 def test_pieces_stay_small_in_text_without_paragraph_breaks(separator):
     text = separator.join(["Пьер сказал: «Да»."] * 5000)  # one line, CRLF lines, indented lines
-    cut = list(tokenize.pieces(text, size=1000))
+    cut = list(token_files.pieces(text, size=1000))
     assert "".join(cut) == text and max(map(len, cut)) < 1000 + 25
 
 
@@ -110,3 +113,16 @@ def test_tokenizer_without_an_end_of_text_token_is_an_error(built_copy):
     with pytest.raises(StageError, match="models/tokenizer has no end-of-text"):
         call_stage("tokenize")
     assert read_json("data/tokens/meta.json") == before
+
+
+def test_token_files_are_the_same_bytes_with_one_worker_or_two(built_copy):
+    outputs = []
+    for workers in ("1", "2"):
+        run([sys.executable, "-m", "stages.tokenize"], built_copy, env=python_env(TOLSTOY_WORKERS=workers))
+        outputs.append({p.name: p.read_bytes() for p in [*Path("data/tokens").iterdir(), Path("metrics/tokenize.json")]})
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 5
+
+
+def test_a_worker_count_that_is_not_a_positive_integer_is_named(built_copy):
+    result = run([sys.executable, "-m", "stages.tokenize"], built_copy, check=False, env=python_env(TOLSTOY_WORKERS="two"))
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == "error: TOLSTOY_WORKERS='two' must be a positive integer"
