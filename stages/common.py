@@ -17,6 +17,8 @@ REBUILD_OR_RESTORE = "rebuild it with `dvc repro` or restore it with `dvc checko
 # Set by the train launcher: a process that stops on a StageError also writes its message there.
 ERROR_FILE_ENV = "TOLSTOY_ERROR_FILE"
 WORKERS_ENV = "TOLSTOY_WORKERS"
+# Set by the train launcher when what the training processes print reaches a terminal.
+TERMINAL_ENV = "TOLSTOY_TERMINAL"
 
 
 class StageError(Exception):

@@ -11,3 +11,8 @@ def iter_documents(path, columns=("id", "text"), shown_as=None):
         table = pq.ParquetFile(path)
     rows = (row for batch in table.iter_batches(batch_size=1, columns=list(columns)) for row in batch.to_pylist())
     yield from progress(rows, table.metadata.num_rows, shown_as) if shown_as else rows
+
+
+def count_documents(path):
+    with reading(path, "the documents table"):
+        return pq.ParquetFile(path).metadata.num_rows

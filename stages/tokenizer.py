@@ -10,7 +10,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from stages.base import base_directory
 from stages.common import StageError, atomic_path, log, reading, run_stage
-from stages.documents import iter_documents
+from stages.documents import count_documents, iter_documents
 from stages.params import load_params
 from stages.paths import DOCS, TOKENIZER
 
@@ -26,7 +26,7 @@ def with_newlines(text):
     yield lines[-1]
 
 
-def train_bpe(texts, vocab_size, min_frequency):
+def train_bpe(texts, vocab_size, min_frequency, show_progress=False):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -35,7 +35,7 @@ def train_bpe(texts, vocab_size, min_frequency):
         min_frequency=min_frequency,
         special_tokens=[EOT],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=sys.stderr.isatty(),
+        show_progress=show_progress,
     )
     bpe.train_from_iterator(texts, trainer)
     # clean_up_tokenization_spaces would turn " ," into "," on decode: not lossless.
@@ -60,9 +60,10 @@ def main():
     if base:
         tokenizer = base_tokenizer(model_params)
     else:
-        shown_as = None if sys.stderr.isatty() else "tokenizer: documents read"  # a terminal shows the trainer's own bars
+        large = count_documents(DOCS) >= 50
+        shown_as = "tokenizer: documents read" if large and not sys.stderr.isatty() else None  # a terminal shows the trainer's own bars
         lines = (line for doc in iter_documents(DOCS, ["text"], shown_as) for line in with_newlines(doc["text"]))
-        tokenizer = train_bpe(lines, params["vocab_size"], params["min_frequency"])
+        tokenizer = train_bpe(lines, params["vocab_size"], params["min_frequency"], show_progress=large and sys.stderr.isatty())
     with atomic_path(TOKENIZER) as tmp:
         tokenizer.save_pretrained(tmp)
     log.info("tokenizer: %s, %d tokens, end-of-text %r", f"from {base}" if base else "trained byte-level BPE", len(tokenizer), tokenizer.eos_token)

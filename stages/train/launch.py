@@ -5,6 +5,7 @@ A StageError inside a training process is reported as the stage's own: the proce
 `error:` line and records it in the file named by ERROR_FILE_ENV, and the launcher's own
 traceback is left out.
 """
+import io
 import os
 import re
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.common import ERROR_FILE_ENV, StageError
+from stages.common import ERROR_FILE_ENV, TERMINAL_ENV, StageError
 
 # Where the launcher's own report of a failed process begins: torch elastic's error line or a traceback.
 LAUNCHER_REPORT = re.compile(r"Traceback \(most recent call last\):|E\d{4} .* failed \(exitcode")
@@ -39,13 +40,16 @@ def launch(config_path, peer_timeout, cwd=None):
         env = process_env(Path(cwd or ".", config_path), error_file)
         command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(config_path),
                    "--rdzv_conf", f"timeout={round(peer_timeout)}", "-m", "stages.train.process"]
-        process = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
+        if sys.stderr.isatty():  # relayed to a terminal: the progress may be a live line
+            env[TERMINAL_ENV] = "1"
+        process = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.PIPE)
         held = []  # from the launcher's report on: left out when a process reported its error
-        for line in process.stderr:
+        for line in io.TextIOWrapper(process.stderr, encoding="utf-8", errors="replace", newline=""):  # a live line ends in \r
             if held or LAUNCHER_REPORT.match(line):
                 held.append(line)
             else:
                 sys.stderr.write(line)
+                sys.stderr.flush()
         process.wait()
         if process.returncode and error_file.exists():
             return 2

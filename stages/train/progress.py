@@ -2,6 +2,7 @@
 total, elapsed, time left at the measured speed, train loss, last validation bits per character,
 tokens/s); without one, the same facts as a plain line every `every` steps. Each evaluation adds
 one line: step, validation loss, bits per character, the best so far."""
+import os
 import sys
 import time
 
@@ -9,7 +10,7 @@ from tqdm import tqdm
 from transformers import TrainerCallback
 
 from stages.blocks import bits_per_char
-from stages.common import log
+from stages.common import TERMINAL_ENV, log
 
 
 def clock(seconds):
@@ -20,7 +21,7 @@ def clock(seconds):
 class ProgressCallback(TrainerCallback):
     def __init__(self, tokens_per_step, val_chars_per_token, every, terminal=None):
         self.tokens_per_step, self.val_chars_per_token, self.every = tokens_per_step, val_chars_per_token, every
-        self.terminal = sys.stderr.isatty() if terminal is None else terminal
+        self.terminal = (sys.stderr.isatty() or os.environ.get(TERMINAL_ENV) == "1") if terminal is None else terminal
         self.bar, self.loss, self.bits, self.best = None, None, None, None
 
     def on_train_begin(self, args, state, control, **kwargs):
