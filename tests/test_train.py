@@ -1,8 +1,11 @@
 """The train stage: params refused before training, what a run logs and exports, several processes, fine-tuning, bf16, the loss."""
 import logging
 import math
+import os
+import pty
 import re
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -218,3 +221,26 @@ def test_a_filtered_message_is_only_the_one_it_names(caplog):
         arguments_log.warning("The speedups for torchdynamo mostly come with GPU Ampere or higher and which is not detected here.")
         arguments_log.warning("--save_steps is ignored: a real warning about this run")
     assert [record.getMessage() for record in caplog.records] == ["--save_steps is ignored: a real warning about this run"]
+
+
+def test_on_a_terminal_the_progress_is_one_live_line_with_the_evaluations_above_it(built, tmp_path):
+    directory = train_copy(built, tmp_path / "copy")
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=directory, env=python_env(), stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    output = b""
+    while chunk := read_or_end(controller):
+        output += chunk
+    assert process.wait() == 0
+    text = output.decode(errors="replace")
+    assert re.search(r"\rtrain 8/8 \[00:\d\d<00:00\], loss [\d.]+, val [\d.]+ bits/char, [\d,]+ tokens/s", text), text
+    evaluations = re.findall(r"(.)\d\d:\d\d:\d\d tolstoy train: step \d, validation loss", text, flags=re.S)
+    assert len(evaluations) == 2 and all(before in "\r\n" for before in evaluations), text  # each on a line of its own
+    assert "elapsed" not in text  # the plain lines are for logs without a terminal
+
+
+def read_or_end(controller):
+    try:
+        return os.read(controller, 65536)
+    except OSError:  # the terminal's other end closed
+        return b""

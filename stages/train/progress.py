@@ -7,6 +7,7 @@ import sys
 import time
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import TrainerCallback
 
 from stages.blocks import bits_per_char
@@ -19,9 +20,9 @@ def clock(seconds):
 
 
 class ProgressCallback(TrainerCallback):
-    def __init__(self, tokens_per_step, val_chars_per_token, every, terminal=None):
+    def __init__(self, tokens_per_step, val_chars_per_token, every):
         self.tokens_per_step, self.val_chars_per_token, self.every = tokens_per_step, val_chars_per_token, every
-        self.terminal = (sys.stderr.isatty() or os.environ.get(TERMINAL_ENV) == "1") if terminal is None else terminal
+        self.terminal = sys.stderr.isatty() or os.environ.get(TERMINAL_ENV) == "1"
         self.bar, self.loss, self.bits, self.best = None, None, None, None
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -30,7 +31,9 @@ class ProgressCallback(TrainerCallback):
             self.best = bits_per_char(state.best_metric, self.val_chars_per_token)
         if state.is_world_process_zero and self.terminal:
             self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True,
-                            bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+                            bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}")
+            self.lines_above = logging_redirect_tqdm()  # log lines go above the live line, not into it
+            self.lines_above.__enter__()
 
     def figures(self, step):
         """tokens/s since this process started training, and the facts known at `step`."""
@@ -59,12 +62,9 @@ class ProgressCallback(TrainerCallback):
             return
         self.bits = bits_per_char(logs["eval_loss"], self.val_chars_per_token)
         self.best = self.bits if self.best is None else min(self.best, self.bits)
-        line = f"train: step {state.global_step}, validation loss {logs['eval_loss']:.4f} ({self.bits:.3f} bits/char; best {self.best:.3f})"
-        if self.bar is not None:
-            self.bar.write(f"{time.strftime('%H:%M:%S')} {log.name} {line}")
-        else:
-            log.info(line)
+        log.info("train: step %d, validation loss %.4f (%.3f bits/char; best %.3f)", state.global_step, logs["eval_loss"], self.bits, self.best)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
             self.bar.close()
+            self.lines_above.__exit__(None, None, None)
