@@ -33,9 +33,9 @@ def check_sources(urls, key="fetch.urls"):
     """Every pattern matches a file and no page is listed twice (directly, or through a pattern)."""
     seen, twice = {}, []
     for source in expand_sources(urls, key):
-        key = _source_key(source)
-        if key in seen:
-            twice.append(source if seen[key] == source else f"{seen[key]} and {source}")
-        seen.setdefault(key, source)
+        page = _source_key(source)
+        if page in seen:
+            twice.append(source if seen[page] == source else f"{seen[page]} and {source}")
+        seen.setdefault(page, source)
     if twice:
         raise StageError(f"params.yaml: {key} lists the same page twice: {'; '.join(dict.fromkeys(twice))}")

@@ -69,6 +69,7 @@ def test_a_group_too_short_for_a_block_is_named(built_copy, tmp_path):
     ({"sources": {"a": ["no/such/*.txt"]}}, r"groups.sources.a: no/such/\*.txt matches no file"),
     ({"sources": {"bad name": ["x.txt"]}}, r"groups.sources=.* must be a mapping of group names"),
     ({"reference": "b"}, r"groups.reference='b' must be '' or one of groups.sources"),
+    ({"sources": {"a": ["x.txt", "./x.txt"]}}, r"groups.sources.a lists the same page twice: x.txt and ./x.txt"),
 ])
 def test_bad_group_params(built_copy, tmp_path, groups, message):
     with_groups(**groups)

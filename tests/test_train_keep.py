@@ -45,7 +45,7 @@ def small(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(directory)
     try:
-        for stage in ("fetch", "clean", "tokenizer", "tokenize"):
+        for stage in ("fetch", "clean", "tokenizer", "tokenize", "groups"):
             call_stage(stage)
     finally:
         os.chdir(cwd)
