@@ -1,5 +1,6 @@
 """Helpers of the tests: tiny params, stages called in this process, subprocesses with the
 project's environment, git repositories of this working tree and the real `dvc` CLI in them."""
+import random
 import re
 import shutil
 import socket
@@ -48,9 +49,19 @@ def call_stage(name):
 
 
 def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A free port below the ephemeral range. A client that retries a connection to an ephemeral
+    port before its server listens can be given that very port as its own and connect to itself
+    (TCP simultaneous open), and the server then cannot bind it."""
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
+    for port in random.sample(range(10000, low), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in 10000-{low - 1}")
 
 
 def accelerate_config(directory, name, **changes):

@@ -54,7 +54,11 @@ def alongside(worker, command, directory, env, timeout=600):
     except subprocess.TimeoutExpired:
         os.killpg(rank0.pid, signal.SIGKILL)
     out, err = rank0.communicate()
-    worker_out, worker_err = worker.communicate(timeout=60)
+    try:
+        worker_out, worker_err = worker.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # still waiting for a rank 0 that has ended: rank 0's output says why
+        worker.kill()
+        worker_out, worker_err = worker.communicate()
     return subprocess.CompletedProcess(command, rank0.returncode, out, err), worker_err
 
 
