@@ -2,7 +2,8 @@
 
 Raw bytes are stored exactly as received, with what the server said (status, content type,
 ETag, Last-Modified); decoding them is the clean stage's. The HTTP session (stages/web.py)
-retries, backs off, bounds redirects and sizes and waits between requests to a host. A rerun
+retries, backs off, bounds redirects and sizes and waits between requests to a host; several
+hosts are fetched side by side, so one slow host holds up only its own pages. A rerun
 sends If-None-Match / If-Modified-Since and keeps the stored bytes on 304; a rerun that fails
 for a URL keeps the page stored before (its record gains the failure). Every page is written
 atomically, so a killed fetch leaves no partial page and a rerun completes the set.
@@ -15,7 +16,10 @@ FETCH_MIRROR="http://az.lib.ru/=http://127.0.0.1:8765/" for an offline mirror se
 import datetime
 import hashlib
 import os
+import queue
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -25,6 +29,7 @@ from stages.paths import MANIFEST, RAW
 from stages.sources import expand_sources
 from stages.web import Fetcher, FetchFailure
 
+HOSTS_AT_ONCE = 8  # hosts fetched side by side; each host's own pages still go one at a time
 LOCAL_TYPES = {".html": "text/html", ".htm": "text/html", ".shtml": "text/html", ".txt": "text/plain"}
 
 
@@ -75,8 +80,69 @@ def fetch_one(fetcher, source, stored, max_bytes):
     return read_local(source, max_bytes)
 
 
+def fetch_page(fetcher, url, source, stored, max_bytes):
+    """The manifest record of one URL; its page is written atomically. A failure keeps `stored`."""
+    name = file_name(url)
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    try:
+        record, body = fetch_one(fetcher, source, stored, max_bytes)
+    except FetchFailure as failure:
+        failed = {"error": str(failure), "error_source": source, "error_at": started, "attempts": getattr(failure, "attempts", 1)}
+        log.warning("fetch %s failed: %s%s", source, failure, f" (keeping the page fetched from {stored['source']} at {stored['fetched_at']})" if stored else "")
+        return {**stored, **failed} if stored else {"url": url, "source": source, "file": None, **failed}
+    if body is None:  # 304 Not Modified: the stored bytes stand
+        body = (RAW / name).read_bytes()
+    else:
+        with atomic_path(RAW / name) as tmp:
+            tmp.write_bytes(body)
+    record = {key: value for key, value in record.items() if key not in ("error_source", "error_at")}
+    record.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
+    return {**record, "url": url, "source": source, "file": name, "fetched_at": started, "error": None}
+
+
+def host_of(source):
+    """The queue a source waits in: its host and port, or one queue for every local file."""
+    parts = urlsplit(source)
+    return parts.netloc if parts.scheme in ("http", "https") else ""
+
+
+def fetch_host(params, pages, finished, stopping):
+    """One host's pages, one at a time (the Fetcher keeps `delay` between them); each record is
+    put on `finished` as (index, record), and an error as (None, error)."""
+    try:
+        fetcher = Fetcher(params)
+        for index, url, source, stored in pages:
+            if stopping.is_set():
+                return
+            finished.put((index, fetch_page(fetcher, url, source, stored, params["max_bytes"])))
+    except BaseException as error:
+        finished.put((None, error))
+
+
+def fetch_pages(params, pages):
+    """Records of `pages` ((url, source, stored) each), in order. Up to HOSTS_AT_ONCE hosts are
+    fetched side by side, so a slow host holds up only its own pages."""
+    by_host = {}
+    for index, (url, source, stored) in enumerate(pages):
+        by_host.setdefault(host_of(source), []).append((index, url, source, stored))
+    finished, stopping = queue.Queue(), threading.Event()
+    records = [None] * len(pages)
+    with ThreadPoolExecutor(max(1, min(HOSTS_AT_ONCE, len(by_host)))) as pool:
+        for host_pages in by_host.values():
+            pool.submit(fetch_host, params, host_pages, finished, stopping)
+        try:
+            for _ in progress(range(len(pages)), len(pages), "fetch: pages"):
+                index, record = finished.get()
+                if index is None:
+                    raise record
+                records[index] = record
+        finally:
+            stopping.set()  # an error or Ctrl-C here: the other hosts stop after their current page
+    return records
+
+
 def fetch_all(params, mirror_spec=""):
-    """Fetch every URL; returns the manifest (one record per URL, failures with an `error`).
+    """Fetch every URL; returns the manifest (one record per URL, in params order, failures with an `error`).
 
     A failed URL whose page was stored by an earlier fetch keeps that page: its record describes
     the stored bytes (source, fetched_at, sha256) and adds the failure (error, error_source, error_at).
@@ -84,28 +150,8 @@ def fetch_all(params, mirror_spec=""):
     rules = mirror_rules(mirror_spec)
     RAW.mkdir(parents=True, exist_ok=True)
     previous = {r["url"]: r for r in read_json(MANIFEST)} if MANIFEST.exists() else {}
-    fetcher = Fetcher(params)
-    manifest = []
-    sources = expand_sources(params["urls"])
-    for url in progress(sources, len(sources), "fetch: pages"):
-        source, name = apply_mirror(url, rules), file_name(url)
-        stored = still_stored(previous.get(url), name)
-        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        try:
-            record, body = fetch_one(fetcher, source, stored, params["max_bytes"])
-        except FetchFailure as failure:
-            failed = {"error": str(failure), "error_source": source, "error_at": started, "attempts": getattr(failure, "attempts", 1)}
-            manifest.append({**stored, **failed} if stored else {"url": url, "source": source, "file": None, **failed})
-            log.warning("fetch %s failed: %s%s", source, failure, f" (keeping the page fetched from {stored['source']} at {stored['fetched_at']})" if stored else "")
-            continue
-        if body is None:  # 304 Not Modified: the stored bytes stand
-            body = (RAW / name).read_bytes()
-        else:
-            with atomic_path(RAW / name) as tmp:
-                tmp.write_bytes(body)
-        record = {key: value for key, value in record.items() if key not in ("error_source", "error_at")}
-        record.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
-        manifest.append({**record, "url": url, "source": source, "file": name, "fetched_at": started, "error": None})
+    urls = expand_sources(params["urls"])
+    manifest = fetch_pages(params, [(url, apply_mirror(url, rules), still_stored(previous.get(url), file_name(url))) for url in urls])
     keep = {r["file"] for r in manifest} | {MANIFEST.name}
     for path in RAW.iterdir():
         if path.name not in keep:

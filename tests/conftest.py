@@ -1,15 +1,13 @@
 """The tests' fixtures: a local site served over HTTP on 127.0.0.1 (with injectable faults), a
 scratch project, the tiny pipeline run once, and git repositories of this working tree."""
-import http.server
 import os
 import shutil
-import threading
 
 import pytest
 
 from bench import sites
 from tests.helpers import call_stage, copy_of, dvc, run, tiny_params, tiny_repo_params, write_params
-from tests.site import SiteHandler
+from tests.site import serve_site
 from tools.workspace import git_env, make_repo
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,17 +17,15 @@ os.environ.pop("FETCH_MIRROR", None)
 @pytest.fixture
 def site(tmp_path):
     """Fixture pages served over HTTP on 127.0.0.1; yields (base url, server, pages)."""
-    root = tmp_path / "site"
-    pages = sites.write_site(root)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SiteHandler)
-    server.daemon_threads = True
-    server.root, server.hits, server.requests, server.lock = root, {}, [], threading.Lock()
-    server.page = (root / pages[0][0]).read_bytes()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", server, pages
-    server.shutdown()
-    server.server_close()
+    with serve_site(tmp_path / "site") as served:
+        yield served
+
+
+@pytest.fixture
+def second_site(tmp_path):
+    """The same pages from a second server (another port, so another host to the fetcher)."""
+    with serve_site(tmp_path / "second-site") as served:
+        yield served
 
 
 @pytest.fixture

@@ -1,10 +1,14 @@
 """A real HTTP server's request handler for the tests' local site: files from the server's root,
 and /fault/... paths that misbehave on purpose (flaky, rate-limited, reset, redirects, gzip,
-lying about their length or charset, slow, ETag-aware)."""
+lying about their length or charset, slow, ETag-aware), and serve_site, which runs one."""
+import contextlib
 import gzip
 import http.server
 import socket
+import threading
 import time
+
+from bench import sites
 
 class SiteHandler(http.server.SimpleHTTPRequestHandler):
     """Serves files from the server's root; /fault/... paths misbehave on purpose."""
@@ -34,6 +38,7 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self):
         self.server.requests.append((self.path, dict(self.headers)))
+        self.server.arrivals.append((self.path, time.monotonic()))
         if not self.path.startswith("/fault/"):
             return super().do_GET()
         fault = self.path.split("/")[2]
@@ -109,3 +114,21 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         if fault == "ok":
             return self.send_body(page)
         return self.send_error(400, f"unknown fault {fault}")
+
+
+@contextlib.contextmanager
+def serve_site(root):
+    """The fixture pages written under `root` and served over HTTP on 127.0.0.1 by a thread; yields
+    (base url, server, pages). server.requests and server.arrivals record what came in."""
+    pages = sites.write_site(root)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SiteHandler)
+    server.daemon_threads = True
+    server.root, server.hits, server.requests, server.arrivals, server.lock = root, {}, [], [], threading.Lock()
+    server.page = (root / pages[0][0]).read_bytes()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", server, pages
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -158,6 +158,29 @@ def test_politeness_delay_between_requests_to_one_host(site, project):
     assert time.monotonic() - started >= 0.8  # three requests, two waits
 
 
+def test_hosts_are_fetched_side_by_side_each_with_its_delay(site, second_site, project):
+    slow_base, slow_server, _ = site
+    fast_base, fast_server, pages = second_site
+    slow = [f"{slow_base}fault/slow/{i}" for i in range(3)]  # about a second each
+    fast = [fast_base + path for path, _ in pages]
+    urls = [url for pair in zip(slow, fast) for url in pair]
+    manifest = fetch.fetch_all(fetch_params(urls, delay=0.3))
+    assert [r["url"] for r in manifest] == urls and [r["error"] for r in manifest] == [None] * 6
+    slow_times = [when for _, when in slow_server.arrivals]
+    fast_times = [when for _, when in fast_server.arrivals]
+    assert max(fast_times) < slow_times[1]  # the fast host did not wait behind the slow one
+    for times in (slow_times, fast_times):  # and each host kept its delay (seen by the server, to 50 ms)
+        assert min(b - a for a, b in zip(times, times[1:])) >= 0.3 - 0.05
+
+
+def test_an_error_in_a_host_thread_reaches_the_stage(site, second_site, project):
+    params = fetch_params([site[0] + site[2][0][0], second_site[0] + second_site[2][0][0]])
+    del params["user_agent"]  # a params dict the validate stage would refuse, fed in directly
+    with pytest.raises(KeyError, match="user_agent"):
+        fetch.fetch_all(params)
+    assert not (RAW / "manifest.json").exists()
+
+
 def test_pages_no_longer_listed_are_removed(site, project):
     base, _, pages = site
     fetch.fetch_all(fetch_params([base + p for p, _ in pages]))
