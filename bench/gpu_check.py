@@ -1,18 +1,21 @@
-"""GPU check, in steps, each in its own processes with its own time limit:
+"""GPU check, in steps, each in its own processes with its own time limit, in this order:
 
-1. throughput: GPT-2 124M in bf16 with torch.compile (bench.gpu), tokens/s and MFU;
+1. throughput: GPT-2 124M in bf16 with torch.compile (bench.gpu), tokens/s and MFU, with
+   transformers' loss and 50,257 rows and as the train stage builds it (chunked loss, 50,304 rows);
 2. repro: the default `dvc repro` in a temporary copy of this checkout, pages from the offline mirror;
-3. tests: the tests of the stages that use the device (train, evaluate, sample), CUDA-only ones
+3. tutorial: configs/presets/tutorial-124m.yaml through `dvc exp run`, for TUTORIAL_STEPS steps:
+   time, peak memory, validation bits per character;
+4. tests: the tests of the stages that use the device (train, evaluate, sample), CUDA-only ones
    included, three at a time where pytest-xdist is installed;
-4. preset: `dvc repro` with configs/presets/one-gpu.yaml applied (the one-GPU recipe): its plan,
-   time, validation bits per character and samples.
+5. preset (only when named in --only): `dvc repro` with configs/presets/one-gpu.yaml applied
+   (the one-GPU recipe, within 7 minutes): its plan, time, validation bits per character, samples.
 
-About 6 minutes on one H200 for the first three (README: "On a GPU"); `--only preset` runs the
-recipe alone, within 7 minutes.
+The first four share an 8-minute budget (--budget); `--only` runs a part, so a short turn on a
+GPU can spend itself on what it most needs.
 
-    python -m bench.gpu_check [--mirror ../shared/mirror/az.lib.ru] [--out bench/results/gpu_check] [--only preset,...] [--tiny]
+    python -m bench.gpu_check [--mirror ../shared/mirror/az.lib.ru] [--out bench/results/gpu_check] [--only tutorial,...] [--tiny]
 
---tiny shrinks every step (a 1-layer model, a 20-step repro on one page, the CUDA-only tests alone)
+--tiny shrinks every step (a 1-layer model, 20-step runs on one page, the CUDA-only tests alone)
 so the whole script can be checked on a CPU in a few minutes. Results go to OUT/gpu_check.json and
 OUT/gpu_check.md as each step ends; each step's output goes to OUT/<step>.log.
 """
@@ -33,10 +36,13 @@ import pandas as pd
 import torch
 import yaml
 
+from tools.preset import set_argument
 from tools.workspace import ROOT, make_repo, python_env, with_overrides
 
 DEADLINE = float("inf")  # set from --budget
 PRESET = ROOT / "configs/presets/one-gpu.yaml"
+TUTORIAL_PRESET = ROOT / "configs/presets/tutorial-124m.yaml"
+TUTORIAL_STEPS = {"train": {"max_steps": 200, "eval_steps": 100, "save_steps": 100}}
 TINY_PARAMS = {
     "fetch": {"urls": ["http://az.lib.ru/t/tolstoj_lew_nikolaewich/text_1860_dekabristy.shtml"]},
     "tokenizer": {"vocab_size": 512},
@@ -68,20 +74,20 @@ def run_logged(cmd, cwd, log, seconds, env):
 
 
 def throughput(args, env):
-    sizes = ["--n-layer", "1", "--n-embd", "64", "--steps", "4", "--batch", "1"] if args.tiny else []
+    sizes = ["--n-layer", "1", "--n-embd", "64", "--steps", "4", "--batch", "1"] if args.tiny else ["--steps", "150"]
     result = args.out / "gpu.json"
-    status, seconds = run_logged([sys.executable, "-m", "bench.gpu", "--json", str(result), *sizes], ROOT, args.out / "throughput.log", 150, env)
-    return {"status": status, "seconds": seconds, **(json.loads(result.read_text()) if result.exists() else {})}
+    status, seconds = run_logged([sys.executable, "-m", "bench.gpu", "--json", str(result), *sizes], ROOT, args.out / "throughput.log", 240, env)
+    return {"status": status, "seconds": seconds, "runs": json.loads(result.read_text()) if result.exists() else []}
 
 
-def repro(args, env, name="repro", overrides=(), seconds=240):
+def repro(args, env, name="repro", overrides=(), seconds=240, command=("dvc", "repro")):
     directory = Path(tempfile.mkdtemp(prefix="gpu-check-")) / "project"
     directory.mkdir()
     make_repo(directory)
     with_overrides(directory, *overrides, *([TINY_PARAMS] if args.tiny else []))
     env = dict(env, FETCH_MIRROR=f"http://az.lib.ru/={args.mirror.resolve().as_uri()}/")
     log = args.out / f"{name}.log"
-    status, seconds = run_logged([sys.executable, "-m", "dvc", "repro"], directory, log, seconds, env)
+    status, seconds = run_logged([sys.executable, "-m", *command], directory, log, seconds, env)
     row = {"status": status, "seconds": seconds}
     stage_lines = re.findall(r"(\w+): ([\d.]+)s, peak RSS (\d+) MiB", log.read_text(errors="replace"))
     row["stages"] = {stage: {"seconds": float(s), "peak_rss_mib": int(m)} for stage, s, m in stage_lines}
@@ -101,6 +107,15 @@ def preset(args, env):
     return repro(args, env, "preset", [yaml.safe_load(PRESET.read_text(encoding="utf-8"))], seconds=420)
 
 
+def tutorial(args, env):
+    """The tutorial's GPT-2 124M preset through `dvc exp run`, bounded to TUTORIAL_STEPS (and, --tiny,
+    to the tiny model: set after the preset's own values)."""
+    bounds = [TUTORIAL_STEPS, *([{key: TINY_PARAMS[key] for key in ("tokenizer", "tokenize", "model")}] if args.tiny else [])]
+    settings = [argument for bound in bounds for section, values in bound.items() for key, value in values.items()
+                for argument in ("-S", set_argument(f"{section}.{key}", value))]
+    return repro(args, env, "tutorial", seconds=240, command=("tools.preset", str(TUTORIAL_PRESET), "--run", "tutorial-124m", *settings))
+
+
 def tests(args, env):
     train_tests = ["tests/test_train.py", "tests/test_train_plan.py", "tests/test_train_resume.py"]
     selection = [*train_tests, "-k", "gpu"] if args.tiny else [*train_tests, "tests/test_evaluate.py", "tests/test_sample.py"]
@@ -116,9 +131,10 @@ def summary(results):
     rows = []
     if "throughput" in results:
         t = results["throughput"]
-        rows.append({"step": "throughput", "status": t["status"], "seconds": t["seconds"],
-                     "figures": f"{t.get('tokens_per_sec')} tok/s, MFU {t.get('mfu_%')}%, warm-up {t.get('warmup_s')} s ({t.get('config')}, batch {t.get('batch')})"})
-    for name in ("repro", "preset"):
+        figures = [f"{run['variant']}: {run['tokens_per_sec']} tok/s, MFU {run['mfu_%']}% of {run['peak_gflops']} GFLOP/s {run['mfu_check']}, "
+                   f"peak {run['peak_gib']} GiB, warm-up {run['warmup_s']} s ({run['config']}, batch {run['batch']})" for run in t.get("runs", [])]
+        rows += [{"step": "throughput", "status": t["status"], "seconds": t["seconds"], "figures": text} for text in figures or [""]]
+    for name in ("repro", "tutorial", "preset"):
         if name in results:
             r = results[name]
             cost = r.get("train_cost", {})
@@ -135,7 +151,7 @@ def summary(results):
     return pd.DataFrame(rows)
 
 
-STEPS = {"throughput": throughput, "repro": repro, "tests": tests, "preset": preset}
+STEPS = {"throughput": throughput, "repro": repro, "tutorial": tutorial, "tests": tests, "preset": preset}
 
 
 def main():
@@ -143,7 +159,7 @@ def main():
     parser.add_argument("--mirror", type=Path, default=ROOT.parent / "shared/mirror/az.lib.ru")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/gpu_check")
     parser.add_argument("--tiny", action="store_true", help="small sizes, to check the script itself on a CPU")
-    parser.add_argument("--only", default="throughput,repro,tests", help=f"the steps to run, comma-separated, of {','.join(STEPS)}")
+    parser.add_argument("--only", default="throughput,repro,tutorial,tests", help=f"the steps to run, comma-separated, of {','.join(STEPS)}")
     parser.add_argument("--budget", type=float, default=480, help="seconds for all the steps; a step still running then is stopped")
     args = parser.parse_args()
     if not set(args.only.split(",")) <= set(STEPS):

@@ -2,7 +2,7 @@
 and bits per character at equal wall time), where a step's time goes, data preparation against the tutorial's
 datasets.map + group_texts, pipeline overhead, generation.
 
-    python -m bench.performance [--only train,profile,quality,prep,pipeline,generate] [--json bench/results/performance.json]
+    python -m bench.performance [--only train,loss,profile,quality,prep,pipeline,generate] [--json bench/results/performance.json]
 
 Needs a finished default `dvc repro` in this checkout (data/, models/) and, for data preparation,
 ../shared/corpus/ruslit/prose. Every comparison is measured in the same run, on this machine.
@@ -22,6 +22,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from bench.around_training import bench_generate, bench_pipeline, bench_prep
+from bench.lm_head import bench_loss
 from bench.recipes import PARAMS, measured_peak, shapes, train_run, tutorial_arguments, tutorial_model, tutorial_tokens
 from stages.blocks import Blocks, bits_per_char
 from stages.common import read_json
@@ -56,6 +57,7 @@ def bench_profile(results):
 AUTO_CHOICE = """
 import json, sys, torch
 from bench.around_training import bench_generate, bench_pipeline, bench_prep
+from bench.lm_head import bench_loss
 from bench.recipes import project_model
 from stages.train.plan import choose_settings
 model_params, tokens, block_size, batch, steps = json.loads(sys.argv[1])
@@ -89,7 +91,7 @@ def bench_train(results):
         for run, seconds in zip(runs, run_seconds):
             gap = max(abs(a - b) for a, b in zip(run["losses"], runs[0]["losses"]))
             rows.append({"config": shape.name, "recipe": run["recipe"], "precision": run["precision"], "compile": run["compile"],
-                         "tokens_per_sec": run["tokens_per_sec"], "mfu_%": run["mfu_%"], "speedup": round(run["tokens_per_sec"] / runs[0]["tokens_per_sec"], 2),
+                         "tokens_per_sec": run["tokens_per_sec"], "mfu_%": run["mfu_%"], "peak_gflops": run["peak_gflops"], "mfu_check": run["mfu_check"], "speedup": round(run["tokens_per_sec"] / runs[0]["tokens_per_sec"], 2),
                          "warmup_s": run["warmup_s"], "planned_steps": shape.planned_steps, "run_s": round(seconds),
                          "vs_best_%": round(100 * (seconds / best_ours - 1), 1),
                          "auto": "auto" if run["recipe"] == "ours" and (run["precision"], run["compile"]) == auto else "",
@@ -149,12 +151,12 @@ def bench_quality(results):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", default="train,profile,quality,prep,pipeline,generate")
+    parser.add_argument("--only", default="train,loss,profile,quality,prep,pipeline,generate")
     parser.add_argument("--json", type=Path, default=ROOT / "bench/results/performance.json")
     args = parser.parse_args()
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
                "cpu_model": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")}
-    sections = {"train": bench_train, "profile": bench_profile, "quality": bench_quality, "prep": bench_prep, "pipeline": bench_pipeline, "generate": bench_generate}
+    sections = {"train": bench_train, "loss": bench_loss, "profile": bench_profile, "quality": bench_quality, "prep": bench_prep, "pipeline": bench_pipeline, "generate": bench_generate}
     for name in args.only.split(","):
         table = sections[name](results)
         print(f"\n## {name}\n{table.to_string(index=False)}", flush=True)

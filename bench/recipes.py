@@ -9,16 +9,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
+from types import MethodType, SimpleNamespace
 
 import torch
 import yaml
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
+from transformers.modeling_outputs import CausalLMOutput
 
 from stages.blocks import Blocks
 from stages.train.arguments import training_arguments
 from stages.train.device import on_gpu, peak_flops
-from stages.train.model import loss_only, scratch_model
+from stages.causal_lm import with_causal_lm_loss
+from stages.train.model import VOCAB_MULTIPLE, loss_only, scratch_model
 from stages.train.plan import model_flops_per_token
 from tools.workspace import ROOT, python_env
 
@@ -71,10 +73,30 @@ def shapes():
             Shape("6x384/1024/30k", {**PARAMS["model"], **TUTORIAL_SHAPE}, tutorial, 8, 4, tutorial_steps)]
 
 
-def project_model(model_params, tokens):
-    """The train stage's model from scratch, training forward included, for the vocabulary of `tokens`."""
+def project_model(model_params, tokens, vocab_multiple=VOCAB_MULTIPLE, own_loss=True):
+    """The train stage's model from scratch, training forward included, for the vocabulary of `tokens`;
+    for comparison, with its vocabulary padded to another multiple, or with transformers' own loss."""
     meta = Blocks(tokens, "train").meta
-    return loss_only(scratch_model(model_params, meta["vocab_size"], meta["eot_id"], meta["eot_id"], PARAMS["train"]["attn_implementation"]))
+    model = scratch_model(model_params, meta["vocab_size"], meta["eot_id"], meta["eot_id"], PARAMS["train"]["attn_implementation"], vocab_multiple)
+    return training_forward(model, own_loss)
+
+
+def training_forward(model, own_loss):
+    """The train stage's forward (stages/causal_lm.py's loss), or one with transformers' loss."""
+    return loss_only(model) if own_loss else transformers_loss(with_causal_lm_loss(model))
+
+
+def transformers_loss(model):
+    """The model's own forward with labels, the logits left out of the output: transformers'
+    ForCausalLMLoss, which upcasts the whole logits tensor to fp32."""
+    full_forward = type(model).forward
+
+    @functools.wraps(full_forward)
+    def forward(self, *args, **kwargs):
+        return CausalLMOutput(loss=full_forward(self, *args, **kwargs).loss)
+
+    model.forward = MethodType(forward, model)
+    return model
 
 
 def tutorial_model(model_params, tokens):
@@ -136,20 +158,22 @@ def timed_training(model, blocks, args, precision):
     seconds_per_step, warmup_seconds = timer.steady()
     block_size = len(blocks[0]["input_ids"])
     tokens_per_sec = args.per_device_train_batch_size * block_size / seconds_per_step
-    mfu = tokens_per_sec * model_flops_per_token(model, block_size) / measured_peak(precision)
-    return {"tokens_per_sec": round(tokens_per_sec, 1), "mfu_%": round(100 * mfu, 1), "warmup_s": round(warmup_seconds, 1),
+    peak = measured_peak(precision)
+    mfu = tokens_per_sec * model_flops_per_token(model, block_size) / peak
+    return {"tokens_per_sec": round(tokens_per_sec, 1), "mfu_%": round(100 * mfu, 1),
+            "peak_gflops": round(peak / 1e9, 1), "mfu_check": "OVER 100%: peak probe low" if mfu > 1 else "", "warmup_s": round(warmup_seconds, 1),
             "seconds_per_step": seconds_per_step, "losses": timer.losses}
 
 
-def train_run(shape, recipe, precision="fp32", compile_model=False):
+def train_run(shape, recipe, precision="fp32", compile_model=False, **model_options):
     """timed_training of the shape's bench steps, a loss logged at every step: the tutorial's
-    recipe, or this project's settings with the given precision and compile."""
+    recipe, or this project's settings with the given precision and compile (and project_model's options)."""
     torch.manual_seed(0)
     blocks = Blocks(shape.tokens, "train", limit=512)
     if recipe == "tutorial":
         precision, model = "fp32", tutorial_model(shape.model_params, shape.tokens)
         args = tutorial_arguments(per_device_train_batch_size=shape.batch, max_steps=shape.bench_steps, logging_steps=1)
     else:
-        model = project_model(shape.model_params, shape.tokens)
+        model = project_model(shape.model_params, shape.tokens, **model_options)
         args = project_arguments(shape.bench_steps, shape.batch, 1, precision, compile_model)
     return {"recipe": recipe, "precision": precision, "compile": compile_model, **timed_training(model, blocks, args, precision)}

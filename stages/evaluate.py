@@ -12,10 +12,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from stages.blocks import Blocks, bits_per_char
-from stages.causal_lm import with_causal_lm_loss
+from stages.causal_lm import causal_lm_loss
 from stages.common import log, progress, reading, run_stage, write_json
 from stages.params import load_params
 from stages.paths import EVAL_METRICS, GROUPS, MODEL, TOKENS
+from stages.train.device import inference_device
 
 
 @torch.inference_mode()
@@ -24,8 +25,8 @@ def validation_loss(model, blocks, batch_size):
     total = 0.0
     starts = range(0, len(blocks), batch_size)
     for start in progress(starts, len(starts), f"evaluate: batches of {batch_size} blocks"):
-        ids = torch.from_numpy(np.stack([blocks[i]["input_ids"] for i in range(start, min(start + batch_size, len(blocks)))]))
-        total += model(input_ids=ids, labels=ids).loss.item() * len(ids)  # blocks are equal length
+        ids = torch.from_numpy(np.stack([blocks[i]["input_ids"] for i in range(start, min(start + batch_size, len(blocks)))])).to(model.device)
+        total += causal_lm_loss(model, ids, ids).item() * len(ids)  # blocks are equal length
     return total / len(blocks)
 
 
@@ -49,7 +50,7 @@ def main():
     group_params = load_params("groups")
     blocks = Blocks(TOKENS, "val", limit=params["max_blocks"] or None)
     with reading(MODEL, "a model"):
-        model = with_causal_lm_loss(AutoModelForCausalLM.from_pretrained(MODEL).eval())
+        model = AutoModelForCausalLM.from_pretrained(MODEL).eval().to(inference_device(load_params("train")["accelerate_config"]))
     loss = validation_loss(model, blocks, params["batch_size"])
     metrics = {
         "val_loss": round(loss, 5),

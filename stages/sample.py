@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from stages.common import atomic_path, log, reading, run_stage, write_json
 from stages.params import GENERATION_KEYS, load_params
 from stages.paths import MODEL, SAMPLE_METRICS, SAMPLES, TRAIN_WORDS
+from stages.train.device import inference_device
 from stages.words import text_statistics
 
 SETTINGS = (*GENERATION_KEYS, "seed")
@@ -26,6 +27,7 @@ def generate(model, tokenizer, prompt, params):
     set_seed(params["seed"])
     input_ids, max_new_tokens = fit_context(tokenizer(prompt, return_tensors="pt")["input_ids"], params["max_new_tokens"],
                                             model.config.max_position_embeddings)
+    input_ids = input_ids.to(model.device)
     sampling = params["temperature"] > 0
     output = model.generate(
         input_ids=input_ids,
@@ -52,7 +54,7 @@ def main():
     params = load_params("sample")
     with reading(MODEL, "a model and its tokenizer"):
         tokenizer = AutoTokenizer.from_pretrained(MODEL)
-        model = AutoModelForCausalLM.from_pretrained(MODEL).eval()
+        model = AutoModelForCausalLM.from_pretrained(MODEL).eval().to(inference_device(load_params("train")["accelerate_config"]))
     with reading(TRAIN_WORDS, "the words of the training text"):
         vocabulary = set(TRAIN_WORDS.read_text(encoding="utf-8").splitlines())
     lines = ["# Samples", "", ", ".join(f"{k}={params[k]}" for k in SETTINGS), ""]

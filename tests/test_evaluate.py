@@ -9,7 +9,7 @@ from bench import sites
 from stages.blocks import Blocks, bits_per_char
 from stages.common import StageError, read_json
 from stages.evaluate import validation_loss
-from tests.helpers import FOREIGN, call_stage, tiny_params, write_author, write_params
+from tests.helpers import FOREIGN, ROOT, call_stage, needs_cuda, tiny_params, write_author, write_params
 
 def with_groups(**groups):
     """The project's params.yaml with these groups settings."""
@@ -75,3 +75,16 @@ def test_bad_group_params(built_copy, tmp_path, groups, message):
     with_groups(**groups)
     with pytest.raises(StageError, match=message):
         call_stage("groups")
+
+
+@needs_cuda
+def test_on_a_gpu_evaluate_runs_there_and_agrees_with_the_cpu(built):
+    """The GPU's loss equals the CPU's to 1e-4 relative (fp32 either way); a use_cpu config keeps it on the CPU."""
+    from stages.train.device import inference_device
+
+    assert inference_device(ROOT / "configs/accelerate/single.yaml") == "cuda"
+    assert inference_device(ROOT / "configs/accelerate/cpu-ddp.yaml") == "cpu"
+    blocks = Blocks(built / "data/tokens", "val", limit=8)
+    model = AutoModelForCausalLM.from_pretrained(built / "models/model").eval()
+    on_cpu = validation_loss(model, blocks, 4)
+    assert validation_loss(model.to("cuda"), blocks, 4) == pytest.approx(on_cpu, rel=1e-4)

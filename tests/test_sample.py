@@ -100,5 +100,8 @@ print(repr(generate({LONG_PROMPT!r}, truncation=True, handle_long_generation="ho
     config = json.loads((model_dir / "generation_config.json").read_text())
     assert config["max_new_tokens"] == 10 and config["temperature"] == 0.8 and config["eos_token_id"] == config["pad_token_id"] is not None
     assert json.loads((model_dir / "tokenizer_config.json").read_text())["model_max_length"] == 64
+    trained_rows = {json.loads(path.read_text())["vocab_size"] for path in (built / "models/checkpoints").glob("*/config.json")}
+    tokens = len(json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"])
+    assert trained_rows == {-(-tokens // 64) * 64} != {tokens} == {json.loads((model_dir / "config.json").read_text())["vocab_size"]}
     card = (model_dir / "README.md").read_text(encoding="utf-8")
     assert "pipeline_tag: text-generation" in card and '"n_layer": 1' in card and "Training tokens:" in card

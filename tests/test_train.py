@@ -1,4 +1,5 @@
 """The train stage: params refused before training, what a run logs and exports, several processes, fine-tuning, bf16, the loss."""
+import functools
 import logging
 import math
 import os
@@ -184,8 +185,9 @@ def test_the_training_forward_returns_the_models_loss_alone(built):
     ids = torch.randint(len(tokenizer), (2, 64), generator=torch.Generator().manual_seed(1))
     trained = model(input_ids=ids, labels=ids)
     full = type(model).forward(model, input_ids=ids, labels=ids)
-    assert trained.logits is None and full.logits.shape == (2, 64, len(tokenizer))
-    assert trained.loss.item() == full.loss.item()
+    rows = -(-len(tokenizer) // 64) * 64  # the vocabulary padded to whole tiles
+    assert trained.logits is None and full.logits.shape == (2, 64, rows)
+    assert trained.loss.item() == pytest.approx(full.loss.item(), rel=1e-6)
     assert inspect.signature(model.forward) == inspect.signature(type(model).forward.__get__(model))
     AcceleratorState._reset_state(reset_partial_state=True)  # this process's Trainers made theirs without bf16
     try:
@@ -193,13 +195,66 @@ def test_the_training_forward_returns_the_models_loss_alone(built):
         prepared = accelerator.prepare(model)
         assert prepared(input_ids=ids, labels=ids).logits is None
         unwrapped = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
-        assert unwrapped(input_ids=ids, labels=ids).logits.shape == (2, 64, len(tokenizer))
+        assert unwrapped(input_ids=ids, labels=ids).logits.shape == (2, 64, rows)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
 
 
 NOISE = ["{'loss'", "'eval_loss'", "train_runtime", "Writing model shards", "Loading weights", "The used dataset had no length",
          "speedups for torchdynamo", "loss_type=None"]
+
+
+@pytest.mark.parametrize("precision, compiled", [("fp32", False), ("bf16", False), ("fp32", True)])
+def test_the_loss_is_transformers_loss_with_its_gradients(monkeypatch, precision, compiled):
+    """Eager over several chunks, or compiled whole; with ignored labels, and scaled by Trainer's
+    num_items_in_batch: the loss and every gradient equal transformers' (fp32 to 1e-5 relative;
+    bf16 matmuls to 2%)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from stages import causal_lm
+
+    monkeypatch.setattr(causal_lm, "LOGITS_BYTES_PER_CHUNK", 4 * 1000 * 50)  # 50 rows a chunk
+    torch.manual_seed(0)
+    model = causal_lm.with_causal_lm_loss(GPT2LMHeadModel(GPT2Config(vocab_size=1000, n_positions=64, n_embd=32, n_layer=2, n_head=2)).eval())  # no dropout
+    ids = torch.randint(1000, (3, 64), generator=torch.Generator().manual_seed(1))
+    labels = ids.clone()
+    labels[0, 10:20] = -100
+    items = (labels[:, 1:] != -100).sum()
+    results = []
+    ours = functools.partial(causal_lm.causal_lm_loss, model, ids, labels, num_items_in_batch=items)
+    for loss_of in (lambda: model(input_ids=ids, labels=labels, num_items_in_batch=items).loss, torch.compile(ours) if compiled else ours):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = loss_of()
+        loss.backward()
+        results.append((loss.item(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (reference, reference_grads), (chunked, chunked_grads) = results
+    tolerance = 1e-5 if precision == "fp32" else 2e-2
+    assert chunked == pytest.approx(reference, rel=tolerance)
+    for name, grad in reference_grads.items():
+        assert (chunked_grads[name] - grad).abs().max() <= tolerance * grad.abs().max(), name
+    with torch.no_grad():
+        assert causal_lm.causal_lm_loss(model, ids, labels).item() == pytest.approx(reference, rel=tolerance)
+
+
+def test_an_mfu_over_100_percent_is_flagged_once_beside_its_peak(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    import yaml
+
+    from stages.train.live import LiveCallback, open_live
+
+    live = open_live(tmp_path / "live", None)
+    callback = LiveCallback(live, tokens_per_step=1000, flops_per_token=1e9, peak=2e9, val_chars_per_token=3.0)  # a peak far too low
+    state = SimpleNamespace(is_world_process_zero=True, global_step=0)
+    with caplog.at_level(logging.WARNING, logger="tolstoy"):
+        callback.on_train_begin(None, state, None)
+        for step in (1, 2, 3):
+            state.global_step = step
+            callback.on_log(None, state, None, logs={"loss": 1.0})
+    flagged = [r.getMessage() for r in caplog.records if "over 100%" in r.getMessage()]
+    assert len(flagged) == 1 and "0.002 TFLOP/s" in flagged[0]
+    assert yaml.safe_load((tmp_path / "live/params.yaml").read_text())["mfu_peak_tflops"] == 0.002
 
 
 def test_the_train_log_reads_as_the_progress_of_one_run(built, tmp_path):

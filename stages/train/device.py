@@ -5,6 +5,8 @@ import time
 import torch
 from accelerate.utils import parse_flag_from_env
 
+from stages.train.launch import config_uses_cpu
+
 # Dense bf16/fp16 tensor-core peaks from the vendors' datasheets, TFLOP/s per GPU (fp32: plain, no TF32).
 GPU_PEAK_TFLOPS = {
     "H200": {"bf16": 989, "fp16": 989, "fp32": 67},
@@ -25,6 +27,12 @@ def on_gpu():
     return torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_CPU")
 
 
+def inference_device(config_path):
+    """Where evaluate and sample run: the GPU when there is one and neither the accelerate config
+    nor ACCELERATE_USE_CPU says use_cpu."""
+    return "cuda" if on_gpu() and not config_uses_cpu(config_path) else "cpu"
+
+
 def torch_device():
     return "cuda" if on_gpu() else "cpu"
 
@@ -41,20 +49,26 @@ def timed(step, repeats):
     return seconds
 
 
-def peak_flops(precision):
-    """Peak FLOP/s of this device for `precision`: the datasheet for a known GPU, otherwise a
-    matmul probe measured on the spot (what torch reaches here, not a nominal figure)."""
+def peak_flops(precision, seconds=1.5):
+    """Peak FLOP/s of this device for `precision`: the datasheet for a known GPU, otherwise the best
+    of matmul probes of several sizes, each repeated (what torch reaches here, not a nominal figure).
+    One size once is not enough on a shared CPU: a neighbour's burst or a size the library tiles
+    badly reads as a low peak, and MFU as over 100%. Bounded by `seconds` (emulated bf16 is slow)."""
     if on_gpu():
         name = torch.cuda.get_device_name()
         for model, peaks in GPU_PEAK_TFLOPS.items():
             if model in name and precision in peaks:
                 return peaks[precision] * 1e12
-    n = 8192 if on_gpu() else 1024
-    a, b = (torch.randn(n, n, device=torch_device(), dtype=AUTOCAST_DTYPES.get(precision, torch.float32)) for _ in range(2))
-    seconds = []
-    while len(seconds) < 10 and sum(seconds) < 1.0:  # bounded: bf16 emulated on a CPU without it is very slow
-        seconds += timed(lambda: a @ b, repeats=1)
-    return 2 * n**3 / min(seconds)
+    sizes = (4096, 8192) if on_gpu() else (512, 1024, 2048)
+    dtype = AUTOCAST_DTYPES.get(precision, torch.float32)
+    best = 0.0
+    for n in sizes:
+        a, b = (torch.randn(n, n, device=torch_device(), dtype=dtype) for _ in range(2))
+        times = timed(lambda: a @ b, repeats=1)  # the first call also pays the library's set-up
+        while len(times) < 20 and sum(times) < seconds / len(sizes):
+            times += timed(lambda: a @ b, repeats=1)
+        best = max(best, 2 * n**3 / min(times))
+    return best
 
 
 def precision_candidates(precision):

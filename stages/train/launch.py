@@ -23,11 +23,16 @@ LAUNCHER_REPORT = re.compile(r"Traceback \(most recent call last\):|E\d{4} .* fa
 MACHINES_MISSING = re.compile(r"Timed out after \d+ seconds waiting for clients\. (\d+)/(\d+) clients joined")
 
 
+def config_uses_cpu(config_path):
+    """Whether the accelerate config at config_path says use_cpu."""
+    return bool(yaml.safe_load(Path(config_path).read_text(encoding="utf-8")).get("use_cpu"))
+
+
 def process_env(config_path, error_file):
     """The training processes' environment: where to record a StageError, and the config's use_cpu
     (accelerate passes it on to a single process only, not to several)."""
     env = {**os.environ, ERROR_FILE_ENV: str(error_file)}
-    if yaml.safe_load(Path(config_path).read_text(encoding="utf-8")).get("use_cpu"):
+    if config_uses_cpu(config_path):
         env["ACCELERATE_USE_CPU"] = "true"
     return env
 

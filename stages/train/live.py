@@ -7,6 +7,7 @@ from dvclive import Live
 from transformers import TrainerCallback
 
 from stages.blocks import bits_per_char
+from stages.common import log
 
 # Trainer's log keys -> DVCLive metric names.
 LIVE_NAMES = {"loss": "train/loss", "eval_loss": "eval/loss", "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm"}
@@ -31,9 +32,12 @@ class LiveCallback(TrainerCallback):
         self.flops_per_token, self.peak = flops_per_token, peak
         self.val_chars_per_token = val_chars_per_token  # turns eval loss into bits per character
         self.last_step, self.last_time = 0, time.perf_counter()
+        self.warned = False
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.last_step, self.last_time = state.global_step, time.perf_counter()
+        if state.is_world_process_zero:
+            self.live.log_param("mfu_peak_tflops", round(self.peak / 1e12, 3))  # what train/mfu divides by
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero:
@@ -48,7 +52,11 @@ class LiveCallback(TrainerCallback):
             now = time.perf_counter()
             tokens_per_sec = (state.global_step - self.last_step) * self.tokens_per_step / (now - self.last_time)
             self.live.log_metric("train/tokens_per_sec", tokens_per_sec)
-            self.live.log_metric("train/mfu", tokens_per_sec * self.flops_per_token / self.peak)
+            mfu = tokens_per_sec * self.flops_per_token / self.peak
+            self.live.log_metric("train/mfu", mfu)
+            if mfu > 1 and not self.warned:
+                log.warning("train: MFU %.0f%% is over 100%%: the measured peak, %.3g TFLOP/s, is low (a busy machine while it was probed)", 100 * mfu, self.peak / 1e12)
+                self.warned = True
             self.last_step, self.last_time = state.global_step, now
         if "train_runtime" in logs:
             self.live.log_metric("train/runtime_sec", logs["train_runtime"], plot=False)

@@ -1,5 +1,5 @@
-"""The model a run trains: GPT-2 from scratch in the shape of params.model, or model.base, with a
-forward pass that returns the loss alone."""
+"""The model a run trains: GPT-2 from scratch in the shape of params.model (its vocabulary padded
+to a multiple of 64 rows), or model.base, with a forward pass that returns the loss alone."""
 import functools
 from types import MethodType
 
@@ -7,9 +7,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 from transformers.modeling_outputs import CausalLMOutput
 
 from stages.base import base_directory
-from stages.causal_lm import with_causal_lm_loss
+from stages.causal_lm import causal_lm_loss, with_causal_lm_loss
 from stages.common import StageError, reading
 from stages.paths import TOKENIZER
+
+VOCAB_MULTIPLE = 64  # embedding rows: matmuls over the vocabulary run on whole tiles
 
 
 def load_base(model_params, tokenizer, block_size, attn_implementation):
@@ -25,10 +27,11 @@ def load_base(model_params, tokenizer, block_size, attn_implementation):
     return model
 
 
-def scratch_model(model_params, vocab_size, end_of_text_id, pad_id, attn_implementation):
-    """GPT-2 of the shape in params.model, freshly initialised."""
+def scratch_model(model_params, vocab_size, end_of_text_id, pad_id, attn_implementation, vocab_multiple=VOCAB_MULTIPLE):
+    """GPT-2 of the shape in params.model, freshly initialised, with vocab_size rounded up to
+    vocab_multiple embedding rows (rows no token uses; export_vocabulary removes them)."""
     return GPT2LMHeadModel(GPT2Config(
-        vocab_size=vocab_size,
+        vocab_size=-(-vocab_size // vocab_multiple) * vocab_multiple,
         n_positions=model_params["n_positions"],
         n_embd=model_params["n_embd"],
         n_layer=model_params["n_layer"],
@@ -48,7 +51,6 @@ def build_model(model_params, tokenizer, block_size, attn_implementation):
         model = load_base(model_params, tokenizer, block_size, attn_implementation)
     else:
         model = scratch_model(model_params, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, attn_implementation)
-    with_causal_lm_loss(model)
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:
         raise StageError(f"the tokenizer has {len(tokenizer)} tokens but the model's embeddings have {rows} rows")
@@ -58,15 +60,24 @@ def build_model(model_params, tokenizer, block_size, attn_implementation):
 
 
 def loss_only(model):
-    """Make `model` return only its loss. Trainer uses nothing else, and a returned logits tensor
-    (tokens x vocabulary) costs at every step: compiled, the graph has to write it out, and
-    accelerate's mixed precision copies it to fp32. Kept out of the output, the logits stay inside
-    the compiled graph. The exported model is unaffected: save_pretrained stores weights and config."""
+    """Make `model` return only its loss, computed by causal_lm_loss: Trainer uses nothing else, and
+    the logits (tokens x vocabulary) never leave it (eager, they are never whole; compiled, they
+    stay inside the graph). Other keyword arguments (return_dict, use_cache) do not apply to a
+    loss. The exported model is unaffected: save_pretrained stores weights and config."""
     full_forward = type(model).forward
+    with_causal_lm_loss(model)  # Trainer then divides by the predicted tokens, labels[..., 1:]
 
     @functools.wraps(full_forward)  # Trainer reads the signature to pick the dataset's columns
-    def forward(self, *args, **kwargs):
-        return CausalLMOutput(loss=full_forward(self, *args, **kwargs).loss)
+    def forward(self, input_ids=None, labels=None, num_items_in_batch=None, attention_mask=None, **_):
+        return CausalLMOutput(loss=causal_lm_loss(self, input_ids, labels, num_items_in_batch, attention_mask=attention_mask))
 
     model.forward = MethodType(forward, model)
+    return model
+
+
+def export_vocabulary(model, tokenizer, model_params):
+    """A model from scratch loses its padding rows: as many as the tokenizer has tokens, for clients
+    that read the vocabulary size from the config. A base keeps its own size."""
+    if not model_params["base"]:
+        model.resize_token_embeddings(len(tokenizer))
     return model

@@ -29,7 +29,7 @@ from stages.train.export import model_card, write_generation_config
 from stages.train.fingerprint import fingerprint
 from stages.train.keep import describe, outcome, stop_callbacks
 from stages.train.live import LiveCallback, open_live
-from stages.train.model import build_model
+from stages.train.model import build_model, export_vocabulary
 from stages.train.plan import make_plan, total_steps
 from stages.train.progress import ProgressCallback
 from stages.train.seal import SealCheckpoints
@@ -115,6 +115,7 @@ def train_and_export(trainer, plan, steps, checkpoint, params, base):
 
 def export_run(trainer, params, tokens_meta, base, result):
     """The trained model, its tokenizer and its model card, into models/model in one move."""
+    export_vocabulary(trainer.model, trainer.processing_class, params["model"])
     with atomic_path(MODEL) as tmp:
         trainer.save_model(tmp)
         card = model_card(trainer.model.config, params, tokens_meta, trainer.state.log_history, base, result)
