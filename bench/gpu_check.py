@@ -1,7 +1,7 @@
 """GPU check, in steps, each in its own processes with its own time limit, in this order:
 
 1. throughput: GPT-2 124M in bf16 with torch.compile (bench.gpu), tokens/s and MFU, with
-   transformers' loss and 50,257 rows and as the train stage builds it (chunked loss, 50,304 rows);
+   transformers' loss and 50,257 rows, and as the train stage builds it (its own loss, 50,304 rows);
 2. repro: the default `dvc repro` in a temporary copy of this checkout, pages from the offline mirror;
 3. tutorial: configs/presets/tutorial-124m.yaml through `dvc exp run`, for TUTORIAL_STEPS steps:
    time, peak memory, validation bits per character;

@@ -17,9 +17,9 @@ from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, 
 from transformers.modeling_outputs import CausalLMOutput
 
 from stages.blocks import Blocks
+from stages.causal_lm import with_causal_lm_loss
 from stages.train.arguments import training_arguments
 from stages.train.device import on_gpu, peak_flops
-from stages.causal_lm import with_causal_lm_loss
 from stages.train.model import VOCAB_MULTIPLE, loss_only, scratch_model
 from stages.train.plan import model_flops_per_token
 from tools.workspace import ROOT, python_env
