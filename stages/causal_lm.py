@@ -23,10 +23,19 @@ def chunk_rows(vocab_size):
     return max(1, LOGITS_BYTES_PER_CHUNK // (4 * vocab_size))
 
 
-def chunk_loss(hidden, weight, targets, scale=None):
+def vocabulary_logits(hidden, weight, tokens):
+    """fp32 logits, rows past the tokenizer's `tokens` (padding) at -inf: they take no probability
+    and get no gradient, so a model trimmed to the tokenizer scores exactly as trained."""
+    logits = (hidden @ weight.T).float()
+    if tokens < logits.shape[-1]:
+        logits[:, tokens:] = float("-inf")
+    return logits
+
+
+def chunk_loss(hidden, weight, targets, tokens, scale=None):
     """Summed cross-entropy of one chunk; with `scale`, also the gradients of `scale` times it with
     respect to hidden and weight."""
-    logits = (hidden @ weight.T).float()
+    logits = vocabulary_logits(hidden, weight, tokens)
     log_norm = logits.logsumexp(-1)
     valid = targets != IGNORE_INDEX
     targets = torch.where(valid, targets, 0)
@@ -44,14 +53,14 @@ class ChunkedLMHeadLoss(torch.autograd.Function):
     forward, chunk by chunk, and handed out by backward."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, scale):
+    def forward(ctx, hidden, weight, targets, tokens, scale):
         grad_hidden = torch.empty_like(hidden)
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         rows = chunk_rows(weight.shape[0])
         for start in range(0, len(targets), rows):
             part = slice(start, start + rows)
-            loss, grad_part, grad_weight_part = chunk_loss(hidden[part], weight, targets[part], scale)
+            loss, grad_part, grad_weight_part = chunk_loss(hidden[part], weight, targets[part], tokens, scale)
             total += loss
             grad_hidden[part] = grad_part
             grad_weight += grad_weight_part
@@ -61,21 +70,23 @@ class ChunkedLMHeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_output, grad_weight * grad_output, None, None
+        return grad_hidden * grad_output, grad_weight * grad_output, None, None, None
 
 
 def causal_lm_loss(model, input_ids, labels, num_items_in_batch=None, **body_kwargs):
     """Mean next-token loss of `model` (a transformers causal LM without an LM-head bias): labels[:, 1:]
-    predicted from input_ids; the sum is divided by num_items_in_batch when Trainer gives it."""
+    predicted from input_ids; the sum is divided by num_items_in_batch when Trainer gives it. Over
+    the first model.tokenizer_tokens rows of the vocabulary where the model says so (padding rows)."""
     hidden = model.base_model(input_ids=input_ids, **body_kwargs).last_hidden_state
     hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     targets = labels[:, 1:].reshape(-1).to(hidden.device)
     weight = model.get_output_embeddings().weight
+    tokens = getattr(model, "tokenizer_tokens", weight.shape[0])
     count = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum()
     if torch.compiler.is_compiling():
-        return F.cross_entropy((hidden @ weight.T).float(), targets, ignore_index=IGNORE_INDEX, reduction="sum") / count
+        return F.cross_entropy(vocabulary_logits(hidden, weight, tokens), targets, ignore_index=IGNORE_INDEX, reduction="sum") / count
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-        return ChunkedLMHeadLoss.apply(hidden, weight, targets, 1.0 / count)
+        return ChunkedLMHeadLoss.apply(hidden, weight, targets, tokens, 1.0 / count)
     rows = chunk_rows(weight.shape[0])
-    total = sum(chunk_loss(hidden[start:start + rows], weight, targets[start:start + rows])[0] for start in range(0, len(targets), rows))
+    total = sum(chunk_loss(hidden[start:start + rows], weight, targets[start:start + rows], tokens)[0] for start in range(0, len(targets), rows))
     return total / count

@@ -185,9 +185,10 @@ def test_the_training_forward_returns_the_models_loss_alone(built):
     ids = torch.randint(len(tokenizer), (2, 64), generator=torch.Generator().manual_seed(1))
     trained = model(input_ids=ids, labels=ids)
     full = type(model).forward(model, input_ids=ids, labels=ids)
-    rows = -(-len(tokenizer) // 64) * 64  # the vocabulary padded to whole tiles
-    assert trained.logits is None and full.logits.shape == (2, 64, rows)
-    assert trained.loss.item() == pytest.approx(full.loss.item(), rel=1e-6)
+    rows = -(-len(tokenizer) // 64) * 64  # the vocabulary padded to whole tiles, the padding outside the loss
+    assert trained.logits is None and full.logits.shape == (2, 64, rows) and rows > len(tokenizer)
+    over_the_tokens = torch.nn.functional.cross_entropy(full.logits[:, :-1, :len(tokenizer)].flatten(0, 1), ids[:, 1:].flatten())
+    assert trained.loss.item() == pytest.approx(over_the_tokens.item(), rel=1e-6)
     assert inspect.signature(model.forward) == inspect.signature(type(model).forward.__get__(model))
     AcceleratorState._reset_state(reset_partial_state=True)  # this process's Trainers made theirs without bf16
     try:

@@ -135,11 +135,11 @@ def test_killed_after_its_best_checkpoint_resumes_to_the_same_model(small, tmp_p
     reference = overfit_copy(small, tmp_path / "reference")
     train_and_evaluate(reference, monkeypatch, caplog)
     best = read_json(reference / "metrics/train_cost.json")["outcome"]["kept_step"]
-    assert best < STEPS - 2 * EVERY, "the best step must come before the kill"
+    assert best < STEPS - EVERY, "the best step must come before the kill"
     killed = overfit_copy(small, tmp_path / "killed")
     process = subprocess.Popen([sys.executable, "-m", "stages.train.process"], cwd=killed, env=python_env(),
                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"))
-    while not (killed / f"models/checkpoints/checkpoint-{best + 2 * EVERY}/sealed.json").exists() and process.poll() is None:
+    while not (killed / f"models/checkpoints/checkpoint-{best + EVERY}/sealed.json").exists() and process.poll() is None:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()

@@ -29,8 +29,9 @@ def load_base(model_params, tokenizer, block_size, attn_implementation):
 
 def scratch_model(model_params, vocab_size, end_of_text_id, pad_id, attn_implementation, vocab_multiple=VOCAB_MULTIPLE):
     """GPT-2 of the shape in params.model, freshly initialised, with vocab_size rounded up to
-    vocab_multiple embedding rows (rows no token uses; export_vocabulary removes them)."""
-    return GPT2LMHeadModel(GPT2Config(
+    vocab_multiple embedding rows: rows no token uses, which the loss leaves out
+    (model.tokenizer_tokens) and export_vocabulary removes."""
+    model = GPT2LMHeadModel(GPT2Config(
         vocab_size=-(-vocab_size // vocab_multiple) * vocab_multiple,
         n_positions=model_params["n_positions"],
         n_embd=model_params["n_embd"],
@@ -44,6 +45,8 @@ def scratch_model(model_params, vocab_size, end_of_text_id, pad_id, attn_impleme
         pad_token_id=pad_id,
         attn_implementation=attn_implementation,
     ))
+    model.tokenizer_tokens = vocab_size
+    return model
 
 
 def build_model(model_params, tokenizer, block_size, attn_implementation):
