@@ -39,17 +39,22 @@ def pieces(text, size=PIECE_CHARS):
     yield text[start:]
 
 
+def batches(text):
+    """The pieces of text, in batches of about ENCODE_BATCH_CHARS characters."""
+    batch, batch_chars = [], 0
+    for piece in pieces(text):
+        batch.append(piece)
+        batch_chars += len(piece)
+        if batch_chars >= ENCODE_BATCH_CHARS:
+            yield batch
+            batch, batch_chars = [], 0
+    if batch:
+        yield batch
+
+
 def encoded(tokenizer, eot_id, text):
     """The ids of `text` and end-of-text, encoded in pieces (a batch of them at a time)."""
-    ids, batch, batch_chars = [], [], 0
-    for piece in [*pieces(text), None]:  # None: the end, which encodes the last batch
-        if piece is not None:
-            batch.append(piece)
-            batch_chars += len(piece)
-        if batch and (piece is None or batch_chars >= ENCODE_BATCH_CHARS):
-            for encoding in tokenizer.encode_batch_fast(batch, add_special_tokens=False):
-                ids += encoding.ids
-            batch, batch_chars = [], 0
+    ids = [i for batch in batches(text) for encoding in tokenizer.encode_batch_fast(batch, add_special_tokens=False) for i in encoding.ids]
     ids.append(eot_id)
     return np.array(ids, dtype=token_dtype(tokenizer))
 

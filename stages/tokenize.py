@@ -21,7 +21,6 @@ from stages.words import words
 SPLITS = ("train", "val")
 
 
-
 def document_texts():
     return (doc["text"] for doc in iter_documents(DOCS, ["text"]))
 
