@@ -25,10 +25,12 @@ def chunk_rows(vocab_size):
 
 def vocabulary_logits(hidden, weight, tokens):
     """fp32 logits, rows past the tokenizer's `tokens` (padding) at -inf: they take no probability
-    and get no gradient, so a model trimmed to the tokenizer scores exactly as trained."""
+    and get no gradient, so a model trimmed to the tokenizer scores exactly as trained. A pointwise
+    mask, not a slice assignment: compiled, it fuses into the cross-entropy's kernels, where a
+    slice assignment makes the whole fp32 logits exist (bench/README.md)."""
     logits = (hidden @ weight.T).float()
     if tokens < logits.shape[-1]:
-        logits[:, tokens:] = float("-inf")
+        logits.masked_fill_(torch.arange(logits.shape[-1], device=logits.device) >= tokens, float("-inf"))
     return logits
 
 
