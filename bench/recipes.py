@@ -165,9 +165,10 @@ def timed_training(model, blocks, args, precision):
             "seconds_per_step": seconds_per_step, "losses": timer.losses}
 
 
-def train_run(shape, recipe, precision="fp32", compile_model=False, **model_options):
+def train_run(shape, recipe, precision="fp32", compile_model=False, arguments=None, **model_options):
     """timed_training of the shape's bench steps, a loss logged at every step: the tutorial's
-    recipe, or this project's settings with the given precision and compile (and project_model's options)."""
+    recipe, or this project's settings with the given precision and compile (and project_model's
+    options, and other TrainingArguments values in `arguments`)."""
     torch.manual_seed(0)
     blocks = Blocks(shape.tokens, "train", limit=512)
     if recipe == "tutorial":
@@ -175,5 +176,5 @@ def train_run(shape, recipe, precision="fp32", compile_model=False, **model_opti
         args = tutorial_arguments(per_device_train_batch_size=shape.batch, max_steps=shape.bench_steps, logging_steps=1)
     else:
         model = project_model(shape.model_params, shape.tokens, **model_options)
-        args = project_arguments(shape.bench_steps, shape.batch, 1, precision, compile_model)
+        args = dataclasses.replace(project_arguments(shape.bench_steps, shape.batch, 1, precision, compile_model), **(arguments or {}))
     return {"recipe": recipe, "precision": precision, "compile": compile_model, **timed_training(model, blocks, args, precision)}
