@@ -57,8 +57,6 @@ def bench_profile(results):
 
 AUTO_CHOICE = """
 import json, sys, torch
-from bench.around_training import bench_generate, bench_pipeline, bench_prep
-from bench.lm_head import bench_loss
 from bench.recipes import project_model
 from stages.train.plan import choose_settings
 model_params, tokens, block_size, batch, steps = json.loads(sys.argv[1])

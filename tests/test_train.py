@@ -205,11 +205,12 @@ NOISE = ["{'loss'", "'eval_loss'", "train_runtime", "Writing model shards", "Loa
          "speedups for torchdynamo", "loss_type=None"]
 
 
-@pytest.mark.parametrize("precision, compiled", [("fp32", False), ("bf16", False), ("fp32", True)])
-def test_the_loss_is_transformers_loss_with_its_gradients(monkeypatch, precision, compiled):
+@pytest.mark.parametrize("precision, compiled, padding", [("fp32", False, 0), ("bf16", False, 0), ("fp32", True, 0), ("fp32", False, 24), ("fp32", True, 24)])
+def test_the_loss_is_transformers_loss_with_its_gradients(monkeypatch, precision, compiled, padding):
     """Eager over several chunks, or compiled whole; with ignored labels, and scaled by Trainer's
     num_items_in_batch: the loss and every gradient equal transformers' (fp32 to 1e-5 relative;
-    bf16 matmuls to 2%)."""
+    bf16 matmuls to 2%). With `padding` rows past model.tokenizer_tokens, equal to transformers'
+    loss of a model without them, and those rows get no gradient."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from stages import causal_lm
@@ -217,13 +218,20 @@ def test_the_loss_is_transformers_loss_with_its_gradients(monkeypatch, precision
     monkeypatch.setattr(causal_lm, "LOGITS_BYTES_PER_CHUNK", 4 * 1000 * 50)  # 50 rows a chunk
     torch.manual_seed(0)
     model = causal_lm.with_causal_lm_loss(GPT2LMHeadModel(GPT2Config(vocab_size=1000, n_positions=64, n_embd=32, n_layer=2, n_head=2)).eval())  # no dropout
+    if padding:
+        model.resize_token_embeddings(1000 + padding)  # transformers' loss is over the first 1000 rows alone, as before
+        model.tokenizer_tokens = 1000
     ids = torch.randint(1000, (3, 64), generator=torch.Generator().manual_seed(1))
     labels = ids.clone()
     labels[0, 10:20] = -100
     items = (labels[:, 1:] != -100).sum()
     results = []
     ours = functools.partial(causal_lm.causal_lm_loss, model, ids, labels, num_items_in_batch=items)
-    for loss_of in (lambda: model(input_ids=ids, labels=labels, num_items_in_batch=items).loss, torch.compile(ours) if compiled else ours):
+    def reference_loss():
+        logits = model(input_ids=ids).logits[..., :1000]
+        return model.loss_function(logits, labels, 1000, num_items_in_batch=items)
+
+    for loss_of in (reference_loss, torch.compile(ours) if compiled else ours):
         model.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = loss_of()
@@ -234,6 +242,7 @@ def test_the_loss_is_transformers_loss_with_its_gradients(monkeypatch, precision
     assert chunked == pytest.approx(reference, rel=tolerance)
     for name, grad in reference_grads.items():
         assert (chunked_grads[name] - grad).abs().max() <= tolerance * grad.abs().max(), name
+    assert not chunked_grads["transformer.wte.weight"][1000:].any()
     with torch.no_grad():
         assert causal_lm.causal_lm_loss(model, ids, labels).item() == pytest.approx(reference, rel=tolerance)
 
