@@ -65,9 +65,18 @@ def watched():
                          "the others stop too: once every machine is back, `dvc repro` resumes from the last verified checkpoint") from None
 
 
-def leave_together():
-    """Every process waits for the others, then closes its process group, as torch requires before
-    exit: a process that exits with its group open can abort at interpreter shutdown."""
+@contextlib.contextmanager
+def leaving_together():
+    """Close the process group before the process exits, as torch requires: with the group open, a
+    process can abort at interpreter shutdown ("terminate called without an active exception")
+    after its error line. A process that succeeds first waits for the others; one that fails
+    closes its own group at once (a local shutdown: the others may be gone or stopping too)."""
+    try:
+        yield
+    except BaseException:
+        if in_group():
+            torch.distributed.destroy_process_group()
+        raise
     if in_group():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

@@ -36,6 +36,11 @@ from stages.train.seal import SealCheckpoints
 
 
 def main():
+    with peers.leaving_together():  # the group PartialState opens is closed however the process ends
+        train_process()
+
+
+def train_process():
     is_main, world_size = int(os.environ.get("RANK", "0")) == 0, int(os.environ.get("WORLD_SIZE", "1"))
     if not is_main:
         log.setLevel(logging.WARNING)
@@ -69,7 +74,6 @@ def main():
         train_and_export(trainer, plan, steps, checkpoint, params, run_fingerprint["base"])
     if is_main:  # the sampling defaults are not part of what training computes: written either way
         write_generation_config(MODEL, tokenizer, {key: sample_params[key] for key in GENERATION_KEYS})
-    peers.leave_together()
 
 
 def checkpoint_on_main(run_fingerprint, plan, steps):
