@@ -73,13 +73,11 @@ def leaving_together():
     closes its own group at once (a local shutdown: the others may be gone or stopping too)."""
     try:
         yield
-    except BaseException:
+        if in_group():
+            torch.distributed.barrier()
+    finally:
         if in_group():
             torch.distributed.destroy_process_group()
-        raise
-    if in_group():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
 
 
 def copy_problem(checkpoint):
