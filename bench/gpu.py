@@ -3,10 +3,13 @@ with this project's train settings (bf16 autocast, torch.compile, SDPA, fused Ad
 tokens for a few hundred steps, twice: with transformers' loss and 50,257 embedding rows, and as
 the train stage builds it (its own loss, 50,304 rows); prints tokens/s and MFU against the
 GPU's bf16 dense datasheet peak (steady state: the second half of the steps), and writes JSON.
+--settings runs the train stage's model under the other settings instead: memory not pinned, two
+loader workers, and fp32 with TF32 off and on (Trainer turns TF32 on whenever it compiles on a recent GPU).
 
-    python -m bench.gpu [--steps 300] [--batch 32] [--json bench/results/gpu.json]
+    python -m bench.gpu [--steps 300] [--batch 32] [--settings] [--json bench/results/gpu.json]
 """
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,7 +22,14 @@ from stages.train.model import scratch_model
 from tools.workspace import ROOT
 
 VOCAB, BLOCK = 50257, 1024  # GPT-2's
-VARIANTS = {"transformers loss, 50,257 rows": (False, 1), "own loss, 50,304 rows": (True, 64)}  # before and as the stage trains
+# name: (own loss, vocabulary multiple, precision: "half" = bf16 on a GPU, other TrainingArguments)
+VARIANTS = {"transformers loss, 50,257 rows": (False, 1, "half", {}), "own loss, 50,304 rows": (True, 64, "half", {})}  # before and as the stage trains
+SETTINGS = {
+    "own loss, memory not pinned": (True, 64, "half", {"dataloader_pin_memory": False}),
+    "own loss, 2 loader workers": (True, 64, "half", {"dataloader_num_workers": 2}),
+    "own loss, fp32, TF32 off": (True, 64, "fp32", {"tf32": False}),
+    "own loss, fp32, TF32 on": (True, 64, "fp32", {"tf32": None}),  # Trainer turns TF32 on when it compiles on a GPU
+}
 
 
 def main():
@@ -28,19 +38,22 @@ def main():
     parser.add_argument("--batch", type=int, default=32, help="blocks of 1024 tokens per step")
     parser.add_argument("--n-layer", type=int, default=12, help="fewer for a quick check of the script on CPU")
     parser.add_argument("--n-embd", type=int, default=768)
+    parser.add_argument("--settings", action="store_true", help="the other settings' rows instead of the loss and vocabulary ones")
     parser.add_argument("--json", type=Path, default=ROOT / "bench/results/gpu.json")
     args = parser.parse_args()
     shape = {**PARAMS["model"], "n_layer": args.n_layer, "n_embd": args.n_embd, "n_head": max(1, args.n_embd // 64), "n_positions": BLOCK}
     ids = np.random.default_rng(0).integers(0, VOCAB, size=(args.batch * 8, BLOCK), dtype=np.int64)
     blocks = [{"input_ids": row, "labels": row} for row in ids]
-    precision = "bf16" if torch.cuda.is_available() else "fp32"
-    training = project_arguments(args.steps, args.batch, min(50, args.steps), precision, True)  # a loss read is a GPU sync
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     rows = []
-    for variant, (own_loss, multiple) in VARIANTS.items():
+    for variant, (own_loss, multiple, precision, arguments) in (SETTINGS if args.settings else VARIANTS).items():
+        precision = "bf16" if precision == "half" and torch.cuda.is_available() else "fp32"
+        training = project_arguments(args.steps, args.batch, min(50, args.steps), precision, True)  # a loss read is a GPU sync
         torch.manual_seed(0)
         model = training_forward(scratch_model(shape, VOCAB, VOCAB - 1, VOCAB - 1, PARAMS["train"]["attn_implementation"], multiple), own_loss)
-        run = timed_training(model, blocks, training, precision)
+        run = timed_training(model, blocks, dataclasses.replace(training, **arguments), precision)
+        if "tf32" in arguments:  # TF32's peak is not plain fp32's: these rows compare by tokens/s
+            run.update({"mfu_%": None, "mfu_check": ""})
         rows.append({"device": device, "config": f"{args.n_layer}x{args.n_embd}/{BLOCK}/{VOCAB}", "variant": variant, "batch": args.batch,
                      "steps": args.steps, "precision": precision, **{key: run[key] for key in ("tokens_per_sec", "mfu_%", "peak_gflops", "mfu_check", "warmup_s")},
                      "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None,

@@ -8,7 +8,9 @@
 4. tests: the tests of the stages that use the device (train, evaluate, sample), CUDA-only ones
    included, three at a time where pytest-xdist is installed;
 5. preset (only when named in --only): `dvc repro` with configs/presets/one-gpu.yaml applied
-   (the one-GPU recipe, within 7 minutes): its plan, time, validation bits per character, samples.
+   (the one-GPU recipe, within 7 minutes): its plan, time, validation bits per character, samples;
+6. settings (only when named in --only): the 124M model as the train stage builds it, 40 steps each,
+   with memory not pinned, two loader workers, and fp32 with TF32 off and on (bench.gpu --settings).
 
 The first four share an 8-minute budget (--budget); `--only` runs a part, so a short turn on a
 GPU can spend itself on what it most needs.
@@ -73,11 +75,17 @@ def run_logged(cmd, cwd, log, seconds, env):
     return status, round(time.perf_counter() - started, 1)
 
 
-def throughput(args, env):
-    sizes = ["--n-layer", "1", "--n-embd", "64", "--steps", "4", "--batch", "1"] if args.tiny else ["--steps", "150"]
-    result = args.out / "gpu.json"
-    status, seconds = run_logged([sys.executable, "-m", "bench.gpu", "--json", str(result), *sizes], ROOT, args.out / "throughput.log", 240, env)
+def throughput(args, env, name="throughput", options=("--steps", "150"), seconds=240):
+    sizes = ["--n-layer", "1", "--n-embd", "64", "--steps", "4", "--batch", "1"] if args.tiny else []
+    result = args.out / f"{name}.json"
+    command = [sys.executable, "-m", "bench.gpu", "--json", str(result), *options, *sizes]
+    status, seconds = run_logged(command, ROOT, args.out / f"{name}.log", seconds, env)
     return {"status": status, "seconds": seconds, "runs": json.loads(result.read_text()) if result.exists() else []}
+
+
+def settings(args, env):
+    """The train stage's 124M model with memory not pinned, two loader workers, fp32 with TF32 off and on."""
+    return throughput(args, env, "settings", ("--settings", "--steps", "40"), seconds=360)
 
 
 def repro(args, env, name="repro", overrides=(), seconds=240, command=("dvc", "repro")):
@@ -127,13 +135,18 @@ def tests(args, env):
     return {"status": status, "seconds": seconds, **counts}
 
 
+def run_figures(run):
+    """One bench.gpu row in words (the TF32 rows have no MFU: TF32's peak is not plain fp32's)."""
+    mfu = f"MFU {run['mfu_%']}% of {run['peak_gflops']} GFLOP/s {run['mfu_check']}, " if run["mfu_%"] is not None else ""
+    return f"{run['variant']}: {run['tokens_per_sec']} tok/s, {mfu}peak {run['peak_gib']} GiB, warm-up {run['warmup_s']} s ({run['config']}, batch {run['batch']})"
+
+
 def summary(results):
     rows = []
-    if "throughput" in results:
-        t = results["throughput"]
-        figures = [f"{run['variant']}: {run['tokens_per_sec']} tok/s, MFU {run['mfu_%']}% of {run['peak_gflops']} GFLOP/s {run['mfu_check']}, "
-                   f"peak {run['peak_gib']} GiB, warm-up {run['warmup_s']} s ({run['config']}, batch {run['batch']})" for run in t.get("runs", [])]
-        rows += [{"step": "throughput", "status": t["status"], "seconds": t["seconds"], "figures": text} for text in figures or [""]]
+    for name in ("throughput", "settings"):
+        t = results.get(name, {})
+        figures = [run_figures(run) for run in t.get("runs", [])]
+        rows += [{"step": name, "status": t["status"], "seconds": t["seconds"], "figures": text} for text in figures or [""]] if t else []
     for name in ("repro", "tutorial", "preset"):
         if name in results:
             r = results[name]
@@ -151,7 +164,7 @@ def summary(results):
     return pd.DataFrame(rows)
 
 
-STEPS = {"throughput": throughput, "repro": repro, "tutorial": tutorial, "tests": tests, "preset": preset}
+STEPS = {"throughput": throughput, "repro": repro, "tutorial": tutorial, "tests": tests, "preset": preset, "settings": settings}
 
 
 def main():

@@ -1,16 +1,21 @@
 """bench.performance's `loss` part: the LM head and its cross-entropy, this project's loss
 (stages/causal_lm.py: chunked when eager, whole when compiled) against transformers' (whole fp32
 logits), with the vocabulary padded to a multiple of 64 rows or not. Each run is a fresh
-process, so that its peak memory is its own."""
+process, so that its peak memory is its own. The `head` part times the LM head and its loss alone."""
 import dataclasses
 import json
 import subprocess
 import sys
 
 import pandas as pd
+import torch
+import torch.nn.functional as F
 
 from bench.recipes import shapes
-from stages.train.device import precision_candidates
+from stages.blocks import Blocks
+from stages.causal_lm import ChunkedLMHeadLoss, vocabulary_logits
+from stages.train.device import precision_candidates, timed
+from stages.train.model import VOCAB_MULTIPLE
 from tools.workspace import ROOT, python_env
 
 LOSS_RUN = """
@@ -58,3 +63,45 @@ def bench_loss(results):
     results["loss"] = rows
     return pd.DataFrame(rows)
 
+
+MATMULS, COMPILED = "the three bf16 matmuls alone", "this project's, compiled (whole, fused)"
+
+
+def head_losses(tokens, targets):
+    """name: the loss of the LM head over (hidden, weight), as the train stage and transformers compute
+    it; the compiled one last (compilation leaves worker processes behind)."""
+    def whole(hidden, weight):
+        return F.cross_entropy(vocabulary_logits(hidden, weight, tokens), targets, reduction="sum")
+
+    return {"this project's, eager (chunked)": lambda hidden, weight: ChunkedLMHeadLoss.apply(hidden, weight, targets, tokens, 1.0),
+            "transformers' (whole fp32 logits), eager": lambda hidden, weight: F.cross_entropy((hidden @ weight.T).float(), targets, reduction="sum"),
+            COMPILED: torch.compile(whole)}
+
+
+def bench_head(results):
+    """The tutorial shape's LM head and cross-entropy alone, forward and backward from the last hidden
+    states, bf16 autocast, the best of 5 after a warm-up: each loss, and its three matmuls alone (logits,
+    the hidden states' and the weight's gradients: what any implementation computes); and a compiled
+    training step of the shape, to bound its speed-up if its loss cost only those matmuls."""
+    shape = shapes()[1]
+    step_seconds = shape.batch * shape.model_params["n_positions"] / loss_run(shape, "bf16", True, "ours", VOCAB_MULTIPLE)["tokens_per_sec"]
+    tokens = Blocks(shape.tokens, "train").meta["vocab_size"]
+    predicted, width, vocab = shape.batch * (shape.model_params["n_positions"] - 1), shape.model_params["n_embd"], -(-tokens // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(predicted, width, requires_grad=True), (0.02 * torch.randn(vocab, width)).requires_grad_()
+    targets = torch.randint(0, tokens, (predicted,))
+    h, w, g = hidden.detach().bfloat16(), weight.detach().bfloat16(), torch.randn(predicted, vocab, dtype=torch.bfloat16)
+    seconds = {MATMULS: sum(min(timed(step, 5)) for step in (lambda: h @ w.T, lambda: g @ w, lambda: g.T @ h))}
+    for name, loss in head_losses(tokens, targets).items():
+        def step():
+            hidden.grad = weight.grad = None
+            with torch.autocast("cpu", torch.bfloat16):
+                loss(hidden, weight).backward()
+        step()
+        seconds[name] = min(timed(step, 5))
+    beyond = {name: s - seconds[MATMULS] for name, s in seconds.items()}
+    rows = [{"head and loss": name, "ms": round(1000 * s, 1), "beyond_matmuls_ms": round(1000 * beyond[name], 1),
+             "step_ms": round(1000 * step_seconds), "step_bound_x": round(step_seconds / (step_seconds - beyond[name]), 3) if name == COMPILED else None}
+            for name, s in seconds.items()]
+    results["head"] = rows
+    return pd.DataFrame(rows)

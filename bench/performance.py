@@ -2,7 +2,7 @@
 and bits per character at equal wall time), where a step's time goes, data preparation against the tutorial's
 datasets.map + group_texts, pipeline overhead, generation.
 
-    python -m bench.performance [--only train,loss,loader,profile,quality,prep,pipeline,generate] [--json bench/results/performance.json]
+    python -m bench.performance [--only train,loss,head,loader,profile,quality,prep,pipeline,generate] [--json bench/results/performance.json]
 
 Needs a finished default `dvc repro` in this checkout (data/, models/) and, for data preparation,
 ../shared/corpus/ruslit/prose. Every comparison is measured in the same run, on this machine.
@@ -22,7 +22,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from bench.around_training import bench_generate, bench_pipeline, bench_prep
-from bench.lm_head import bench_loss
+from bench.lm_head import bench_head, bench_loss
 from bench.loader import bench_loader
 from bench.recipes import PARAMS, measured_peak, shapes, train_run, tutorial_arguments, tutorial_model, tutorial_tokens
 from stages.blocks import Blocks, bits_per_char
@@ -155,7 +155,7 @@ def main():
     args = parser.parse_args()
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
                "cpu_model": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")}
-    sections = {"train": bench_train, "loss": bench_loss, "loader": bench_loader, "profile": bench_profile, "quality": bench_quality, "prep": bench_prep, "pipeline": bench_pipeline, "generate": bench_generate}
+    sections = {"train": bench_train, "loss": bench_loss, "head": bench_head, "loader": bench_loader, "profile": bench_profile, "quality": bench_quality, "prep": bench_prep, "pipeline": bench_pipeline, "generate": bench_generate}
     for name in args.only.split(","):
         table = sections[name](results)
         print(f"\n## {name}\n{table.to_string(index=False)}", flush=True)
