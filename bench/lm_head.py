@@ -11,8 +11,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from bench.recipes import shapes
-from stages.blocks import Blocks
+from bench.recipes import project_model, shapes
 from stages.causal_lm import ChunkedLMHeadLoss, vocabulary_logits
 from stages.train.device import precision_candidates, timed
 from stages.train.model import VOCAB_MULTIPLE
@@ -85,12 +84,12 @@ def bench_head(results):
     training step of the shape, to bound its speed-up if its loss cost only those matmuls."""
     shape = shapes()[1]
     step_seconds = shape.batch * shape.model_params["n_positions"] / loss_run(shape, "bf16", True, "ours", VOCAB_MULTIPLE)["tokens_per_sec"]
-    tokens = Blocks(shape.tokens, "train").meta["vocab_size"]
-    predicted, width, vocab = shape.batch * (shape.model_params["n_positions"] - 1), shape.model_params["n_embd"], -(-tokens // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
     torch.manual_seed(0)
-    hidden, weight = torch.randn(predicted, width, requires_grad=True), (0.02 * torch.randn(vocab, width)).requires_grad_()
-    targets = torch.randint(0, tokens, (predicted,))
-    h, w, g = hidden.detach().bfloat16(), weight.detach().bfloat16(), torch.randn(predicted, vocab, dtype=torch.bfloat16)
+    model = project_model(shape.model_params, shape.tokens)  # its LM head: padded rows, model.tokenizer_tokens
+    weight, tokens = model.get_output_embeddings().weight, model.tokenizer_tokens
+    predicted = shape.batch * (shape.model_params["n_positions"] - 1)
+    hidden, targets = torch.randn(predicted, weight.shape[1], requires_grad=True), torch.randint(0, tokens, (predicted,))
+    h, w, g = hidden.detach().bfloat16(), weight.detach().bfloat16(), torch.randn(predicted, weight.shape[0], dtype=torch.bfloat16)
     seconds = {MATMULS: sum(min(timed(step, 5)) for step in (lambda: h @ w.T, lambda: g @ w, lambda: g.T @ h))}
     for name, loss in head_losses(tokens, targets).items():
         def step():

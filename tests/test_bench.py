@@ -1,0 +1,29 @@
+"""The GPU check's settings rows: bench.gpu --settings runs each setting on a tiny model (here on
+the CPU), and bench.gpu_check's summary words them, the TF32 rows without an MFU."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from bench.gpu import SETTINGS
+from bench.gpu_check import summary
+from tests.helpers import ROOT
+from tools.workspace import python_env
+
+
+@pytest.mark.slow
+def test_gpu_settings_rows_each_train_and_the_tf32_ones_carry_no_mfu(tmp_path):
+    result = tmp_path / "settings.json"
+    tiny = ["--n-layer", "1", "--n-embd", "64", "--steps", "4", "--batch", "1"]
+    subprocess.run([sys.executable, "-m", "bench.gpu", "--settings", "--json", str(result), *tiny], cwd=ROOT, env=python_env(),
+                   check=True, capture_output=True)
+    rows = json.loads(result.read_text())
+    assert [row["variant"] for row in rows] == list(SETTINGS)
+    assert all(row["tokens_per_sec"] > 0 and math.isfinite(row["loss_after"]) for row in rows)
+    assert [row["mfu_%"] is None for row in rows] == ["tf32" in options for *_, options in SETTINGS.values()]
+
+    table = summary({"settings": {"status": 0, "seconds": 1.0, "runs": rows}})
+    assert list(table["step"]) == ["settings"] * len(SETTINGS)
+    assert ["MFU" in text for text in table["figures"]] == [row["mfu_%"] is not None for row in rows]
