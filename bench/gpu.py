@@ -5,9 +5,13 @@ the train stage builds it (its own loss, 50,304 rows); prints tokens/s and MFU a
 GPU's bf16 dense datasheet peak (steady state: the second half of the steps), and writes JSON.
 --settings runs the train stage's model under the other settings instead: memory not pinned, two
 loader workers, and fp32 with TF32 off and on (Trainer turns TF32 on whenever it compiles on a recent GPU).
+--speed runs the train stage's model as it trains and beside it each change that might raise its MFU,
+one at a time: AdamW not fused, twice the micro-batch, CUDA graphs (compile mode reduce-overhead),
+each attention kernel SDPA can be held to, memory not pinned and two loader workers.
 
-    python -m bench.gpu [--steps 300] [--batch 32] [--settings] [--json bench/results/gpu.json]
+    python -m bench.gpu [--steps 300] [--batch 32] [--settings | --speed] [--json bench/results/gpu.json]
 """
+import contextlib
 import argparse
 import dataclasses
 import json
@@ -16,19 +20,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.recipes import PARAMS, project_arguments, timed_training, training_forward
 from stages.train.model import scratch_model
 from tools.workspace import ROOT
 
 VOCAB, BLOCK = 50257, 1024  # GPT-2's
-# name: (own loss, vocabulary multiple, precision: "half" = bf16 on a GPU, other TrainingArguments)
+# name: (own loss, vocabulary multiple, precision: "half" = bf16 on a GPU, other TrainingArguments[, SDPA backend])
 VARIANTS = {"transformers loss, 50,257 rows": (False, 1, "half", {}), "own loss, 50,304 rows": (True, 64, "half", {})}  # before and as the stage trains
 SETTINGS = {
     "own loss, memory not pinned": (True, 64, "half", {"dataloader_pin_memory": False}),
     "own loss, 2 loader workers": (True, 64, "half", {"dataloader_num_workers": 2}),
     "own loss, fp32, TF32 off": (True, 64, "fp32", {"tf32": False}),
     "own loss, fp32, TF32 on": (True, 64, "fp32", {"tf32": None}),  # Trainer turns TF32 on when it compiles on a GPU
+}
+SPEED = {
+    "as trained": (True, 64, "half", {}),
+    "AdamW not fused": (True, 64, "half", {"optim": "adamw_torch"}),
+    "micro-batch x2": (True, 64, "half", {"per_device_train_batch_size": None}),  # None: twice --batch
+    "CUDA graphs (reduce-overhead)": (True, 64, "half", {"torch_compile_mode": "reduce-overhead"}),
+    "SDPA flash only": (True, 64, "half", {}, SDPBackend.FLASH_ATTENTION),
+    "SDPA cuDNN only": (True, 64, "half", {}, SDPBackend.CUDNN_ATTENTION),
+    "SDPA efficient only": (True, 64, "half", {}, SDPBackend.EFFICIENT_ATTENTION),
+    "memory not pinned": (True, 64, "half", {"dataloader_pin_memory": False}),
+    "2 loader workers": (True, 64, "half", {"dataloader_num_workers": 2}),
 }
 
 
@@ -38,31 +54,47 @@ def main():
     parser.add_argument("--batch", type=int, default=32, help="blocks of 1024 tokens per step")
     parser.add_argument("--n-layer", type=int, default=12, help="fewer for a quick check of the script on CPU")
     parser.add_argument("--n-embd", type=int, default=768)
-    parser.add_argument("--settings", action="store_true", help="the other settings' rows instead of the loss and vocabulary ones")
+    rows_wanted = parser.add_mutually_exclusive_group()
+    rows_wanted.add_argument("--settings", action="store_true", help="the other settings' rows instead of the loss and vocabulary ones")
+    rows_wanted.add_argument("--speed", action="store_true", help="the rows of changes that might raise the train stage's MFU")
     parser.add_argument("--json", type=Path, default=ROOT / "bench/results/gpu.json")
     args = parser.parse_args()
     shape = {**PARAMS["model"], "n_layer": args.n_layer, "n_embd": args.n_embd, "n_head": max(1, args.n_embd // 64), "n_positions": BLOCK}
-    ids = np.random.default_rng(0).integers(0, VOCAB, size=(args.batch * 8, BLOCK), dtype=np.int64)
+    ids = np.random.default_rng(0).integers(0, VOCAB, size=(args.batch * 16, BLOCK), dtype=np.int64)
     blocks = [{"input_ids": row, "labels": row} for row in ids]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     rows = []
-    for variant, (own_loss, multiple, precision, arguments) in (SETTINGS if args.settings else VARIANTS).items():
+    variants = SPEED if args.speed else SETTINGS if args.settings else VARIANTS
+    for variant, (own_loss, multiple, precision, arguments, *backend) in variants.items():
+        arguments = {key: 2 * args.batch if value is None and key == "per_device_train_batch_size" else value for key, value in arguments.items()}
         precision = "bf16" if precision == "half" and torch.cuda.is_available() else "fp32"
         training = project_arguments(args.steps, args.batch, min(50, args.steps), precision, True)  # a loss read is a GPU sync
         torch.manual_seed(0)
         model = training_forward(scratch_model(shape, VOCAB, VOCAB - 1, VOCAB - 1, PARAMS["train"]["attn_implementation"], multiple), own_loss)
-        run = timed_training(model, blocks, dataclasses.replace(training, **arguments), precision)
+        training = dataclasses.replace(training, **arguments)
+        with sdpa_kernel(backend) if backend else contextlib.nullcontext():
+            try:
+                run = timed_training(model, blocks, training, precision)
+            except Exception as error:  # a kernel this GPU or build lacks: the row says so, the others still run
+                rows.append({"device": device, "variant": variant, "error": repr(error)[:300]})
+                write(rows, args.json)
+                continue
         if "tf32" in arguments:  # TF32's peak is not plain fp32's: these rows compare by tokens/s
             run.update({"mfu_%": None, "mfu_check": ""})
-        rows.append({"device": device, "config": f"{args.n_layer}x{args.n_embd}/{BLOCK}/{VOCAB}", "variant": variant, "batch": args.batch,
+        rows.append({"device": device, "config": f"{args.n_layer}x{args.n_embd}/{BLOCK}/{VOCAB}", "variant": variant, "batch": training.per_device_train_batch_size,
                      "steps": args.steps, "precision": precision, **{key: run[key] for key in ("tokens_per_sec", "mfu_%", "peak_gflops", "mfu_check", "warmup_s")},
                      "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None,
                      "loss_after": round(run["losses"][-1], 4)})
+        write(rows, args.json)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
     print(pd.DataFrame(rows).to_string(index=False))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def write(rows, path):
+    """The rows so far: a run stopped at its time limit keeps the rows it finished."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@
 5. preset (only when named in --only): `dvc repro` with configs/presets/one-gpu.yaml applied
    (the one-GPU recipe, within 7 minutes): its plan, time, validation bits per character, samples;
 6. settings (only when named in --only): the 124M model as the train stage builds it, 40 steps each,
-   with memory not pinned, two loader workers, and fp32 with TF32 off and on (bench.gpu --settings).
+   with memory not pinned, two loader workers, and fp32 with TF32 off and on (bench.gpu --settings);
+7. speed (only when named in --only): the 124M model as the train stage trains it beside each change
+   that might raise its MFU, one at a time, 60 steps each (bench.gpu --speed, within 8 minutes).
 
 The first four share an 8-minute budget (--budget); `--only` runs a part, so a short turn on a
 GPU can spend itself on what it most needs.
@@ -88,6 +90,11 @@ def settings(args, env):
     return throughput(args, env, "settings", ("--settings", "--steps", "40"), seconds=360)
 
 
+def speed(args, env):
+    """The train stage's 124M model as trained, and with each change that might make it faster."""
+    return throughput(args, env, "speed", ("--speed", "--steps", "60"), seconds=480)
+
+
 def repro(args, env, name="repro", overrides=(), seconds=240, command=("dvc", "repro")):
     directory = Path(tempfile.mkdtemp(prefix="gpu-check-")) / "project"
     directory.mkdir()
@@ -137,13 +144,15 @@ def tests(args, env):
 
 def run_figures(run):
     """One bench.gpu row in words (the TF32 rows have no MFU: TF32's peak is not plain fp32's)."""
+    if "error" in run:
+        return f"{run['variant']}: {run['error']}"
     mfu = f"MFU {run['mfu_%']}% of {run['peak_gflops']} GFLOP/s {run['mfu_check']}, " if run["mfu_%"] is not None else ""
     return f"{run['variant']}: {run['tokens_per_sec']} tok/s, {mfu}peak {run['peak_gib']} GiB, warm-up {run['warmup_s']} s ({run['config']}, batch {run['batch']})"
 
 
 def summary(results):
     rows = []
-    for name in ("throughput", "settings"):
+    for name in ("throughput", "settings", "speed"):
         t = results.get(name, {})
         figures = [run_figures(run) for run in t.get("runs", [])]
         rows += [{"step": name, "status": t["status"], "seconds": t["seconds"], "figures": text} for text in figures or [""]] if t else []
@@ -164,7 +173,7 @@ def summary(results):
     return pd.DataFrame(rows)
 
 
-STEPS = {"throughput": throughput, "repro": repro, "tutorial": tutorial, "tests": tests, "preset": preset, "settings": settings}
+STEPS = {"throughput": throughput, "repro": repro, "tutorial": tutorial, "tests": tests, "preset": preset, "settings": settings, "speed": speed}
 
 
 def main():
