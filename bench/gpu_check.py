@@ -1,27 +1,21 @@
 """GPU check, in steps, each in its own processes with its own time limit, in this order:
 
-1. throughput: GPT-2 124M in bf16 with torch.compile (bench.gpu), tokens/s and MFU, with
-   transformers' loss and 50,257 rows, and as the train stage builds it (its own loss, 50,304 rows);
+1. throughput: GPT-2 124M in bf16 with torch.compile (bench.gpu), tokens/s and MFU, with transformers' loss
+   and 50,257 rows, and as the train stage builds it (its own loss, 50,304 rows);
 2. repro: the default `dvc repro` in a temporary copy of this checkout, pages from the offline mirror;
-3. tutorial: configs/presets/tutorial-124m.yaml through `dvc exp run`, for TUTORIAL_STEPS steps:
-   time, peak memory, validation bits per character;
-4. tests: the tests of the stages that use the device (train, evaluate, sample), CUDA-only ones
-   included, three at a time where pytest-xdist is installed;
-5. preset (only when named in --only): `dvc repro` with configs/presets/one-gpu.yaml applied
-   (the one-GPU recipe, within 7 minutes): its plan, time, validation bits per character, samples;
-6. settings (only when named in --only): the 124M model as the train stage builds it, 40 steps each,
-   with memory not pinned, two loader workers, and fp32 with TF32 off and on (bench.gpu --settings);
-7. speed (only when named in --only): the 124M model as the train stage trains it beside each change
-   that might raise its MFU, one at a time, 60 steps each (bench.gpu --speed, within 8 minutes).
-
-The first four share an 8-minute budget (--budget); `--only` runs a part, so a short turn on a
-GPU can spend itself on what it most needs.
+3. tutorial: configs/presets/tutorial-124m.yaml through `dvc exp run`, for TUTORIAL_STEPS steps: time,
+   peak memory, validation bits per character;
+4. tests: the tests of the stages that use the device (train, evaluate, sample), CUDA-only ones included,
+   three at a time where pytest-xdist is installed;
+5. preset: the one-GPU recipe, configs/presets/one-gpu.yaml (7 min): plan, time, bits per char, samples;
+6. settings: bench.gpu --settings (6 min): memory not pinned, two loader workers, fp32 with TF32 off, on;
+7. speed: bench.gpu --speed (8 min): the 124M model as trained beside each change that might raise its MFU.
+The first four share an 8-minute budget (--budget); 5-7 run only when --only names them.
 
     python -m bench.gpu_check [--mirror ../shared/mirror/az.lib.ru] [--out bench/results/gpu_check] [--only tutorial,...] [--tiny]
 
---tiny shrinks every step (a 1-layer model, 20-step runs on one page, the CUDA-only tests alone)
-so the whole script can be checked on a CPU in a few minutes. Results go to OUT/gpu_check.json and
-OUT/gpu_check.md as each step ends; each step's output goes to OUT/<step>.log.
+--tiny shrinks every step (a 1-layer model, 20-step runs on one page, the CUDA-only tests alone) to check
+the script on a CPU in minutes. Results go to OUT/gpu_check.{json,md} as each step ends, logs to OUT/<step>.log.
 """
 import argparse
 import importlib.util
@@ -86,12 +80,10 @@ def throughput(args, env, name="throughput", options=("--steps", "150"), seconds
 
 
 def settings(args, env):
-    """The train stage's 124M model with memory not pinned, two loader workers, fp32 with TF32 off and on."""
     return throughput(args, env, "settings", ("--settings", "--steps", "40"), seconds=360)
 
 
-def speed(args, env):
-    """The train stage's 124M model as trained, and with each change that might make it faster."""
+def speed(args, env):  # the changes that might raise the 124M step's MFU
     return throughput(args, env, "speed", ("--speed", "--steps", "60"), seconds=480)
 
 
@@ -144,7 +136,7 @@ def tests(args, env):
 
 def run_figures(run):
     """One bench.gpu row in words (the TF32 rows have no MFU: TF32's peak is not plain fp32's)."""
-    if "error" in run:
+    if "error" in run:  # a kernel the GPU lacks
         return f"{run['variant']}: {run['error']}"
     mfu = f"MFU {run['mfu_%']}% of {run['peak_gflops']} GFLOP/s {run['mfu_check']}, " if run["mfu_%"] is not None else ""
     return f"{run['variant']}: {run['tokens_per_sec']} tok/s, {mfu}peak {run['peak_gib']} GiB, warm-up {run['warmup_s']} s ({run['config']}, batch {run['batch']})"
@@ -180,7 +172,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mirror", type=Path, default=ROOT.parent / "shared/mirror/az.lib.ru")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/gpu_check")
-    parser.add_argument("--tiny", action="store_true", help="small sizes, to check the script itself on a CPU")
+    parser.add_argument("--tiny", action="store_true", help="small sizes, to check the script on a CPU")
     parser.add_argument("--only", default="throughput,repro,tutorial,tests", help=f"the steps to run, comma-separated, of {','.join(STEPS)}")
     parser.add_argument("--budget", type=float, default=480, help="seconds for all the steps; a step still running then is stopped")
     args = parser.parse_args()

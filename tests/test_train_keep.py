@@ -1,7 +1,9 @@
-"""train.keep and train.patience: which step a run exports and when it stops, on a tiny run that
-overfits (a model large for the tiny corpus, a high constant learning rate, many epochs).
-Losses are compared to 1e-5: metrics/eval.json rounds to 5 decimals, and both are fp32 means
-over the same blocks."""
+"""train.keep and train.patience: which step a run exports and when it stops, on a tiny run whose
+validation loss must fall and then rise: it trains on one paragraph repeated and is validated on
+other paragraphs of the same words. The words' frequencies help at first; once the paragraph is
+memorised, the model predicts its continuations with near certainty, and the validation loss rises
+by nats, on every CPU's arithmetic far beyond the margin the tests ask for. Losses are compared to
+1e-5: metrics/eval.json rounds to 5 decimals, and both are fp32 means over the same blocks."""
 import logging
 import os
 import re
@@ -11,24 +13,29 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from stages.common import read_json
+from stages.tokenize import choose_validation
 from stages.train.fingerprint import observing_params
 from bench import sites
 from tests.helpers import call_stage, python_env, tiny_params, write_params
 
-pytestmark = pytest.mark.slow  # end to end: training runs of 160 steps
+pytestmark = pytest.mark.slow  # end to end: training runs of 80 steps
 
 EVAL_BLOCKS = 8  # a multiple of the batch: Trainer's evaluation drops an incomplete last batch
-STEPS, EVERY = 160, 8  # 20 evaluations
+STEPS, EVERY = 80, 8  # 10 evaluations
+PARAGRAPHS = 20
+RISE = 0.05  # the least the last evaluation must exceed the best by
 
 
 def small_params(urls=()):
     params = tiny_params(list(urls))
-    params["tokenize"].update(span_chars=300, val_fraction=0.3)
+    params["clean"].update(dedup=False)  # the training paragraph repeats
+    params["tokenize"].update(span_chars=1, val_fraction=0.3)  # a span per line: the heading, then each paragraph
     params["model"].update(n_layer=2, n_embd=128, n_head=2)
     params["train"].update(max_steps=STEPS, lr=0.01, lr_scheduler="constant", warmup_steps=0, eval_steps=EVERY, save_steps=EVERY,
                            logging_steps=EVERY, eval_blocks=EVAL_BLOCKS)
@@ -38,10 +45,16 @@ def small_params(urls=()):
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    """One short fixture page, cleaned, tokenized: a few dozen training blocks, soon memorised."""
+    """One short fixture page, cleaned, tokenized: one paragraph repeated where tokenize draws
+    training spans, soon memorised, and distinct paragraphs where it draws validation spans."""
     directory = tmp_path_factory.mktemp("small")
-    pages = sites.write_site(directory / "site", n_pages=1, chapters=1, per_chapter=20)
-    write_params(directory, small_params([(directory / "site" / path).as_uri() for path, _ in pages]))
+    params = small_params([(directory / "site/page.shtml").as_uri()])
+    val_lines = choose_validation(1 + PARAGRAPHS, params["tokenize"]["val_fraction"], params["tokenize"]["seed"])  # line 0: the heading
+    memorised, *others = sites.paragraphs("small", 1 + PARAGRAPHS)
+    paragraphs = [others[i] if 1 + i in val_lines else memorised for i in range(PARAGRAPHS)]
+    (directory / "site").mkdir()
+    (directory / "site/page.shtml").write_bytes(sites.page_html("Том 1", [("Глава 1", paragraphs)]).encode("cp1251"))
+    write_params(directory, params)
     cwd = os.getcwd()
     os.chdir(directory)
     try:
@@ -49,7 +62,11 @@ def small(tmp_path_factory):
             call_stage(stage)
     finally:
         os.chdir(cwd)
-    assert read_json(directory / "data/tokens/meta.json")["val"]["blocks"] >= EVAL_BLOCKS
+    cleaned = pd.read_parquet(directory / "data/clean/docs.parquet")["text"][0].split("\n")
+    assert cleaned == ["Глава 1", *paragraphs], "premise: the cleaned page is the heading and the paragraphs, a line each"
+    val_chars = sum(len(line) for i, line in enumerate(cleaned) if i in val_lines)
+    tokens = read_json(directory / "data/tokens/meta.json")["val"]
+    assert tokens["blocks"] >= EVAL_BLOCKS and 0 <= tokens["chars"] - val_chars < len(val_lines), f"premise: the validation split is the distinct paragraphs ({tokens})"
     return directory
 
 
@@ -79,7 +96,7 @@ def test_the_step_with_the_lowest_validation_loss_is_exported(small, tmp_path, m
     exported, outcome = train_and_evaluate(directory, monkeypatch, caplog)
     evals = logged_evals(directory)
     best = min(evals, key=evals.get)
-    assert evals[STEPS] > evals[best] + 0.05, evals  # it overfits: the last step is clearly worse
+    assert evals[STEPS] > evals[best] + RISE, f"premise: training raises the validation loss {evals}"
     assert exported == pytest.approx(evals[best], abs=1e-5)
     assert outcome == {"steps": STEPS, "stopped": f"max_steps reached ({STEPS})", "kept": "best", "kept_step": best,
                        "kept_eval_loss": pytest.approx(evals[best], abs=1e-6), "kept_bits_per_char": outcome["kept_bits_per_char"],
@@ -99,7 +116,8 @@ def test_keep_last_exports_the_last_step(small, tmp_path, monkeypatch, caplog):
     directory = overfit_copy(small, tmp_path / "last", keep="last", save_steps=2 * EVERY)
     exported, outcome = train_and_evaluate(directory, monkeypatch, caplog)
     evals = logged_evals(directory)
-    assert exported == pytest.approx(evals[STEPS], abs=1e-5) and evals[STEPS] > min(evals.values()) + 0.05
+    assert evals[STEPS] > min(evals.values()) + RISE, f"premise: training raises the validation loss {evals}"
+    assert exported == pytest.approx(evals[STEPS], abs=1e-5)
     assert outcome["kept_step"] == STEPS and outcome["kept"] == "last"
 
 
@@ -135,7 +153,7 @@ def test_killed_after_its_best_checkpoint_resumes_to_the_same_model(small, tmp_p
     reference = overfit_copy(small, tmp_path / "reference")
     train_and_evaluate(reference, monkeypatch, caplog)
     best = read_json(reference / "metrics/train_cost.json")["outcome"]["kept_step"]
-    assert best < STEPS - EVERY, "the best step must come before the kill"
+    assert best < STEPS - EVERY, "premise: the best step comes before the kill"
     killed = overfit_copy(small, tmp_path / "killed")
     process = subprocess.Popen([sys.executable, "-m", "stages.train.process"], cwd=killed, env=python_env(),
                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"))
