@@ -3,12 +3,18 @@ scratch project, the tiny pipeline run once, and git repositories of this workin
 import os
 import shutil
 
-import pytest
+# Two test workers share the cores, and each training process runs a thread per core. OpenMP's
+# waiting threads spin by default and so take the cores from the other worker's busy ones: set
+# here, before torch is imported, waiting threads sleep, in this process and every one it starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from bench import sites
-from tests.helpers import call_stage, copy_of, dvc, run, tiny_params, tiny_repo_params, write_params
-from tests.site import serve_site
-from tools.workspace import git_env, make_repo
+import pytest  # noqa: E402
+from filelock import FileLock  # noqa: E402
+
+from bench import sites  # noqa: E402
+from tests.helpers import call_stage, copy_of, dvc, run, tiny_params, tiny_repo_params, write_params  # noqa: E402
+from tests.site import serve_site  # noqa: E402
+from tools.workspace import git_env, make_repo  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.pop("FETCH_MIRROR", None)
@@ -37,10 +43,32 @@ def project(tmp_path, monkeypatch):
     return directory
 
 
+def built_once(tmp_path_factory, worker_id, name, build):
+    """The directory `build(directory)` fills, built once for the whole test run: under pytest-xdist
+    the first worker to ask builds it, under a lock, in the run's temporary directory that all
+    workers share, and the others wait for it. Tests only read it, or copy it."""
+    if worker_id == "master":  # one process: its own temporary directory
+        directory = tmp_path_factory.mktemp(name)
+        build(directory)
+        return directory
+    shared = tmp_path_factory.getbasetemp().parent
+    directory = shared / name
+    with FileLock(shared / f"{name}.lock"):
+        if not (shared / f"{name}.done").exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            build(directory)
+            (shared / f"{name}.done").touch()
+    return directory
+
+
 @pytest.fixture(scope="session")
-def built(tmp_path_factory):
+def built(tmp_path_factory, worker_id):
     """A scratch project on which the whole tiny pipeline has run once (from local fixture files)."""
-    directory = tmp_path_factory.mktemp("built")
+    return built_once(tmp_path_factory, worker_id, "built", build_tiny_pipeline)
+
+
+def build_tiny_pipeline(directory):
     pages = sites.write_site(directory / "site")
     urls = [(directory / "site" / path).as_uri() for path, _ in pages]
     write_params(directory, tiny_params(urls))
@@ -51,7 +79,6 @@ def built(tmp_path_factory):
             call_stage(stage)
     finally:
         os.chdir(cwd)
-    return directory
 
 
 @pytest.fixture
@@ -64,10 +91,13 @@ def built_copy(built, tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def reproduced(tmp_path_factory):
+def reproduced(tmp_path_factory, worker_id):
     """A git repository of this working tree (tiny params, pages from local files) after `dvc repro`,
     with its results committed; (directory, environment for git and dvc). Tests work on copies."""
-    directory = tmp_path_factory.mktemp("reproduced")
+    return built_once(tmp_path_factory, worker_id, "reproduced", reproduce_tiny_repo), git_env()
+
+
+def reproduce_tiny_repo(directory):
     site = directory.parent / f"{directory.name}-site"
     pages = sites.write_site(site)
     make_repo(directory)
@@ -76,7 +106,6 @@ def reproduced(tmp_path_factory):
     dvc(directory, "repro", env=env)
     run(["git", "add", "-A"], directory, env=env)
     run(["git", "commit", "-q", "-m", "tiny run"], directory, env=env)
-    return directory, env
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def test_auto_compile_counts_compilation_against_the_run_length():
     torch._dynamo.reset()  # compiled from cold, whatever this process compiled before
     best, choice = plan.choose_settings(tiny_model(), {"precision": "fp32", "compile": "auto"}, micro_batch=2, grad_accum=1, block_size=32, steps=10**6)
     eager, compiled = choice["measured"]["fp32"], choice["measured"]["fp32+compile"]
-    assert compiled["warmup_seconds"] > eager["warmup_seconds"] + 1  # compilation
+    assert compiled["warmup_seconds"] > eager["warmup_seconds"]  # compilation (however fast, with a warm inductor cache)
     for candidate in (eager, compiled):
         assert candidate["expected_seconds"] == pytest.approx(candidate["warmup_seconds"] + 10**6 * candidate["seconds_per_step"], rel=1e-3)
     assert best["compile"] == (compiled["expected_seconds"] * plan.COMPILE_MARGIN < eager["expected_seconds"])
