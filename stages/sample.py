@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from stages.common import atomic_path, log, reading, run_stage, write_json
 from stages.params import GENERATION_KEYS, load_params
-from stages.paths import MODEL, SAMPLE_METRICS, SAMPLES, TRAIN_WORDS
+from stages.paths import MODEL, SAMPLE_METRICS, SAMPLE_STATISTICS, SAMPLES, TRAIN_WORDS
 from stages.train.device import inference_device
 from stages.words import text_statistics
 
@@ -68,7 +68,8 @@ def main():
     statistics = sample_statistics(params["prompts"], continuations, vocabulary)
     with atomic_path(SAMPLES) as tmp:
         tmp.write_text("\n".join(lines), encoding="utf-8")
-    write_json(SAMPLE_METRICS, statistics)
+    write_json(SAMPLE_STATISTICS, statistics)
+    write_json(SAMPLE_METRICS, {f"sample_{key}": value for key, value in statistics["overall"].items()})  # compared across runs
     log.info("sample: %d prompts, %d new tokens, %.1f tokens/s; distinct-2 %s, known words %s", len(params["prompts"]), tokens, tokens / seconds,
              statistics["overall"]["distinct_2"], statistics["overall"]["known_words"])
 

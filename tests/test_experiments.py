@@ -1,5 +1,7 @@
-"""Reading and comparing experiments offline: the plots page, the comparison table, samples side
-by side (the real `dvc` CLI in a temporary git repository, tiny params)."""
+"""Reading and comparing experiments offline: a queued sweep, `dvc exp show` and `dvc metrics diff`
+in a terminal, the plots page, the comparison table, samples side by side (the real `dvc` CLI in a
+temporary git repository, tiny params)."""
+import json
 import re
 import shutil
 import sys
@@ -16,12 +18,42 @@ pytestmark = pytest.mark.slow  # end to end: the real dvc CLI in temporary git r
 SERIES = ["train/loss", "eval/loss", "eval/bits_per_char", "train/learning_rate"]
 
 
+SWEEP = {"hot": ["train.lr=0.01", "sample.temperature=1.0"], "wide": ["model.n_embd=64"], "cool": ["sample.temperature=0.5"]}
+
+
 @pytest.fixture(scope="module")
-def two_experiments(reproduced, tmp_path_factory):
+def sweep(reproduced, tmp_path_factory):
+    """The tiny run's repository with SWEEP queued and run, as the README's sweep is."""
     directory, env = copy_of(reproduced, tmp_path_factory.mktemp("experiments") / "repo")
-    dvc(directory, "exp", "run", "-n", "hot", "-S", "train.lr=0.01", "-S", "sample.temperature=1.0", env=env)
-    dvc(directory, "exp", "run", "-n", "wide", "-S", "model.n_embd=64", env=env)
+    for name, settings in SWEEP.items():
+        dvc(directory, "exp", "run", "--queue", "-n", name, *[a for setting in settings for a in ("-S", setting)], env=env)
+    dvc(directory, "exp", "run", "--run-all", env=env)
     return directory, env
+
+
+def experiment_rows(directory, env):
+    """name -> the data of each experiment of HEAD in `dvc exp show --json`."""
+    table = json.loads(dvc(directory, "exp", "show", "--json", env=env).stdout)
+    return {e["name"]: e["revs"][0]["data"] for commit in table for e in (commit.get("experiments") or [])}
+
+
+def test_a_sweep_compares_in_a_terminal(sweep):
+    directory, env = sweep
+    rows = experiment_rows(directory, env)
+    assert set(rows) == set(SWEEP)
+    for name, data in rows.items():
+        metrics = {f"{path}:{key}" for path, found in data["metrics"].items() for key in found["data"]}  # one level: the files are flat
+        assert len(metrics) <= 16 and "metrics/eval.json:bits_per_char" in metrics, (name, sorted(metrics))
+    shown = dvc(directory, "exp", "show", "--only-changed", "--no-pager", env={**env, "COLUMNS": "200"}).stdout
+    lines = shown.splitlines()
+    header = next(line for line in lines if "bits_per_char" in line)
+    column = header.index("bits_per_char")
+    for name, data in rows.items():
+        row = next(line for line in lines if f"[{name}]" in line)  # "├── 68d0d1c [hot]"
+        cell = row[column - 2:column + len("bits_per_char") + 2]
+        assert "…" not in cell and re.search(r"\d\.\d{3}", cell), f"{name}: {cell!r}\n{shown}"
+    diff = dvc(directory, "metrics", "diff", "hot", "wide", env=env).stdout
+    assert re.search(r"metrics/eval\.json\s+bits_per_char\s+[\d.]+\s+[\d.]+\s+-?[\d.]+", diff), diff
 
 
 def external_references(html):
@@ -29,8 +61,8 @@ def external_references(html):
     return re.findall(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//[^"'\s>]+""", html, flags=re.I)
 
 
-def test_the_plots_page_draws_every_series_with_no_network(two_experiments, tmp_path):
-    directory, env = two_experiments
+def test_the_plots_page_draws_every_series_with_no_network(sweep, tmp_path):
+    directory, env = sweep
     for command, out in ((["plots", "show"], tmp_path / "show"), (["plots", "diff", "hot", "wide"], tmp_path / "diff")):
         dvc(directory, *command, "-o", str(out), env=env)
         html = (out / "index.html").read_text(encoding="utf-8")
@@ -43,21 +75,21 @@ def test_the_plots_page_draws_every_series_with_no_network(two_experiments, tmp_
     assert "dvc_plots" not in run(["git", "status", "--porcelain"], directory, env=env).stdout
 
 
-def test_the_comparison_fits_a_terminal(two_experiments):
-    directory, env = two_experiments
+def test_the_comparison_fits_a_terminal(sweep):
+    directory, env = sweep
     output = run(["python", "-m", "tools.compare"], directory, env=env).stdout
     header, *rows = output.splitlines()
     assert header.split() == ["experiment", "model.n_embd", "train.lr", "sample.temperature", "bits/char", "style", "gap", "perplexity", "train", "s",
-                              "tokens/s", "MFU", "%", "distinct-2"]
+                              "tokens/s", "distinct-2"]
     names = [row.split()[0] for row in rows]
-    assert {"workspace", "hot", "wide"} <= set(names)
+    assert {"workspace", *SWEEP} <= set(names)
     hot = rows[names.index("hot")].split()
     assert list(map(float, hot[1:4])) == [32, 0.01, 1.0] and 0 < float(hot[4]) < 8 and hot[5] == "-" and float(hot[7]) > 0 and float(hot[8]) > 0, output
     assert 0 < float(hot[-1]) <= 1, output
 
 
-def test_samples_side_by_side(two_experiments):
-    directory, env = two_experiments
+def test_samples_side_by_side(sweep):
+    directory, env = sweep
     output = run(["python", "-m", "tools.samples", "hot", "wide", "--width", "40"], directory, env=env).stdout
     assert output.splitlines()[0].startswith("hot") and "| wide" in output.splitlines()[0]
     assert "## Пьер закашлялся и" in output and "## Наташа" in output

@@ -30,7 +30,7 @@ def test_repro_reruns_only_what_changed_and_experiments_compare(repo):
     assert "up to date" in dvc(directory, "status", env=env).stdout
     assert ran_stages(dvc(directory, "repro", env=env).stdout) == []
     metrics = json.loads(dvc(directory, "metrics", "show", "--json", env=env).stdout)
-    assert "metrics/eval.json" in json.dumps(metrics) and "metrics/train/metrics.json" in json.dumps(metrics)
+    assert "metrics/eval.json" in json.dumps(metrics) and "metrics/train.json" in json.dumps(metrics)
     plots = dvc(directory, "plots", "show", "--json", env=env).stdout
     assert "Loss" in plots and "Learning rate" in plots
 

@@ -55,6 +55,8 @@ def test_sample_statistics_per_prompt_and_overall(built):
     assert statistics["overall"]["words"] == sum(row["words"] for row in statistics["prompts"].values()) > 0
     vocabulary = set((built / "data/tokens/train_words.txt").read_text(encoding="utf-8").splitlines())
     assert {"пьер", "наташа"} <= vocabulary and 0 <= statistics["overall"]["known_words"] <= 1
+    compared = json.loads((built / "metrics/sample.json").read_text(encoding="utf-8"))  # the metric dvc.yaml declares
+    assert compared == {f"sample_{key}": value for key, value in statistics["overall"].items()}
 
 
 @pytest.mark.parametrize("values, message", [

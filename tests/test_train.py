@@ -50,6 +50,14 @@ def test_trains_and_logs_to_dvclive(built):
     assert sorted(p.name for p in (built / "models/checkpoints").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
 
 
+def test_the_figures_runs_are_compared_by_come_from_the_cost_record(built):
+    cost, compared = read_json(built / "metrics/train_cost.json"), read_json(built / "metrics/train.json")
+    assert compared == {"train_seconds": cost["actual"]["seconds"], "train_tokens_per_sec": cost["actual"]["tokens_per_sec"],
+                        "kept_step": 8, "stopped": "max_steps reached (8)"}
+    tokens, speed = 8 * 4 * 32, cost["actual"]["tokens_per_sec"]  # 8 steps of 4 blocks of 32 tokens
+    assert abs(speed * cost["actual"]["seconds"] - tokens) <= speed * 0.05 + 1  # seconds are rounded to 0.1
+
+
 def test_fine_tunes_a_local_base_model(built_copy):
     shutil.copytree("models/model", "bases/pretrained")
     params = params_with(model={"base": "bases/pretrained", "n_layer": 99}, train={"max_steps": 4})  # shape comes from the base

@@ -4,8 +4,9 @@
     python -m tools.compare -A         # every commit's experiments
 
 Columns: experiment, each param whose value differs between the rows (a long list as its
-length), validation bits per character, the mean style gap (groups) and perplexity (evaluate),
-training seconds (train_cost), tokens/s and MFU (DVCLive), distinct-2 of the samples (sample).
+length, where `dvc exp show` cuts it), then a few of the metrics under short headers, rounded:
+validation bits per character, the mean style gap (groups) and perplexity (evaluate), training
+seconds and tokens/s (train), distinct-2 of the samples (sample).
 """
 import argparse
 import json
@@ -17,10 +18,9 @@ RESULTS = {  # column -> (metrics file, key path)
     "bits/char": ("metrics/eval.json", ("bits_per_char",)),
     "style gap": ("metrics/eval.json", ("style_gap", "mean")),
     "perplexity": ("metrics/eval.json", ("perplexity",)),
-    "train s": ("metrics/train_cost.json", ("actual", "seconds")),
-    "tokens/s": ("metrics/train/metrics.json", ("train", "tokens_per_sec")),
-    "MFU %": ("metrics/train/metrics.json", ("train", "mfu")),
-    "distinct-2": ("metrics/samples.json", ("overall", "distinct_2")),
+    "train s": ("metrics/train.json", ("train_seconds",)),
+    "tokens/s": ("metrics/train.json", ("train_tokens_per_sec",)),
+    "distinct-2": ("metrics/sample.json", ("sample_distinct_2",)),
 }
 
 
@@ -74,8 +74,7 @@ def comparison(rows):
     ])
     for column in RESULTS:  # a figure no row has reads as missing, not as None
         table[column] = pd.to_numeric(table[column], errors="coerce")
-    table["MFU %"] *= 100
-    return table.round({"bits/char": 4, "style gap": 4, "perplexity": 2, "train s": 1, "tokens/s": 0, "MFU %": 1, "distinct-2": 3})
+    return table.round({"bits/char": 4, "style gap": 4, "perplexity": 2, "train s": 1, "tokens/s": 0, "distinct-2": 3})
 
 
 def main():

@@ -7,7 +7,8 @@ complete checkpoint made by the same code, params, tokenizer, data and runtime, 
 run with nothing changed puts its own model and cost record back (see stages/train/checkpoints.py);
 a checkpoint is used only while its files match the seal written when it was saved
 (stages/train/seal.py). A process that loses a peer stops naming it (stages/train/peers.py).
-Train/eval loss, learning rate, tokens/s and MFU go to DVCLive (metrics/train) from the main process.
+Train/eval loss, learning rate, tokens/s and MFU go to DVCLive (metrics/train) from the main process;
+the run's time, tokens/s and the step kept to metrics/train.json, the figures runs are compared by.
 """
 import datetime
 import logging
@@ -20,10 +21,10 @@ from transformers import AutoTokenizer, PrinterCallback, Trainer
 from stages.blocks import Blocks
 from stages.common import atomic_path, log, reading, run_stage
 from stages.params import GENERATION_KEYS, load_params
-from stages.paths import CHECKPOINTS, MODEL, TOKENIZER, TOKENS, TRAIN_COST, TRAIN_LIVE
+from stages.paths import CHECKPOINTS, MODEL, TOKENIZER, TOKENS, TRAIN_COST, TRAIN_LIVE, TRAIN_METRICS
 from stages.train import checkpoints, notices, peers
 from stages.train.arguments import training_arguments
-from stages.train.cost import record_cost
+from stages.train.cost import record_cost, write_train_metrics
 from stages.train.device import on_gpu, peak_flops
 from stages.train.export import model_card, write_generation_config
 from stages.train.fingerprint import fingerprint
@@ -74,6 +75,7 @@ def train_process():
         train_and_export(trainer, plan, steps, checkpoint, params, run_fingerprint["base"])
     if is_main:  # the sampling defaults are not part of what training computes: written either way
         write_generation_config(MODEL, tokenizer, {key: sample_params[key] for key in GENERATION_KEYS})
+        write_train_metrics(TRAIN_COST, TRAIN_METRICS)
 
 
 def checkpoint_on_main(run_fingerprint, plan, steps):
@@ -111,7 +113,8 @@ def train_and_export(trainer, plan, steps, checkpoint, params, base):
     if is_main:
         export_run(trainer, params, trainer.train_dataset.meta, base, result)
         live.end()
-        record_cost(TRAIN_COST, estimate, run.metrics["train_runtime"], result, checkpoints.latest_checkpoint(CHECKPOINTS))
+        tokens = (trainer.state.global_step - done) * plan.tokens_per_step
+        record_cost(TRAIN_COST, estimate, run.metrics["train_runtime"], tokens, result, checkpoints.latest_checkpoint(CHECKPOINTS))
         checkpoints.keep_final(CHECKPOINTS, MODEL, TRAIN_COST)
     log.info("train: %s; final train loss %.4f, %.0fs (estimated %.0fs)", describe(result), run.training_loss,
              run.metrics["train_runtime"], estimate["seconds"])
