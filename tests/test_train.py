@@ -53,7 +53,7 @@ def test_trains_and_logs_to_dvclive(built):
 def test_the_figures_runs_are_compared_by_come_from_the_cost_record(built):
     cost, compared = read_json(built / "metrics/train_cost.json"), read_json(built / "metrics/train.json")
     assert compared == {"train_seconds": cost["actual"]["seconds"], "train_tokens_per_sec": cost["actual"]["tokens_per_sec"],
-                        "kept_step": 8, "stopped": "max_steps reached (8)"}
+                        "kept_step": 8, "stopped_by": "max_steps"}
     tokens, speed = 8 * 4 * 32, cost["actual"]["tokens_per_sec"]  # 8 steps of 4 blocks of 32 tokens
     assert abs(speed * cost["actual"]["seconds"] - tokens) <= speed * 0.05 + 1  # seconds are rounded to 0.1
 

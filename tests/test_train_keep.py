@@ -103,7 +103,7 @@ def test_the_step_with_the_lowest_validation_loss_is_exported(small, tmp_path, m
     best = min(evals, key=evals.get)
     assert evals[STEPS] > evals[best] + RISE, f"premise: training raises the validation loss {evals}"
     assert exported == same_loss(evals[best])
-    assert outcome == {"steps": STEPS, "stopped": f"max_steps reached ({STEPS})", "kept": "best", "kept_step": best,
+    assert outcome == {"steps": STEPS, "stopped": f"max_steps reached ({STEPS})", "stopped_by": "max_steps", "kept": "best", "kept_step": best,
                        "kept_eval_loss": pytest.approx(evals[best], abs=1e-6), "kept_bits_per_char": outcome["kept_bits_per_char"],
                        "evaluations": STEPS // EVERY}
     assert f"train: step {best} of {STEPS} kept (the lowest validation loss of {STEPS // EVERY} evaluations" in caplog.text
@@ -133,6 +133,7 @@ def test_patience_stops_early_and_says_so(small, tmp_path, monkeypatch, caplog):
     best = min(evals, key=evals.get)
     assert outcome["steps"] == max(evals) == best + 2 * EVERY < STEPS
     assert outcome["stopped"] == f"no lower validation loss in 2 evaluations after step {best}" and outcome["kept_step"] == best
+    assert outcome["stopped_by"] == "patience"
     assert f"stopped: no lower validation loss in 2 evaluations after step {best}" in caplog.text
     assert exported == same_loss(evals[best])
     # a re-run with nothing changed restores the early-stopped run, it does not train on

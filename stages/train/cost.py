@@ -24,7 +24,8 @@ def record_cost(path, estimate, seconds, tokens, outcome, checkpoint):
 
 
 def write_train_metrics(cost_path, metrics_path):
-    """The run's time, speed and the step kept with why training stopped, named for `dvc exp show`."""
+    """The run's time, speed, the step kept and what stopped training (`max_steps` or `patience`; the
+    cost record has the full sentence), named and sized for a column of `dvc exp show`."""
     cost = read_json(cost_path)
     write_json(metrics_path, {"train_seconds": cost["actual"]["seconds"], "train_tokens_per_sec": cost["actual"]["tokens_per_sec"],
-                              "kept_step": cost["outcome"]["kept_step"], "stopped": cost["outcome"]["stopped"]})
+                              "kept_step": cost["outcome"]["kept_step"], "stopped_by": cost["outcome"]["stopped_by"]})

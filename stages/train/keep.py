@@ -36,7 +36,8 @@ def outcome(state, train_params, val_chars_per_token):
     evals = {row["step"]: row["eval_loss"] for row in state.log_history if "eval_loss" in row}
     best = state.best_model_checkpoint
     kept = checkpoint_step(best) if train_params["keep"] == "best" and best else state.global_step
-    if state.global_step < state.max_steps:
+    stopped_by = "patience" if state.global_step < state.max_steps else "max_steps"
+    if stopped_by == "patience":
         stopped = f"no lower validation loss in {train_params['patience']} evaluations after step {state.best_global_step}"
     else:
         stopped = f"max_steps reached ({state.max_steps})"
@@ -44,6 +45,7 @@ def outcome(state, train_params, val_chars_per_token):
     return {
         "steps": state.global_step,
         "stopped": stopped,
+        "stopped_by": stopped_by,
         "kept": train_params["keep"],
         "kept_step": kept,
         "kept_eval_loss": loss,
