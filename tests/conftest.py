@@ -7,6 +7,11 @@ import shutil
 # waiting threads spin by default and so take the cores from the other worker's busy ones: set
 # here, before torch is imported, waiting threads sleep, in this process and every one it starts.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# ATEN_CPU_CAPABILITY=avx2 (running the tests as on an AVX2-only CPU) sets the vector width
+# torch.compile generates C++ for, but not what the C++ compiler may emit (-march=native): on an
+# AVX-512 CPU its kernels then mix the two and index out of bounds. Give the compiler AVX2 too.
+if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2":
+    os.environ.setdefault("TORCHINDUCTOR_CPP_MARCH", "x86-64-v3")
 
 import pytest  # noqa: E402
 from filelock import FileLock  # noqa: E402
