@@ -31,10 +31,15 @@ def sweep(reproduced, tmp_path_factory):
     return directory, env
 
 
+def experiment_revs(directory, env):
+    """name -> the revision entry (rev, data) of each experiment of HEAD in `dvc exp show --json`."""
+    table = json.loads(dvc(directory, "exp", "show", "--json", env=env).stdout)
+    return {e["name"]: e["revs"][0] for commit in table for e in (commit.get("experiments") or [])}
+
+
 def experiment_rows(directory, env):
     """name -> the data of each experiment of HEAD in `dvc exp show --json`."""
-    table = json.loads(dvc(directory, "exp", "show", "--json", env=env).stdout)
-    return {e["name"]: e["revs"][0]["data"] for commit in table for e in (commit.get("experiments") or [])}
+    return {name: rev["data"] for name, rev in experiment_revs(directory, env).items()}
 
 
 def test_a_sweep_compares_in_a_terminal(sweep):
@@ -61,17 +66,27 @@ def external_references(html):
     return re.findall(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//[^"'\s>]+""", html, flags=re.I)
 
 
+def series_rows(directory, env, series, rev):
+    """The value column of one DVCLive series, as the workspace (rev None) or a commit holds it."""
+    path = f"metrics/train/plots/metrics/{series}.tsv"
+    text = (directory / path).read_text() if rev is None else run(["git", "show", f"{rev}:{path}"], directory, env=env).stdout
+    return [line.split("\t")[1] for line in text.splitlines()[1:]]
+
+
 def test_the_plots_page_draws_every_series_with_no_network(sweep, tmp_path):
     directory, env = sweep
-    for command, out in ((["plots", "show"], tmp_path / "show"), (["plots", "diff", "hot", "wide"], tmp_path / "diff")):
+    revs = {name: data["rev"] for name, data in experiment_revs(directory, env).items()}
+    for command, shown in ((["plots", "show"], [None]), (["plots", "diff", "hot", "wide"], [revs["hot"], revs["wide"]])):
+        out = tmp_path / command[1]
         dvc(directory, *command, "-o", str(out), env=env)
         html = (out / "index.html").read_text(encoding="utf-8")
         assert external_references(html) == [] and "vegaEmbed" in html and "cdn.jsdelivr" not in html
         titles = re.findall(r'"title": \{\s*"text": "([^"]+)"', html) or re.findall(r'"title": "([^"]+)"', html)
         assert sorted(set(titles)) == sorted(titles), titles  # each chart once
-        for series in SERIES:  # every value of every series is embedded in the page
-            rows = (directory / "metrics/train/plots/metrics" / f"{series}.tsv").read_text().splitlines()[1:]
-            assert rows and all(f'"{series.split("/")[1]}": "{row.split(chr(9))[1]}"' in html or row.split("\t")[1] in html for row in rows), series
+        for series in SERIES:  # every value of every series of every revision shown is embedded in the page
+            for rev in shown:
+                values = series_rows(directory, env, series, rev)
+                assert values and all(value in html for value in values), (series, rev)
     assert "dvc_plots" not in run(["git", "status", "--porcelain"], directory, env=env).stdout
 
 
