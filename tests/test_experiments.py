@@ -11,14 +11,14 @@ import yaml
 
 from stages.base import base_identity
 from stages.common import read_json
-from tests.helpers import ROOT, copy_of, dvc, foreign, run, write_author
+from tests.helpers import ROOT, copy_of, dvc, file_bytes, foreign, ran_stages, run, write_author
 
 pytestmark = pytest.mark.slow  # end to end: the real dvc CLI in temporary git repositories
 
 SERIES = ["train/loss", "eval/loss", "eval/bits_per_char", "train/learning_rate"]
 
 
-SWEEP = {"hot": ["train.lr=0.01", "sample.temperature=1.0"], "wide": ["model.n_embd=64"], "cool": ["sample.temperature=0.5"]}
+SWEEP = {"hot": ["train.lr=0.01", "sample.temperature=1.0"], "wide": ["model.n_embd=64"], "cool": ["sample.temperature=0.5", "evaluate.max_blocks=8"]}
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,8 @@ def test_a_sweep_compares_in_a_terminal(sweep):
     directory, env = sweep
     rows = experiment_rows(directory, env)
     assert set(rows) == set(SWEEP)
+    cool = rows["cool"]
+    assert cool["params"]["params.yaml"]["data"]["sample"]["temperature"] == 0.5 and cool["metrics"]["metrics/eval.json"]["data"]["val_blocks"] == 8
     for name, data in rows.items():
         metrics = {f"{path}:{key}" for path, found in data["metrics"].items() for key in found["data"]}  # one level: the files are flat
         assert len(metrics) <= 16 and "metrics/eval.json:bits_per_char" in metrics, (name, sorted(metrics))
@@ -94,12 +96,12 @@ def test_the_comparison_fits_a_terminal(sweep):
     directory, env = sweep
     output = run(["python", "-m", "tools.compare"], directory, env=env).stdout
     header, *rows = output.splitlines()
-    assert header.split() == ["experiment", "model.n_embd", "train.lr", "sample.temperature", "bits/char", "style", "gap", "perplexity", "train", "s",
-                              "tokens/s", "distinct-2"]
+    assert header.split() == ["experiment", "model.n_embd", "train.lr", "evaluate.max_blocks", "sample.temperature", "bits/char", "style",
+                              "gap", "perplexity", "train", "s", "tokens/s", "distinct-2"]
     names = [row.split()[0] for row in rows]
     assert {"workspace", *SWEEP} <= set(names)
     hot = rows[names.index("hot")].split()
-    assert list(map(float, hot[1:4])) == [32, 0.01, 1.0] and 0 < float(hot[4]) < 8 and hot[5] == "-" and float(hot[7]) > 0 and float(hot[8]) > 0, output
+    assert list(map(float, hot[1:5])) == [32, 0.01, 16, 1.0] and 0 < float(hot[5]) < 8 and hot[6] == "-" and float(hot[8]) > 0 and float(hot[9]) > 0, output
     assert 0 < float(hot[-1]) <= 1, output
 
 
@@ -118,7 +120,9 @@ def test_plots_template_carries_its_libraries():
         assert (ROOT / f"plots/licenses/{library}-LICENSE").is_file() and f"/* {library} " in template
 
 
-def test_a_base_trained_on_other_texts_then_fine_tuned_on_the_pages(reproduced, tmp_path, monkeypatch):
+def test_a_base_trained_on_other_texts_then_fine_tuned_on_the_pages_and_replaced(reproduced, tmp_path, monkeypatch):
+    """The README's pretrain-then-fine-tune, then its fault-table row "the files of a local base
+    replaced": an unchanged base restores the finished run, other weights under its name retrain."""
     directory, env = copy_of(reproduced, tmp_path / "repo")
     other = write_author(tmp_path / "другой автор", [foreign("work-a", 150), foreign("work-b", 150)])  # a space: only --run keeps it whole
     preset = tmp_path / "base.yaml"
@@ -135,3 +139,16 @@ def test_a_base_trained_on_other_texts_then_fine_tuned_on_the_pages(reproduced, 
     assert f"Fine-tuned from `bases/other`, whose model files have sha256 {base['sha256']}." in card
     assert read_json("models/tokenizer/tokenizer.json")["model"]["vocab"] == read_json("bases/other/tokenizer.json")["model"]["vocab"]
     assert "bases" in (directory / "dvc.lock").read_text() and read_json("metrics/eval.json")["bits_per_char"] > 0
+    assert "up to date" in dvc(directory, "status", env=env).stdout
+
+    before = file_bytes(directory, ["models/model", "metrics/train_cost.json"])
+    forced = dvc(directory, "repro", "-f", "-s", "train", env=env)  # the base unchanged: the finished run is restored
+    assert "its model and cost record are restored" in forced.stdout + forced.stderr
+    assert file_bytes(directory, ["models/model", "metrics/train_cost.json"]) == before
+
+    shutil.copy(directory / "models/model/model.safetensors", directory / "bases/other/model.safetensors")  # other weights, same shape
+    status = dvc(directory, "status", env=env).stdout
+    assert "train:" in status and "modified:           bases" in status
+    rerun = dvc(directory, "repro", env=env)
+    assert "train" in ran_stages(rerun.stdout) and "were made with other base" in rerun.stdout + rerun.stderr
+    assert (directory / "models/model/README.md").read_text(encoding="utf-8") != card  # names the new base's hash

@@ -1,5 +1,5 @@
 """Faults a real machine has, each as the README's fault table describes it: damaged checkpoints
-and finished runs, a replaced base model, duplicate sources, and unreadable inputs. On the real
+and finished runs, a hub base's commit, duplicate sources, and unreadable inputs. On the real
 `dvc` CLI in a temporary repository where the fault is in the pipeline, else the stage's own command."""
 import shutil
 import sys
@@ -48,30 +48,6 @@ def test_a_damaged_final_run_trains_again(reproduced_copy):
     assert "final fails verification: model/model.safetensors is not the file that was saved" in output
     assert "resuming from models/checkpoints/checkpoint-4" in output and "its model and cost record are restored" not in output
     assert same_weights(weights(directory), uninterrupted)
-
-
-def test_replacing_a_local_base_makes_train_stale_and_an_unchanged_base_restores(reproduced_copy):
-    directory, env = reproduced_copy
-    shutil.copytree(directory / "models/model", directory / "bases/pretrained")
-    set_param(directory, "model", "base", "bases/pretrained")
-    set_param(directory, "train", "max_steps", 4)
-    dvc(directory, "repro", env=env)
-    assert "up to date" in dvc(directory, "status", env=env).stdout
-    card = (directory / "models/model/README.md").read_text(encoding="utf-8")
-    assert "Fine-tuned from `bases/pretrained`, whose model files have sha256 " in card
-
-    before = file_bytes(directory, ["models/model", "metrics/train_cost.json"])
-    forced = dvc(directory, "repro", "-f", "-s", "train", env=env)  # the base unchanged: the finished run is restored
-    assert "its model and cost record are restored" in forced.stdout + forced.stderr
-    assert file_bytes(directory, ["models/model", "metrics/train_cost.json"]) == before
-
-    # other weights of the same shape under the same name
-    shutil.copy(directory / "models/model/model.safetensors", directory / "bases/pretrained/model.safetensors")
-    status = dvc(directory, "status", env=env).stdout
-    assert "train:" in status and "modified:           bases" in status
-    rerun = dvc(directory, "repro", env=env)
-    assert "train" in ran_stages(rerun.stdout) and "were made with other base" in rerun.stdout + rerun.stderr
-    assert (directory / "models/model/README.md").read_text(encoding="utf-8") != card  # names the new base hash
 
 
 def test_a_page_listed_twice_is_one_error_line_and_costs_nothing(reproduced_copy):
