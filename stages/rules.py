@@ -122,8 +122,8 @@ ACCELERATE_KEYS = {
                     lambda v: isinstance(v, str) and bool(re.fullmatch(r"all|\d+(,\d+)*", v))),
     "debug": boolean(),
 }
-# Keys that `accelerate config` writes and such runs ignore (TPU, CPU affinity, notebook launchers), and
-# plugin settings, which must be empty: training is DDP and compile is train.compile.
+# Keys that `accelerate config` writes that change nothing the training computes (TPU, CPU affinity,
+# notebook launchers), and plugin settings, which must be empty: training is DDP, compile is train.compile.
 IGNORED_KEYS = {"downcast_bf16", "enable_cpu_affinity", "main_training_function",
                 "tpu_env", "tpu_use_cluster", "tpu_use_sudo"}
 EMPTY_KEYS = {"dynamo_config", "deepspeed_config", "fsdp_config", "megatron_lm_config",
