@@ -10,7 +10,8 @@ from pathlib import Path
 import yaml
 
 from stages.common import StageError
-from stages.rules import Rule, boolean, choice, integer, is_accelerate_config, is_base, is_source, is_xpath, number, source_groups, text, text_list
+from stages.rules import (AccelerateConfig, Rule, boolean, choice, integer, is_base, is_source, is_xpath, number, source_groups, text,
+                          text_list, zero_or)
 from stages.sources import check_sources
 
 PARAMS = Path("params.yaml")
@@ -20,6 +21,10 @@ SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constan
 
 # The sample params that are the exported model's generation defaults (generation_config.json).
 GENERATION_KEYS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty")
+SEED = integer(0, 2**32 - 1)  # numpy's seeds (transformers.set_seed)
+BATCH = integer(1, 4096)  # blocks; the train plan looks for a micro-batch among the batch's divisors
+# Logits are divided by the temperature and by a repetition penalty: smaller values overflow float32 to inf.
+SAMPLING_FACTOR = number(at_least=1e-3, at_most=100)
 SCHEMA = {
     "fetch": {
         "urls": text_list(is_source, "http(s):// or file:// URLs or local paths"),
@@ -51,7 +56,7 @@ SCHEMA = {
         "block_size": integer(2),
         "span_chars": integer(1),
         "val_fraction": number(above=0, at_most=0.5),
-        "seed": integer(0),
+        "seed": SEED,
     },
     "model": {
         "base": Rule("'' (from scratch), a model directory under bases/ (a dependency of the tokenizer and train stages) "
@@ -69,16 +74,16 @@ SCHEMA = {
         "warmup_steps": integer(0),
         "max_steps": integer(0),
         "epochs": number(at_least=0),
-        "batch_size": integer(1),
-        "grad_accum": integer(1),
-        "weight_decay": number(at_least=0),
+        "batch_size": BATCH,
+        "grad_accum": BATCH,
+        "weight_decay": number(at_least=0, at_most=1),  # AdamW scales the weights by 1 - lr * weight_decay
         "adam_beta2": number(above=0, below=1),
         "max_grad_norm": number(at_least=0),
-        "seed": integer(0),
+        "seed": SEED,
         "precision": choice("auto", "fp32", "bf16", "fp16"),
         "compile": choice("auto", True, False),
         "attn_implementation": choice("sdpa", "eager"),
-        "accelerate_config": Rule("an existing accelerate config file (see configs/accelerate)", is_accelerate_config),
+        "accelerate_config": AccelerateConfig(),
         "eval_steps": integer(1),
         "eval_blocks": integer(1),
         "logging_steps": integer(1),
@@ -86,10 +91,10 @@ SCHEMA = {
         "save_total_limit": integer(1),
         "keep": choice("best", "last"),
         "patience": integer(0),
-        "peer_timeout": number(above=0),
+        "peer_timeout": number(at_least=1, at_most=86400),  # whole seconds, to torch's rendezvous
     },
     "evaluate": {
-        "batch_size": integer(1),
+        "batch_size": BATCH,
         "max_blocks": integer(0),
     },
     "groups": {
@@ -100,11 +105,11 @@ SCHEMA = {
     "sample": {
         "prompts": text_list(),
         "max_new_tokens": integer(1),
-        "temperature": number(at_least=0),
+        "temperature": zero_or(SAMPLING_FACTOR, "greedy"),
         "top_k": integer(0),
         "top_p": number(above=0, at_most=1),
-        "repetition_penalty": number(above=0),
-        "seed": integer(0),
+        "repetition_penalty": SAMPLING_FACTOR,
+        "seed": SEED,
     },
 }
 

@@ -40,6 +40,11 @@ def number(above=None, at_least=None, below=None, at_most=None):
                 and (below is None or v < below) and (at_most is None or v <= at_most))
 
 
+def zero_or(rule, meaning):
+    """0 (which means `meaning`) or what `rule` allows."""
+    return Rule(f"0 ({meaning}) or {rule.allowed}", lambda v: (_is_number(v) and v == 0) or rule.test(v))
+
+
 def choice(*values):
     return Rule("one of " + ", ".join(map(repr, values)), lambda v: any(v == c and type(v) is type(c) for c in values))
 
@@ -82,16 +87,91 @@ def is_xpath(value):
 
 
 def is_base(value):
+    """'' (from scratch), a directory inside bases/ (resolved: no `..` or link leads out of it) or a hub id."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     if not isinstance(value, str):
         return False
-    if value == "" or Path(value).parts[:1] == (BASES.name,):
-        return value == "" or Path(value).is_dir()
-    return not Path(value).exists() and bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", value))
-
-
-def is_accelerate_config(value):
+    if value == "":
+        return True
+    if Path(value).parts[:1] == (BASES.name,) or Path(value).exists():
+        return Path(value).is_dir() and BASES.resolve() in Path(value).resolve().parents
     try:
-        config = yaml.safe_load(Path(value).read_text(encoding="utf-8"))
-    except (OSError, TypeError, yaml.YAMLError):
+        validate_repo_id(value)
+    except HFValidationError:
         return False
-    return isinstance(config, dict) and {"distributed_type", "num_processes", "num_machines"} <= set(config)
+    return True
+
+
+ACCELERATE_CONFIGS = Path("configs/accelerate")
+# The keys of an accelerate config that `accelerate launch` reads for this project's runs: one process
+# ('NO') or DDP under torchrun ('MULTI_GPU': GPUs, or the CPU with use_cpu), precision from train.precision.
+ACCELERATE_KEYS = {
+    "compute_environment": choice("LOCAL_MACHINE"),
+    "distributed_type": choice("NO", "MULTI_GPU"),
+    "num_processes": integer(1, 65536),
+    "num_machines": integer(1, 65536),
+    "machine_rank": integer(0),
+    "main_process_ip": text(),
+    "main_process_port": integer(1, 65535),
+    "mixed_precision": Rule("'no' (the precision is train.precision)", lambda v: v == "no"),
+    "use_cpu": boolean(),
+    "rdzv_backend": choice("static", "c10d"),
+    "same_network": boolean(),
+    "gpu_ids": Rule("'all' or GPU numbers separated by commas, quoted",
+                    lambda v: isinstance(v, str) and bool(re.fullmatch(r"all|\d+(,\d+)*", v))),
+    "debug": boolean(),
+}
+# Keys that `accelerate config` writes that change nothing the training computes (TPU, CPU affinity,
+# notebook launchers), and plugin settings, which must be empty: training is DDP, compile is train.compile.
+IGNORED_KEYS = {"downcast_bf16", "enable_cpu_affinity", "main_training_function",
+                "tpu_env", "tpu_use_cluster", "tpu_use_sudo"}
+EMPTY_KEYS = {"dynamo_config", "deepspeed_config", "fsdp_config", "megatron_lm_config",
+              "fp8_config", "parallelism_config", "mpirun_config"}
+
+
+def accelerate_config_problem(path):
+    """Why `accelerate launch` cannot run this project's training with the config at `path` (None if it can)."""
+    try:
+        config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        return f"cannot be read ({type(error).__name__})"
+    if not isinstance(config, dict):
+        return "is not a mapping of keys to values"
+    for key, value in config.items():
+        if key in EMPTY_KEYS and value:
+            return f"{key} must be empty (training is DDP; compile is train.compile)"
+        if key not in {*ACCELERATE_KEYS, *IGNORED_KEYS, *EMPTY_KEYS}:
+            return f"unknown key {key!r} (the launcher reads {', '.join(ACCELERATE_KEYS)})"
+        if key in ACCELERATE_KEYS and value is not None and ACCELERATE_KEYS[key].problem(value):
+            return f"{key}={value!r} must be {ACCELERATE_KEYS[key].problem(value)}"
+    missing = [key for key in ("distributed_type", "num_processes", "num_machines") if config.get(key) is None]
+    if missing:
+        return f"{', '.join(missing)} must be set"
+    processes, machines = config["num_processes"], config["num_machines"]
+    rank = config.get("machine_rank") or 0
+    if rank >= machines:
+        return f"machine_rank={rank} must be < num_machines={machines}"
+    if config["distributed_type"] == "NO" and processes > 1:
+        return f"num_processes={processes} needs distributed_type 'MULTI_GPU' ('NO' runs one process)"
+    if processes % machines:
+        return f"num_processes={processes} must be a multiple of num_machines={machines} (as many on each)"
+    if machines > 1 and not config.get("main_process_ip"):
+        return f"main_process_ip must be rank 0's address (num_machines={machines})"
+    return None
+
+
+class AccelerateConfig(Rule):
+    """train.accelerate_config: a file under configs/accelerate/ (validate depends on that folder) that the
+    launcher can run."""
+
+    def __init__(self):
+        super().__init__(f"an accelerate config file under {ACCELERATE_CONFIGS}/", None)
+
+    def problem(self, value):
+        if not isinstance(value, str) or ACCELERATE_CONFIGS.resolve() not in Path(value).resolve().parents:
+            return self.allowed
+        if not Path(value).is_file():
+            return f"{self.allowed} (there is no such file)"
+        problem = accelerate_config_problem(value)
+        return f"{self.allowed} that the launcher can run ({problem})" if problem else None

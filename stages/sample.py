@@ -34,10 +34,10 @@ def generate(model, tokenizer, prompt, params):
         attention_mask=torch.ones_like(input_ids),
         max_new_tokens=max_new_tokens,
         do_sample=sampling,
-        temperature=params["temperature"] if sampling else None,
+        temperature=float(params["temperature"]) if sampling else None,  # transformers refuses an int (2, not 2.0)
         top_k=params["top_k"] if sampling else None,
         top_p=params["top_p"] if sampling else None,
-        repetition_penalty=params["repetition_penalty"],
+        repetition_penalty=float(params["repetition_penalty"]),
         pad_token_id=tokenizer.pad_token_id,
         use_cache=True,
     )

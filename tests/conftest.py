@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 from filelock import FileLock  # noqa: E402
 
 from bench import sites  # noqa: E402
-from tests.helpers import call_stage, copy_of, dvc, run, tiny_params, tiny_repo_params, write_params  # noqa: E402
+from tests.helpers import call_stage, copy_of, dvc, run, tiny_params, with_configs, write_params  # noqa: E402
 from tests.site import serve_site  # noqa: E402
 from tools.workspace import git_env, make_repo  # noqa: E402
 
@@ -76,7 +76,7 @@ def built(tmp_path_factory, worker_id):
 def build_tiny_pipeline(directory):
     pages = sites.write_site(directory / "site")
     urls = [(directory / "site" / path).as_uri() for path, _ in pages]
-    write_params(directory, tiny_params(urls))
+    write_params(with_configs(directory), tiny_params(urls))
     cwd = os.getcwd()
     os.chdir(directory)
     try:
@@ -106,7 +106,7 @@ def reproduce_tiny_repo(directory):
     site = directory.parent / f"{directory.name}-site"
     pages = sites.write_site(site)
     make_repo(directory)
-    write_params(directory, tiny_repo_params([(site / path).as_uri() for path, _ in pages]))
+    write_params(directory, tiny_params([(site / path).as_uri() for path, _ in pages]))
     env = git_env()
     dvc(directory, "repro", env=env)
     run(["git", "add", "-A"], directory, env=env)
@@ -126,7 +126,7 @@ def repo(tmp_path, site):
     directory = tmp_path / "repo"
     directory.mkdir()
     make_repo(directory)
-    write_params(directory, tiny_repo_params([f"http://az.lib.ru/{path}" for path, _ in pages]))
+    write_params(directory, tiny_params([f"http://az.lib.ru/{path}" for path, _ in pages]))
     env = git_env(FETCH_MIRROR=f"http://az.lib.ru/={base}")
     run(["git", "commit", "-q", "-am", "tiny params"], directory, env=env)
     return directory, env

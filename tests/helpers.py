@@ -28,17 +28,16 @@ def tiny_params(urls):
     params["model"].update(n_layer=1, n_head=2, n_embd=32, n_positions=64)
     # fp32: tests that compare numbers compare exact arithmetic, on every CPU (auto would pick bf16 where it is native)
     params["train"].update(max_steps=8, batch_size=4, warmup_steps=2, eval_steps=4, save_steps=4, logging_steps=2, eval_blocks=8, compile=False,
-                           precision="fp32", accelerate_config=str(ROOT / "configs/accelerate/single.yaml"))
+                           precision="fp32", accelerate_config="configs/accelerate/single.yaml")  # see with_configs
     params["evaluate"].update(max_blocks=16)
     params["sample"].update(prompts=["Пьер закашлялся и", "Наташа"], max_new_tokens=10)
     return params
 
 
-def tiny_repo_params(urls):
-    """tiny_params for a copy of the repository (paths inside it relative, as in params.yaml)."""
-    params = tiny_params(urls)
-    params["train"]["accelerate_config"] = "configs/accelerate/single.yaml"
-    return params
+def with_configs(directory):
+    """`directory` with a copy of configs/accelerate, where train.accelerate_config must name a file."""
+    shutil.copytree(ROOT / "configs/accelerate", Path(directory) / "configs/accelerate", dirs_exist_ok=True)
+    return directory
 
 
 def call_stage(name):
@@ -64,13 +63,15 @@ def free_port():
     raise RuntimeError(f"no free port in 10000-{low - 1}")
 
 
-def accelerate_config(directory, name, **changes):
-    """A copy of configs/accelerate/<name> in `directory` on a free port (tests may run side by side), with `changes`."""
+def accelerate_config(directory, name, saved_as=None, **changes):
+    """A copy of configs/accelerate/<name> in `directory`'s configs/accelerate (as `saved_as`) on a free port
+    (tests may run side by side), with `changes`; its path in `directory`, as train.accelerate_config names it."""
     config = yaml.safe_load((ROOT / "configs/accelerate" / name).read_text())
     config.update({"main_process_port": free_port()} if "main_process_port" in config else {}, **changes)
-    path = Path(directory) / name
-    path.write_text(yaml.safe_dump(config))
-    return path
+    path = Path("configs/accelerate") / (saved_as or name)
+    (Path(directory) / path).parent.mkdir(parents=True, exist_ok=True)
+    (Path(directory) / path).write_text(yaml.safe_dump(config))
+    return str(path)
 
 
 def file_bytes(directory, roots):

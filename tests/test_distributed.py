@@ -26,8 +26,8 @@ WORKER = [sys.executable, "-m", "stages.train.worker", "configs/accelerate/two-n
 def machine(reproduced, directory, rank, port, **train):
     """A checkout set up as machine `rank` of two: its copy of cpu-ddp.yaml, batch halved."""
     directory, env = copy_of(reproduced, directory)
-    accelerate_config(directory, "cpu-ddp.yaml", num_machines=2, num_processes=2, machine_rank=rank, main_process_ip="127.0.0.1",
-                      main_process_port=port).rename(directory / "configs/accelerate/two-nodes.yaml")
+    accelerate_config(directory, "cpu-ddp.yaml", "two-nodes.yaml", num_machines=2, num_processes=2, machine_rank=rank,
+                      main_process_ip="127.0.0.1", main_process_port=port)
     for key, value in {"accelerate_config": "configs/accelerate/two-nodes.yaml", "batch_size": 2, **train}.items():
         set_param(directory, "train", key, value)
     return directory, env

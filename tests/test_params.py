@@ -1,9 +1,11 @@
 """Every key of params.yaml is checked for type and range before any work (stages/params.py)."""
 import copy
 import json
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,7 +14,8 @@ from dvc.utils.hydra import apply_overrides
 import tools.preset
 from stages.common import StageError
 from stages.params import SCHEMA, check_all, read_params
-from tests.helpers import ROOT, SHARED, python_env, tiny_params, write_params
+from stages.rules import accelerate_config_problem
+from tests.helpers import ROOT, SHARED, accelerate_config, file_bytes, python_env, tiny_params, with_configs, write_params
 
 # section.key: (a value of the wrong type, a value of the right type out of range)
 BAD_VALUES = {
@@ -141,15 +144,109 @@ def test_sections_and_rules_across_keys(valid, change, message):
         check_all(valid)
 
 
-def test_a_local_base_is_a_directory_under_bases(valid, project):
+@pytest.fixture
+def configs(valid, project):
+    """`valid` params in a scratch project that holds the accelerate configs."""
+    with_configs(project)
+    return valid
+
+
+def test_a_local_base_is_a_directory_under_bases(configs, project):
     (project / "elsewhere").mkdir()
-    for base in ("elsewhere", "bases/missing"):
-        valid["model"]["base"] = base
-        with pytest.raises(StageError, match=rf"model.base='{base}' must be '' \(from scratch\), a model directory under bases/"):
-            check_all(valid)
-    (project / "bases/pretrained").mkdir(parents=True)
-    valid["model"]["base"] = "bases/pretrained"
-    check_all(valid)
+    (project / "bases").mkdir()
+    (project / "bases/link").symlink_to(project / "elsewhere")
+    for base in ("elsewhere", "bases/missing", "bases", "bases/../elsewhere", "bases/link", "bases/../../project/elsewhere",
+                 "../outside/model", "owner/../name"):  # the last two: neither a local path under bases/ nor a hub id
+        configs["model"]["base"] = base
+        with pytest.raises(StageError) as error:
+            check_all(configs)
+        assert str(error.value).startswith(f"params.yaml: model.base={base!r} must be '' (from scratch), a model directory under bases/")
+    for base in ("bases/pretrained", "bases/../bases/pretrained", "owner/name"):
+        (project / "bases/pretrained").mkdir(exist_ok=True)
+        configs["model"]["base"] = base
+        check_all(configs)
+
+
+# Values of the right type that a stage cannot run with: each is refused before any work.
+UNRUNNABLE = [
+    ("train.batch_size", 4097), ("train.batch_size", 10**12),  # the plan looks for a micro-batch among its divisors
+    ("train.grad_accum", 10**9), ("evaluate.batch_size", 10**9),
+    ("train.seed", 2**32), ("tokenize.seed", 2**64), ("sample.seed", 2**32),  # numpy's seeds are 32-bit
+    ("train.peer_timeout", 1e300), ("train.peer_timeout", 0.4),  # whole seconds to torch: overflow, or 0
+    ("train.weight_decay", 1e9),
+    ("sample.temperature", 1e-300), ("sample.temperature", 1e300),  # logits / temperature: inf, or all alike
+    ("sample.repetition_penalty", 1e-300), ("sample.repetition_penalty", 1e300),
+    ("train.accelerate_config", "/etc/hostname"), ("train.accelerate_config", "configs/accelerate/../../params.yaml"),
+    ("train.accelerate_config", "configs/accelerate"),
+]
+
+
+@pytest.mark.parametrize("name, value", UNRUNNABLE)
+def test_values_no_stage_can_run_with_are_refused(configs, name, value):
+    section, key = name.split(".")
+    configs[section][key] = value
+    with pytest.raises(StageError) as error:
+        check_all(configs)
+    assert str(error.value).startswith(f"params.yaml: {name}={value!r} must be ") and "\n" not in str(error.value)
+
+
+def test_the_bounds_are_values_the_stages_run_with(configs):
+    """The other side of each bound is allowed (sample runs at both: tests/test_sample.py)."""
+    for name, value in [("train.batch_size", 4096), ("train.seed", 2**32 - 1), ("train.peer_timeout", 1), ("sample.temperature", 0),
+                        ("sample.temperature", 1e-3), ("sample.repetition_penalty", 100)]:
+        section, key = name.split(".")
+        check_all({**configs, section: {**configs[section], key: value}})
+
+
+CONFIG = "an accelerate config file under configs/accelerate/ that the launcher can run"
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"num_processes": 0}, "num_processes=0 must be an integer >= 1 and <= 65536"),
+    ({"num_processes": "2"}, "num_processes='2' must be an integer"),
+    ({"num_machines": 2, "num_processes": 3}, "num_processes=3 must be a multiple of num_machines=2"),
+    ({"machine_rank": 1}, "machine_rank=1 must be < num_machines=1"),
+    ({"machine_rank": -1}, "machine_rank=-1 must be an integer >= 0"),
+    ({"num_machines": 2, "main_process_ip": None}, "main_process_ip must be rank 0's address (num_machines=2)"),
+    ({"distributed_type": "DEEPSPEED"}, "distributed_type='DEEPSPEED' must be one of 'NO', 'MULTI_GPU'"),
+    ({"distributed_type": False}, "distributed_type=False must be one of 'NO', 'MULTI_GPU'"),  # NO unquoted in YAML
+    ({"distributed_type": "NO"}, "num_processes=2 needs distributed_type 'MULTI_GPU' ('NO' runs one process)"),
+    ({"distributed_type": None}, "distributed_type must be set"),
+    ({"use_cpu": "yes"}, "use_cpu='yes' must be one of True, False"),
+    ({"mixed_precision": "fp8"}, "mixed_precision='fp8' must be 'no' (the precision is train.precision)"),
+    ({"main_process_port": 70000}, "main_process_port=70000 must be an integer >= 1 and <= 65535"),
+    ({"gpu_ids": 0}, "gpu_ids=0 must be 'all' or GPU numbers separated by commas, quoted"),
+    ({"dynamo_config": {"dynamo_backend": "INDUCTOR"}}, "dynamo_config must be empty (training is DDP; compile is train.compile)"),
+    ({"num_processess": 2}, "unknown key 'num_processess' (the launcher reads compute_environment, distributed_type, "),
+])
+def test_an_accelerate_config_the_launcher_cannot_run_is_refused(configs, changes, problem):
+    path = accelerate_config(".", "cpu-ddp.yaml", "hostile.yaml", **changes)
+    configs["train"]["accelerate_config"] = path
+    with pytest.raises(StageError) as error:
+        check_all(configs)
+    assert str(error.value).startswith(f"params.yaml: train.accelerate_config={path!r} must be {CONFIG} ({problem}")
+
+
+@pytest.mark.parametrize("text, problem", [("- a list\n", "is not a mapping of keys to values"),
+                                           ("num_processes: [1\n", "cannot be read (ParserError)"),
+                                           (b"\xff\xfe", "cannot be read (UnicodeDecodeError)")])
+def test_an_accelerate_config_that_is_not_one_is_refused(configs, text, problem):
+    path = Path("configs/accelerate/broken.yaml")
+    path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
+    configs["train"]["accelerate_config"] = str(path)
+    with pytest.raises(StageError, match=re.escape(f"must be {CONFIG} ({problem})")):
+        check_all(configs)
+
+
+def test_the_configs_shipped_and_one_accelerate_writes_are_runnable(tmp_path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    for path in (ROOT / "configs/accelerate").glob("*.yaml"):
+        assert accelerate_config_problem(path) is None, path
+    written = ClusterConfig(compute_environment="LOCAL_MACHINE", distributed_type="MULTI_GPU", mixed_precision="no", use_cpu=True,
+                            debug=False, num_processes=2)  # as `accelerate config` answers for two CPU processes
+    written.to_yaml_file(str(tmp_path / "written.yaml"))
+    assert accelerate_config_problem(tmp_path / "written.yaml") is None
 
 
 def test_each_page_is_listed_once_and_each_pattern_matches(valid, project):
@@ -175,6 +272,26 @@ def test_a_bad_value_is_one_line_and_exit_status_2(project, module):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: params.yaml: ")
     assert ("sample.top_p=2" if module == "stages.sample" else "train.batch_size='eight' must be an integer >= 1") in result.stderr
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("model", "base", "bases/../data"), ("train", "accelerate_config", "configs/accelerate/hostile.yaml"), ("train", "batch_size", 10**12),
+    ("sample", "temperature", 1e-300), ("sample", "repetition_penalty", 1e-300),
+])
+def test_validate_stops_a_hostile_value_with_one_line_and_changes_nothing(project, section, key, value):
+    """validate runs before every other stage (dvc.yaml), so its refusal is the only thing that happens
+    (tests/test_reproducibility.py: through `dvc repro`)."""
+    accelerate_config(with_configs(project), "cpu-ddp.yaml", "hostile.yaml", num_processes=0)
+    (project / "data").mkdir()
+    (project / "data/params.ok").write_text("params.yaml is valid\n")
+    params = tiny_params(["http://az.lib.ru/a.shtml"])
+    params[section][key] = value
+    write_params(project, params)
+    before = file_bytes(project, ["."])
+    result = subprocess.run([sys.executable, "-m", "stages.validate"], cwd=project, env=python_env(), capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert result.stderr.startswith(f"error: params.yaml: {section}.{key}={value!r} must be ")
+    assert file_bytes(project, ["."]) == before
 
 
 @pytest.mark.parametrize("name, expected", [("train launcher", "train launcher"), (None, "-c")])

@@ -66,6 +66,9 @@ def test_a_no_op_rerun_changes_nothing_and_edited_training_code_retrains(reprodu
     ("evaluate", "batch_size", 0),
     ("sample", "top_p", 2),
     ("fetch", "urls", []),
+    ("model", "base", "bases/../data"),  # values of the right type that no stage can run with
+    ("train", "accelerate_config", "configs/accelerate/../../params.yaml"),
+    ("sample", "temperature", 1e-300),
 ])
 def test_a_bad_param_costs_no_output(reproduced_copy, section, key, value):
     directory, env = reproduced_copy

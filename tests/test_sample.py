@@ -5,8 +5,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from stages.common import StageError
+from stages.sample import generate
+from stages.train.export import write_generation_config
 from stages.words import text_statistics, words
 from tests.helpers import call_stage, python_env, run, tiny_params, write_params
 
@@ -66,6 +70,34 @@ def test_sample_statistics_per_prompt_and_overall(built):
 def test_bad_params(built_copy, values, message):
     with pytest.raises(StageError, match=message):
         sample_with(**values)
+
+
+@pytest.mark.parametrize("values", [{"temperature": 1e-3, "repetition_penalty": 1e-3},
+                                    {"temperature": 100, "repetition_penalty": 100}])
+def test_sampling_runs_at_the_bounds_of_its_params(built_copy, values):
+    """The bounds in stages/params.py, as a person writes them: 100 is an int, which transformers refuses."""
+    assert sample_with(**values).count("\n## ") == 2  # both prompts continued
+
+
+@pytest.mark.parametrize("key", ["temperature", "repetition_penalty"])
+def test_below_the_lower_bound_generation_breaks(built, key):
+    """Why those params stop at 1e-3: logits divided by 1e-300 are inf in float32."""
+    model = AutoModelForCausalLM.from_pretrained(built / "models/model")
+    tokenizer = AutoTokenizer.from_pretrained(built / "models/model")
+    with pytest.raises(RuntimeError, match="probability tensor contains either `inf`, `nan`"):
+        generate(model.eval(), tokenizer, "Наташа", {**tiny_params([])["sample"], key: 1e-300})
+
+
+def test_int_sampling_params_make_a_generation_config_that_generates(built, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(built / "models/model")
+    sampling = {**tiny_params([])["sample"], "temperature": 2, "repetition_penalty": 2}
+    write_generation_config(tmp_path, tokenizer, sampling)
+    config = GenerationConfig.from_pretrained(tmp_path)
+    assert config.temperature == config.repetition_penalty == 2.0 and config.do_sample
+    ids = tokenizer("Наташа", return_tensors="pt")["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(built / "models/model")
+    output = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
+    assert output.shape[1] > ids.shape[1]
 
 
 LONG_PROMPT = "Наташа вошла в гостиную и остановилась у окна. " * 40  # far more tokens than the 64 positions

@@ -72,7 +72,7 @@ def test_fine_tunes_a_local_base_model(built_copy):
 @pytest.mark.parametrize("config", ["single.yaml", "cpu-ddp.yaml"])
 def test_an_error_in_a_training_process_is_one_line_and_exit_status_2(built_copy, config):
     shutil.copytree("models/model", "bases/pretrained")
-    params = params_with(model={"base": "bases/pretrained"}, tokenizer={"vocab_size": 300}, train={"accelerate_config": str(accelerate_config(built_copy, config))})
+    params = params_with(model={"base": "bases/pretrained"}, tokenizer={"vocab_size": 300}, train={"accelerate_config": accelerate_config(built_copy, config)})
     write_params(".", {**params, "model": {**params["model"], "base": ""}})
     call_stage("tokenizer")  # a 300-token tokenizer, not the base's: found inside the training processes
     write_params(".", params)
@@ -95,7 +95,8 @@ def test_micro_batches_with_accumulation_match_the_full_batch(built, tmp_path, m
 def test_two_processes_match_one_and_only_the_main_one_writes(built, tmp_path):
     one = train_copy(built, tmp_path / "one", batch_size=4, max_steps=8, logging_steps=1)
     two = train_copy(built, tmp_path / "two", batch_size=2, max_steps=8, logging_steps=1,  # same global batch
-                     accelerate_config=str(accelerate_config(tmp_path, "cpu-ddp.yaml")))  # on the CPU also where there is a GPU
+                     accelerate_config="configs/accelerate/cpu-ddp.yaml")  # on the CPU also where there is a GPU
+    accelerate_config(two, "cpu-ddp.yaml")  # on a free port
     run([sys.executable, "-m", "stages.train.process"], one, env=dict(python_env(), ACCELERATE_USE_CPU="true"))
     ddp = run([sys.executable, "-m", "stages.train"], two)
     assert ddp.stderr.count(" of 8 kept (") == 1  # one summary line: the other rank is quiet

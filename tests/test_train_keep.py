@@ -21,7 +21,7 @@ from stages.common import read_json
 from stages.tokenize import choose_validation
 from stages.train.fingerprint import observing_params
 from bench import sites
-from tests.helpers import call_stage, python_env, tiny_params, write_params
+from tests.helpers import call_stage, python_env, tiny_params, with_configs, write_params
 
 pytestmark = pytest.mark.slow  # end to end: training runs of 80 steps
 
@@ -59,7 +59,7 @@ def small(tmp_path_factory):
     paragraphs = [others[i] if 1 + i in val_lines else memorised for i in range(PARAGRAPHS)]
     (directory / "site").mkdir()
     (directory / "site/page.shtml").write_bytes(sites.page_html("Том 1", [("Глава 1", paragraphs)]).encode("cp1251"))
-    write_params(directory, params)
+    write_params(with_configs(directory), params)
     cwd = os.getcwd()
     os.chdir(directory)
     try:

@@ -11,9 +11,12 @@ from stages.train.keep import describe
 
 def write_generation_config(model_dir, tokenizer, sampling):
     """The sample params (without prompts and seed) as the model's generation defaults."""
-    settings = {"max_new_tokens": sampling["max_new_tokens"], "repetition_penalty": sampling["repetition_penalty"]}
+    # floats: transformers refuses an int temperature or penalty (2, not 2.0)
+    settings = {"max_new_tokens": sampling["max_new_tokens"],
+                "repetition_penalty": float(sampling["repetition_penalty"])}
     if sampling["temperature"] > 0:
-        settings.update(do_sample=True, **{key: sampling[key] for key in ("temperature", "top_k", "top_p")})
+        settings.update(do_sample=True, temperature=float(sampling["temperature"]), top_k=sampling["top_k"],
+                        top_p=sampling["top_p"])
     ids = tokenizer.eos_token_id
     config = GenerationConfig(bos_token_id=ids, eos_token_id=ids, pad_token_id=tokenizer.pad_token_id, **settings)
     with atomic_path(model_dir / "generation_config.json") as tmp:

@@ -8,8 +8,12 @@ A process that dies (killed, out of memory, its machine gone) leaves the others 
 collective until the process group's timeout (train.peer_timeout), or failing at once on a
 closed connection. Either way each survivor reports, through the rendezvous store, that it is
 alive; the ranks that never report are named in one error line.
+
+What processes send each other (fingerprints, settings, problems) travels as JSON bytes in tensors,
+never as pickles, which run code of the sender's choosing where they are loaded.
 """
 import contextlib
+import json
 import os
 import time
 from pathlib import Path
@@ -27,6 +31,46 @@ ROLL_CALL_SECONDS = 10
 def in_group():
     """Whether this process is one of a run's joined processes (a process group is initialized)."""
     return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def exchange_device():
+    """Where the tensors of a collective live: NCCL moves CUDA tensors only."""
+    nccl = "nccl" in str(torch.distributed.get_backend())
+    return torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+
+
+def encoded(data, device):
+    """`data` (dicts, lists, strings, numbers, booleans, None) as a tensor of JSON bytes."""
+    return torch.frombuffer(bytearray(json.dumps(data).encode("utf-8")), dtype=torch.uint8).to(device)
+
+
+def decoded(tensor):
+    return json.loads(tensor.cpu().numpy().tobytes().decode("utf-8"))
+
+
+def broadcast_data(data, src=0):
+    """Rank src's `data` on every process: its length is sent first, then its bytes."""
+    device, sending = exchange_device(), torch.distributed.get_rank() == src
+    payload = encoded(data, device) if sending else None
+    length = torch.tensor([len(payload) if sending else 0], dtype=torch.int64, device=device)
+    torch.distributed.broadcast(length, src)
+    buffer = payload if sending else torch.empty(int(length), dtype=torch.uint8, device=device)
+    torch.distributed.broadcast(buffer, src)
+    return decoded(buffer)
+
+
+def gather_data(data):
+    """Every process's `data`, in rank order, on every process: the lengths first, then the bytes, each
+    padded to the longest."""
+    device, world_size = exchange_device(), torch.distributed.get_world_size()
+    payload = encoded(data, device)
+    lengths = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world_size)]
+    torch.distributed.all_gather(lengths, torch.tensor([len(payload)], dtype=torch.int64, device=device))
+    padded = torch.zeros(max(int(n) for n in lengths), dtype=torch.uint8, device=device)
+    padded[:len(payload)] = payload
+    buffers = [torch.empty_like(padded) for _ in range(world_size)]
+    torch.distributed.all_gather(buffers, padded)
+    return [decoded(buffer[:int(n)]) for buffer, n in zip(buffers, lengths)]
 
 
 def missing_ranks(store, world_size, rank):
@@ -98,14 +142,12 @@ def agree_with_main(current, checkpoint):
     of them has other params, code, tokenizer, data or runtime than rank 0, or lacks the checkpoint."""
     if not in_group():
         return checkpoint
-    shared = [current, str(checkpoint) if checkpoint else None]
-    torch.distributed.broadcast_object_list(shared)
-    main, checkpoint = shared[0], Path(shared[1]) if shared[1] else None
+    main, checkpoint = broadcast_data([current, str(checkpoint) if checkpoint else None])
+    checkpoint = Path(checkpoint) if checkpoint else None
     differs = [key for key in current if current[key] != main.get(key)]
     problem = (f"its {', '.join(differs)} differ from rank 0's (run every machine with the same checkout and `dvc pull`)" if differs
                else copy_problem(checkpoint))
-    problems = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(problems, problem)  # every process stops, none waits for the others
+    problems = gather_data(problem)  # every process stops, none waits for the others
     stated = [f"process {rank}: {text}" for rank, text in enumerate(problems) if text]
     if stated:
         raise StageError("training processes disagree with rank 0: " + "; ".join(stated))

@@ -10,7 +10,7 @@ import torch
 from stages.common import StageError
 from stages.train.cost import current_rss
 from stages.train.device import AUTOCAST_DTYPES, on_gpu, precision_candidates, timed, torch_device
-from stages.train.peers import in_group
+from stages.train.peers import broadcast_data, in_group
 
 # torch.compile takes tens of seconds before the first step (and needs a C++ compiler on a CPU).
 COMPILE_PROBE_AFTER_SECONDS = 120
@@ -108,7 +108,7 @@ def choose_settings(model, train_params, micro_batch, grad_accum, block_size, st
         by_name = {settings_name(c): {k: v for k, v in c.items() if k not in ("precision", "compile")} for c in measured}  # tabulated by `dvc exp show`
         choice = {"chosen_by": "params" if explicit else "measurement", "measured": by_name}
     if in_group():  # on every path: a worker may lack rank 0's checkpoints
-        torch.distributed.broadcast_object_list(best)
+        best = broadcast_data(best)
     return best[0], choice
 
 

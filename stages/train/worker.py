@@ -21,6 +21,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 
 from stages.common import StageError, log, run_stage
 from stages.params import check_context, load_params
+from stages.rules import accelerate_config_problem
 from stages.paths import CHECKPOINTS, TOKENIZER, TOKENS
 from stages.train.launch import launch
 
@@ -31,6 +32,8 @@ def worker_config(path):
     """The accelerate config of a worker machine; StageError when it is not one."""
     if not Path(path).is_file():
         raise StageError(f"{path}: no such accelerate config")
+    if problem := accelerate_config_problem(path):
+        raise StageError(f"{path}: {problem}")
     config = load_config_from_file(str(path))
     if config.num_machines < 2 or not 0 < config.machine_rank < config.num_machines:
         raise StageError(f"{path}: machine_rank={config.machine_rank} of num_machines={config.num_machines} is not a worker "

@@ -1,0 +1,71 @@
+"""What the processes of a training run send each other: plain data (JSON bytes in tensors) over a
+real two-process gloo group on 127.0.0.1, never pickles."""
+import json
+import os
+import pickle
+import re
+
+import pytest
+import torch
+import torch.multiprocessing
+
+from stages.train import peers
+from tests.helpers import ROOT, free_port
+
+FIRST = {"model": {"n_layer": 1, "dropout": 0.0, "base": ""}, "code": {"stages/train/plan.py": "ab" * 32},
+         "runtime": [2, "2.13"], "text": "Наташа \u2028 \"quoted\"", "nothing": None, "chosen": True}
+
+
+class Planted:
+    """What a hostile peer could send a pickle-reading process: loading it creates `path`."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def exchange(rank, port, directory):
+    """One process of the group: what it received, written to directory/<rank>.json."""
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        main = peers.broadcast_data(FIRST if rank == 0 else None)
+        everyone = peers.gather_data(None if rank == 0 else f"process {rank}: its train differ" * 40)  # lengths differ
+        if rank == 1:  # a hostile peer: the wire format, with a pickle for bytes
+            planted = pickle.dumps(Planted(os.path.join(directory, "planted")))
+            payload = torch.frombuffer(bytearray(planted), dtype=torch.uint8)
+            torch.distributed.broadcast(torch.tensor([len(payload)], dtype=torch.int64), src=1)
+            torch.distributed.broadcast(payload, src=1)
+            refused = None
+        else:
+            try:
+                refused = repr(peers.broadcast_data(None, src=1))
+            except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                refused = type(error).__name__
+        with open(os.path.join(directory, f"{rank}.json"), "w", encoding="utf-8") as f:
+            json.dump({"main": main, "everyone": everyone, "refused": refused}, f)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_processes_exchange_data_and_refuse_a_pickle(tmp_path):
+    torch.multiprocessing.spawn(exchange, args=(free_port(), str(tmp_path)), nprocs=2)
+    received = [json.loads((tmp_path / f"{rank}.json").read_text(encoding="utf-8")) for rank in (0, 1)]
+    for each in received:
+        assert each["main"] == FIRST
+        assert each["everyone"] == [None, "process 1: its train differ" * 40]
+    assert received[0]["refused"] in ("JSONDecodeError", "UnicodeDecodeError") and not (tmp_path / "planted").exists()
+
+
+def test_only_plain_data_can_be_sent():
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        peers.encoded({"checkpoint": ROOT}, torch.device("cpu"))
+
+
+def test_no_code_exchanges_python_objects():
+    """torch's *_object collectives pickle what they send and unpickle what they receive."""
+    pattern = re.compile(r"\b(broadcast_object_list|(all_)?gather_object|(scatter|send|recv)_object_list)\b")
+    sources = [path for folder in ("stages", "tools", "bench") for path in (ROOT / folder).rglob("*.py")]
+    users = [str(path.relative_to(ROOT)) for path in sources if pattern.search(path.read_text(encoding="utf-8"))]
+    assert users == []
