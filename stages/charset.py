@@ -97,8 +97,8 @@ def _is_binary(body, declared):
 
 def _by_evidence(body, declared, source):
     decodings = {encoding: _decode(body, encoding) for encoding in CYRILLIC_ENCODINGS}
-    scored = sorted(((russian_plausibility(decoded[0]), encoding) for encoding, decoded in decodings.items() if decoded),
-                    key=lambda pair: -(pair[0] or 0))
+    scored = sorted(((russian_plausibility(decoded[0]), encoding) for encoding, decoded in decodings.items()
+                     if decoded), key=lambda pair: -(pair[0] or 0))
     plausible = [(score, encoding) for score, encoding in scored if score is not None and score >= PLAUSIBLE]
     if not plausible:
         return None
@@ -123,8 +123,8 @@ def decode_page(body, http_charset=None, source="page"):
             text, unfinished = _decode(body, encoding, "replace")
             return Decoding(text, codecs.lookup(encoding).name, declared, "", unfinished)
     if _is_binary(body, declared):
-        raise StageError(f"{source}: is not text: {body.count(0)} of its {len(body)} bytes are NUL, as in an image or an archive "
-                         f"(declared: {declared or 'nothing'})")
+        raise StageError(f"{source}: is not text: {body.count(0)} of its {len(body)} bytes are NUL, "
+                         f"as in an image or an archive (declared: {declared or 'nothing'})")
     decoded = _decode(body, declared) if declared else None
     why = f"declared {declared} does not decode" if declared else "no charset declared"
     if decoded:
@@ -135,7 +135,8 @@ def decode_page(body, http_charset=None, source="page"):
     found = _by_evidence(body, declared, source)
     if found:
         (text, unfinished), encoding, score = found
-        return Decoding(text, codecs.lookup(encoding).name, declared, f"{why}; {encoding} gives {score:.1%}", unfinished)
+        note = f"{why}; {encoding} gives {score:.1%}"
+        return Decoding(text, codecs.lookup(encoding).name, declared, note, unfinished)
     if decoded:  # not Russian in any encoding
         return Decoding(decoded[0], codecs.lookup(declared).name, declared, "", decoded[1])
     detected = _detected(body)

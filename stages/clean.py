@@ -89,12 +89,12 @@ def warn_of_losses(url, decoded, cut, paragraphs):
     if decoded.unfinished:
         log.warning("%s: ends in the middle of a %s character, which is left out: cut short?", url, decoded.encoding)
     if cut:
-        log.warning("%s: the HTML parser stopped at its limit (%s): the last %d characters of the page (%.0f%%) are not in its text",
-                    url, cut.limit, cut.lost, 100 * cut.lost / cut.chars)
+        log.warning("%s: the HTML parser stopped at its limit (%s): the last %d characters of the page (%.0f%%) "
+                    "are not in its text", url, cut.limit, cut.lost, 100 * cut.lost / cut.chars)
     replaced = sum(paragraph.count(REPLACEMENT) for paragraph in paragraphs)
     if replaced > FEW_REPLACEMENTS:
-        log.warning("%s: %d characters of its text are U+FFFD (%s), for bytes that do not decode as %s: does the page mix encodings?",
-                    url, replaced, REPLACEMENT, decoded.encoding)
+        log.warning("%s: %d characters of its text are U+FFFD (%s), for bytes that do not decode as %s: "
+                    "does the page mix encodings?", url, replaced, REPLACEMENT, decoded.encoding)
 
 
 class Deduplicator:

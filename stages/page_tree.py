@@ -23,7 +23,8 @@ def _parse(page):
         tree = lxml.html.document_fromstring(page, parser=parser)
     except etree.ParserError:  # "Document is empty": nothing but white space and comments
         tree = lxml.html.document_fromstring("<html><body></body></html>")
-    limits = [error.message.split(",")[0].strip() for error in parser.error_log if error.type == etree.ErrorTypes.ERR_RESOURCE_LIMIT]
+    limits = [error.message.split(",")[0].strip() for error in parser.error_log  # the words before "use XML_PARSE_HUGE"
+              if error.type == etree.ErrorTypes.ERR_RESOURCE_LIMIT]
     return tree, limits[0] if limits else None
 
 

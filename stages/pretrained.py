@@ -24,7 +24,8 @@ def refuse_custom_code(directory):
         except (OSError, ValueError):
             continue
         if isinstance(config, dict) and config.get("auto_map"):
-            raise StageError(f"{path}: asks to run code of its own (auto_map: {', '.join(map(str, config['auto_map']))}); "
+            named = ", ".join(map(str, config["auto_map"]))
+            raise StageError(f"{path}: asks to run code of its own (auto_map: {named}); "
                              "only transformers' own model code is used")
 
 

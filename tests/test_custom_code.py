@@ -29,13 +29,15 @@ class MarkerModel(GPT2LMHeadModel):
     config_class = MarkerConfig
 """
 AUTO_MAP = {"AutoConfig": "modeling_marker.MarkerConfig", "AutoModelForCausalLM": "modeling_marker.MarkerModel"}
-REFUSED = "asks to run code of its own (auto_map: AutoConfig, AutoModelForCausalLM); only transformers' own model code is used"
+REFUSED = ("asks to run code of its own (auto_map: AutoConfig, AutoModelForCausalLM); "
+           "only transformers' own model code is used")
 
 
 def with_custom_code(directory, tokenizer, marker):
     """A tiny GPT-2 with the tokenizer files of `tokenizer`, saved in `directory`, its config.json
     naming a model type of its own, defined in the directory's modeling_marker.py, which creates `marker`."""
-    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64, vocab_size=512, bos_token_id=0, eos_token_id=0)).save_pretrained(directory)
+    shape = GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64, vocab_size=512, bos_token_id=0, eos_token_id=0)
+    GPT2LMHeadModel(shape).save_pretrained(directory)
     for path in Path(tokenizer).iterdir():
         shutil.copy(path, directory)
     (directory / "modeling_marker.py").write_text(MODELING.format(marker=str(marker)), encoding="utf-8")
@@ -56,10 +58,11 @@ def test_a_model_with_code_of_its_own_is_refused_before_it_is_loaded(built_copy,
     model = "custom" if "tools.generate" in command else "models/model"
     shutil.rmtree(model, ignore_errors=True)
     with_custom_code(Path(model), "models/tokenizer", marker)
-    result = subprocess.run([sys.executable, *command], cwd=built_copy, input=stdin, capture_output=True, text=True, timeout=300,
-                            env=python_env(HF_MODULES_CACHE=str(tmp_path / "modules")))
+    result = subprocess.run([sys.executable, *command], cwd=built_copy, input=stdin, capture_output=True, text=True,
+                            timeout=300, env=python_env(HF_MODULES_CACHE=str(tmp_path / "modules")))
     assert result.returncode == 2 and "[y/N]" not in result.stdout + result.stderr
-    assert [line for line in result.stderr.splitlines() if "error" in line.lower()] == [f"error: {model}/config.json: {REFUSED}"]
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [f"error: {model}/config.json: {REFUSED}"]
     assert not marker.exists()
 
 
@@ -70,7 +73,8 @@ def test_a_tokenizer_with_code_of_its_own_is_refused(built, tmp_path):
     config = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
     config["auto_map"] = {"AutoTokenizer": ["tokenization_marker.MarkerTokenizer", None]}
     (directory / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    with pytest.raises(StageError, match=rf"^{directory}/tokenizer_config.json: asks to run code of its own \(auto_map: AutoTokenizer\)"):
+    refused = rf"^{directory}/tokenizer_config.json: asks to run code of its own \(auto_map: AutoTokenizer\)"
+    with pytest.raises(StageError, match=refused):
         pretrained_tokenizer(directory)
 
 
