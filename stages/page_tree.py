@@ -34,8 +34,8 @@ def parse_page(page):
     tree, limit = _parse(page)
     if limit is None:
         return tree, None
-    # Where it stopped: the shortest prefix whose parse stops too (each parse reads only up to there;
-    # libxml2's column numbers are not character offsets).
+    # Where it stopped: the shortest prefix whose parse stops too (libxml2's column numbers are not
+    # character offsets). No parse reads past that point: the search costs a few dozen such reads.
     low, high = 0, len(page)
     while low < high:
         middle = (low + high) // 2
