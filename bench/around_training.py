@@ -12,10 +12,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 import yaml
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bench.recipes import PARAMS
 from stages.clean import DOCS_SCHEMA, document_table
+from stages.pretrained import pretrained_model, pretrained_tokenizer
 from tools.workspace import ROOT, python_env
 
 PROSE = ROOT.parent / "shared/corpus/ruslit/prose"
@@ -73,8 +73,8 @@ def bench_pipeline(results):
 
 
 def bench_generate(results):
-    tokenizer = AutoTokenizer.from_pretrained(ROOT / "models/model")
-    model = AutoModelForCausalLM.from_pretrained(ROOT / "models/model").eval()
+    tokenizer = pretrained_tokenizer(ROOT / "models/model")
+    model = pretrained_model(ROOT / "models/model").eval()
     inputs = tokenizer(PARAMS["sample"]["prompts"][0], return_tensors="pt")
     rows = []
     for cache in (True, False):

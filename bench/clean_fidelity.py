@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from stages.charset import decode_page
-from stages.clean import extract_paragraphs
+from stages.clean import extract_paragraphs, prepare_tree
 from stages.params import load_params
 from bench import sites
 
@@ -73,7 +73,7 @@ def alignment(reference, output):
 def score(layout, work, body, reference, params):
     started = time.perf_counter()
     page = decode_page(body)
-    output = lines("\n".join(extract_paragraphs(page.text, params)[0]))
+    output = lines("\n".join(extract_paragraphs(prepare_tree(page.text)[0], params)[0]))
     seconds = time.perf_counter() - started
     matched, paragraphs = alignment(reference, output)
     ref_chars = sum(len(line.replace(" ", "")) for line in reference)

@@ -18,9 +18,9 @@ from stages.common import peak_rss_bytes  # noqa: E402
 
 def tutorial(work, block_size=1024):
     from datasets import load_dataset
-    from transformers import AutoTokenizer
+    from stages.pretrained import pretrained_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(work / "models/tokenizer")
+    tokenizer = pretrained_tokenizer(work / "models/tokenizer")
     files = sorted(str(f) for f in (work / "corpus").rglob("*.txt"))
     dataset = load_dataset("text", data_files=files, cache_dir=str(work / "hf-cache"))["train"]
     dataset = dataset.map(lambda batch: tokenizer(batch["text"]), batched=True, remove_columns=["text"])

@@ -16,11 +16,13 @@ BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs
 PLAUSIBLE = 0.9  # share of the non-ASCII word characters that form well-cased Russian words
 MIN_JUDGED_CHARS = 200  # fewer non-ASCII word characters than this: nothing to judge by
 SAMPLE_CHARS = 300_000
+DETECTED_BYTES = 200_000  # what charset_normalizer reads
+NUL_SHARE = 0.001  # more NUL bytes than this: not text (images and archives have one in a few hundred; text none)
 UPPER, LOWER = "А-ЯЁІѢѲѴ", "а-яёіѣѳѵ"  # the Russian alphabet, pre-reform letters included
 PART = rf"(?:[{UPPER}]?[{LOWER}]+|[{UPPER}]+|[A-Za-z]+|\d+)"
 RUSSIAN_WORD = re.compile(rf"{PART}(?:[-'’]{PART})*")
 EDGE_PUNCTUATION = string.punctuation + "«»„“”‘’‚‹›—–…•·№§°"
-MARKUP = re.compile(r"<[^>]*>|&#?\w+;")  # markup and character references
+MARKUP = re.compile(r"<[^<>]*>|&#?\w+;")  # markup and character references; a `<` ends an unclosed tag
 
 
 class Decoding(NamedTuple):
@@ -28,6 +30,7 @@ class Decoding(NamedTuple):
     encoding: str  # codec name used
     declared: str | None  # the HTTP charset, else the <meta> one, else None
     note: str  # why the declared charset was not used; '' when it was
+    unfinished: int = 0  # bytes at the end that begin a character and do not finish it: the page is cut short
 
 
 def charset_of(content_type):
@@ -62,17 +65,40 @@ def russian_plausibility(text):
     return good / total if lower >= upper else 0.0  # lower-case text read with swapped case tables is all capitals
 
 
-def _decode(body, encoding):
+def _decode(body, encoding, errors="strict"):
+    """(text, the bytes of an unfinished last character, left out) of `body` in `encoding`, or None
+    when it does not decode."""
     try:
-        return body.decode(encoding)
+        decoder = codecs.getincrementaldecoder(encoding)(errors)
+        return decoder.decode(body), len(decoder.getstate()[0])  # not final: an unfinished character stays behind
     except (LookupError, UnicodeDecodeError):
         return None
 
 
+def _is_wide(charset):
+    """UTF-16 and UTF-32 text holds NUL bytes; text in any other encoding does not."""
+    try:
+        return codecs.lookup(charset).name.startswith(("utf-16", "utf-32"))
+    except LookupError:
+        return False
+
+
+def _detected(body):
+    return charset_normalizer.from_bytes(body[:DETECTED_BYTES]).best()
+
+
+def _is_binary(body, declared):
+    """NUL bytes throughout, and neither UTF-16 nor UTF-32 declared or detected."""
+    if body.count(0) <= NUL_SHARE * len(body) or (declared and _is_wide(declared)):
+        return False
+    detected = _detected(body)
+    return not (detected and _is_wide(detected.encoding))
+
+
 def _by_evidence(body, declared, source):
     decodings = {encoding: _decode(body, encoding) for encoding in CYRILLIC_ENCODINGS}
-    scored = sorted(((russian_plausibility(text), encoding) for encoding, text in decodings.items() if text is not None),
-                    key=lambda pair: -(pair[0] or 0))
+    scored = sorted(((russian_plausibility(decoded[0]), encoding) for encoding, decoded in decodings.items()
+                     if decoded), key=lambda pair: -(pair[0] or 0))
     plausible = [(score, encoding) for score, encoding in scored if score is not None and score >= PLAUSIBLE]
     if not plausible:
         return None
@@ -86,26 +112,34 @@ def _by_evidence(body, declared, source):
 
 def decode_page(body, http_charset=None, source="page"):
     """Decode page bytes: a byte order mark, else the declared charset (HTTP, then <meta>) when its
-    text reads as Russian, else the usual Cyrillic encoding whose text does.
+    text reads as Russian, else the usual Cyrillic encoding whose text does. A last character cut
+    short is left out and counted (Decoding.unfinished).
 
-    Raises StageError naming `source` when two different decodings are plausible Russian."""
+    Raises StageError naming `source` when two different decodings are plausible Russian, or when
+    the page is not text (an image, an archive)."""
     declared = http_charset or meta_charset(body)
     for bom, encoding in BOMS:
-        if body.startswith(bom):
-            return Decoding(body.decode(encoding), codecs.lookup(encoding).name, declared, "")
-    text = _decode(body, declared) if declared else None
+        if body.startswith(bom):  # the mark settles the encoding: bytes that do not decode become U+FFFD
+            text, unfinished = _decode(body, encoding, "replace")
+            return Decoding(text, codecs.lookup(encoding).name, declared, "", unfinished)
+    if _is_binary(body, declared):
+        raise StageError(f"{source}: is not text: {body.count(0)} of its {len(body)} bytes are NUL, "
+                         f"as in an image or an archive (declared: {declared or 'nothing'})")
+    decoded = _decode(body, declared) if declared else None
     why = f"declared {declared} does not decode" if declared else "no charset declared"
-    if text is not None:
-        declared_score = russian_plausibility(text)
+    if decoded:
+        declared_score = russian_plausibility(decoded[0])
         if declared_score is None or declared_score >= PLAUSIBLE:
-            return Decoding(text, codecs.lookup(declared).name, declared, "")
+            return Decoding(decoded[0], codecs.lookup(declared).name, declared, "", decoded[1])
         why = f"declared {declared} gives {declared_score:.1%} Russian words"
     found = _by_evidence(body, declared, source)
     if found:
-        found_text, encoding, score = found
-        return Decoding(found_text, codecs.lookup(encoding).name, declared, f"{why}; {encoding} gives {score:.1%}")
-    if text is not None:
-        return Decoding(text, codecs.lookup(declared).name, declared, "")  # not Russian in any encoding
-    detected = charset_normalizer.from_bytes(body[:200_000]).best()
+        (text, unfinished), encoding, score = found
+        note = f"{why}; {encoding} gives {score:.1%}"
+        return Decoding(text, codecs.lookup(encoding).name, declared, note, unfinished)
+    if decoded:  # not Russian in any encoding
+        return Decoding(decoded[0], codecs.lookup(declared).name, declared, "", decoded[1])
+    detected = _detected(body)
     encoding = detected.encoding if detected else "utf-8"
-    return Decoding(body.decode(encoding, errors="replace"), codecs.lookup(encoding).name, declared, f"{why}; detected as {encoding}")
+    text, unfinished = _decode(body, encoding, "replace")
+    return Decoding(text, codecs.lookup(encoding).name, declared, f"{why}; detected as {encoding}", unfinished)

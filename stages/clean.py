@@ -2,17 +2,18 @@
 
 Decode each page (the charset its server or its <meta> declared when the text reads as Russian,
 else the Cyrillic encoding whose text does; see stages/charset.py), join hard-wrapped <pre>/plain
-text into paragraphs, extract the work with
+text into paragraphs, parse it (stages/page_tree.py), extract the work with
 trafilatura tuned for recall with the site's chrome pruned by XPath, unescape entities, NFC,
 collapse whitespace, one paragraph per line; report (optionally drop) editorial apparatus,
-optionally drop footnote markers and duplicates across documents. Pages are cleaned in worker
+optionally drop footnote markers and duplicates across documents. A warning names each page whose
+text lost part of it: cut short mid-character, parsing stopped at libxml2's limits, or bytes that
+do not decode (U+FFFD). Pages are cleaned in worker
 processes side by side (stages.common.workers), duplicates then dropped in page order, so the
 outputs are those of one process.
 """
 import functools
 import hashlib
 import html
-import itertools
 import logging
 import re
 import unicodedata
@@ -25,6 +26,7 @@ import trafilatura
 from stages.charset import charset_of, decode_page
 from stages.common import StageError, atomic_path, log, ordered_map, progress, read_json, reading, run_stage, write_json
 from stages.layouts import is_apparatus, unwrap
+from stages.page_tree import parse_page
 from stages.params import load_params
 from stages.paths import CLEAN_METRICS, CLEAN_REPORT, DOCS, MANIFEST, RAW
 
@@ -32,24 +34,30 @@ FOOTNOTE_MARKER = re.compile(r"\s?\[\d{1,3}\]")
 DOCS_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("title", pa.string()), ("text", pa.string()), ("chars", pa.int64())])
 MARK_OPEN, MARK_CLOSE = "⟦", "⟧"  # mathematical brackets: not in prose (trafilatura strips private-use characters)
 PARAGRAPH_MARK = re.compile(f"{MARK_OPEN}\\d+{MARK_CLOSE}")
+PARAGRAPH_TAG = re.compile(r"<(/?)(?:dd|h[3-6])\b", re.I)  # tags that become <p>
+REPLACEMENT = "\ufffd"  # what a decoder writes for bytes it cannot decode
+FEW_REPLACEMENTS = 3  # more in a page's text: not a stray character but bytes in another encoding
 
 
-def prepare_html(page):
-    # libxml2 nests unclosed <dd> paragraphs (az.lib.ru has no <dl> around them) down to its depth
-    # limit of 256 and silently drops the rest of the work; trafilatura also discards the short
-    # <h3> chapter headings. As <p> both survive.
-    page = re.sub(r"<(/?)(?:dd|h[3-6])\b", r"<\1p", unwrap(page), flags=re.I)
-    # trafilatura keeps only the first of paragraphs with equal text (chapter numbers "I", "II" of
-    # every part, a repeated "- Да."); a numbered mark makes each one distinct until extracted.
-    count = itertools.count()
-    return re.sub(r"<p\b[^>]*>", lambda tag: f"{tag.group(0)}{MARK_OPEN}{next(count)}{MARK_CLOSE}", page, flags=re.I)
+def prepare_tree(page):
+    """The page as the tree trafilatura extracts the work from, and a Cut when parsing stopped short.
+
+    libxml2 nests unclosed <dd> paragraphs (az.lib.ru has no <dl> around them) down to its depth
+    limit of 256 and drops the rest of the work; trafilatura also discards the short <h3> chapter
+    headings. As <p> both survive. trafilatura keeps only the first of paragraphs with equal text
+    (chapter numbers "I", "II" of every part, a repeated "- Да."): a numbered mark makes each one
+    distinct until extracted."""
+    tree, cut = parse_page(PARAGRAPH_TAG.sub(r"<\1p", unwrap(page)))
+    for number, paragraph in enumerate(tree.iter("p")):
+        paragraph.text = f"{MARK_OPEN}{number}{MARK_CLOSE}{paragraph.text or ''}"
+    return tree, cut
 
 
-def extract_paragraphs(page, params):
-    """(paragraphs of the work, paragraphs that look like editorial apparatus); the apparatus is
-    left among the paragraphs unless params['drop_apparatus']."""
+def extract_paragraphs(tree, params):
+    """(paragraphs of the work, paragraphs that look like editorial apparatus) of a tree from
+    prepare_tree; the apparatus is left among the paragraphs unless params['drop_apparatus']."""
     text = trafilatura.extract(
-        prepare_html(page),
+        tree,
         favor_recall=True,
         include_comments=False,
         include_tables=False,
@@ -71,9 +79,22 @@ def extract_paragraphs(page, params):
     return paragraphs, apparatus
 
 
-def page_title(page):
-    match = re.search(r"<title[^>]*>(.*?)</title>", page, re.I | re.S)
-    return " ".join(html.unescape(match.group(1)).split()) if match else ""
+def page_title(tree):
+    """The text of the page's first <title> (where browsers find it)."""
+    return " ".join((tree.findtext(".//title") or "").split())
+
+
+def warn_of_losses(url, decoded, cut, paragraphs):
+    """A warning for each way the page's text came out short of its bytes."""
+    if decoded.unfinished:
+        log.warning("%s: ends in the middle of a %s character, which is left out: cut short?", url, decoded.encoding)
+    if cut:
+        log.warning("%s: the HTML parser stopped at its limit (%s): the last %d characters of the page (%.0f%%) "
+                    "are not in its text", url, cut.limit, cut.lost, 100 * cut.lost / cut.chars)
+    replaced = sum(paragraph.count(REPLACEMENT) for paragraph in paragraphs)
+    if replaced > FEW_REPLACEMENTS:
+        log.warning("%s: %d characters of its text are U+FFFD (%s), for bytes that do not decode as %s: "
+                    "does the page mix encodings?", url, replaced, REPLACEMENT, decoded.encoding)
 
 
 class Deduplicator:
@@ -108,12 +129,14 @@ def clean_page(record, params):
     page, declared, encoding, note = decoded.text, decoded.declared, decoded.encoding, decoded.note
     if note and (declared or encoding != "utf-8"):  # a warning when the page's own declaration was overruled
         log.log(logging.WARNING if declared else logging.INFO, "%s: decoded as %s (%s)", record["url"], encoding, note)
-    paragraphs, apparatus = extract_paragraphs(page, params)
+    tree, cut = prepare_tree(page)
+    paragraphs, apparatus = extract_paragraphs(tree, params)
+    warn_of_losses(record["url"], decoded, cut, paragraphs)
     chars = sum(map(len, paragraphs))
     if chars < params["min_chars"]:
         raise StageError(f"{record['url']} yields {chars} characters of text (min_chars={params['min_chars']}): not a page with a work on it?")
     return {
-        "id": record["file"], "url": record["url"], "title": page_title(page), "declared_encoding": declared,
+        "id": record["file"], "url": record["url"], "title": page_title(tree), "declared_encoding": declared,
         "encoding": encoding, "encoding_note": note, "chars_in": len(page), "paragraphs": paragraphs,
         "apparatus_chars": sum(map(len, apparatus)), "duplicate_paragraphs": 0, "dropped": "",
     }

@@ -9,13 +9,12 @@ import math
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM
-
 from stages.blocks import Blocks, bits_per_char
 from stages.causal_lm import causal_lm_loss
 from stages.common import log, progress, reading, run_stage, write_json
 from stages.params import load_params
 from stages.paths import EVAL_METRICS, GROUPS, MODEL, TOKENS
+from stages.pretrained import pretrained_model
 from stages.train.device import inference_device
 
 
@@ -50,7 +49,7 @@ def main():
     group_params = load_params("groups")
     blocks = Blocks(TOKENS, "val", limit=params["max_blocks"] or None)
     with reading(MODEL, "a model"):
-        model = AutoModelForCausalLM.from_pretrained(MODEL).eval().to(inference_device(load_params("train")["accelerate_config"]))
+        model = pretrained_model(MODEL).eval().to(inference_device(load_params("train")["accelerate_config"]))
     loss = validation_loss(model, blocks, params["batch_size"])
     metrics = {  # the figure runs are compared by first: its column comes first in `dvc exp show`
         "bits_per_char": round(bits_per_char(loss, blocks.chars_per_token), 5),

@@ -3,9 +3,11 @@ pages) joined into paragraphs, and the editorial apparatus (site title lines, so
 import html
 import re
 
-PRE = re.compile(r"<pre\b[^>]*>(.*?)</pre\s*>", re.I | re.S)
+# Tags end at a `<` as well as a `>`: a tag left unclosed is given up at the next one, so that
+# each character is read a bounded number of times, whatever the page.
+PRE_TAG = re.compile(r"<(/?)pre\b[^<>]*>", re.I)
 HTML_TAG = re.compile(r"<(?:html|head|body|p|div|pre|br|table|h\d)\b", re.I)
-MARKUP = re.compile(r"<[^>]*>")
+MARKUP = re.compile(r"<[^<>]*>")
 WORD_HYPHEN = re.compile(r"\w-$")  # "когда-" + "то": a hyphenated word wrapped at its hyphen
 DASH_START = re.compile(r"[-–—]+\s")
 SENTENCE_END = re.compile(r"[.!?…:;»\"”)]$")
@@ -50,23 +52,39 @@ def join_wrapped(text):
     width = sorted(map(len, filled))[int(0.9 * (len(filled) - 1))]
     if width > MAX_WRAP_COLUMNS:  # not hard-wrapped: a line per paragraph
         return [line.strip() for line in filled]
-    paragraphs, current, previous = [], "", ""
+    paragraphs, current, previous = [], [], ""  # current: the lines of the paragraph being joined
     for line in lines:
         line = line.rstrip()
         if line.strip():
             if current and _starts_paragraph(line, previous, margin, width):
-                paragraphs.append(current)
-                current = ""
-            current += line.strip() if not current or WORD_HYPHEN.search(current) else " " + line.strip()
+                paragraphs.append("".join(current))
+                current = []
+            current.append(line.strip() if not current or WORD_HYPHEN.search(current[-1]) else " " + line.strip())
         previous = line
-    return paragraphs + [current] if current else paragraphs
+    return paragraphs + ["".join(current)] if current else paragraphs
+
+
+def as_paragraphs(text):
+    return "".join(f"<p>{p}</p>\n" for p in join_wrapped(text))
 
 
 def unwrap(page):
-    """The page with every <pre> block (a plain-text page is one) rewritten as <p> paragraphs."""
+    """The page with every <pre> block (a plain-text page is one) rewritten as <p> paragraphs. A
+    block runs from its opening tag to the first closing tag after it; an opening tag with none
+    after it is left as it is."""
     if not HTML_TAG.search(page):
-        page = f"<html><body><pre>{html.escape(page, quote=False)}</pre></body></html>"
-    return PRE.sub(lambda block: "".join(f"<p>{p}</p>\n" for p in join_wrapped(block.group(1))), page)
+        return f"<html><body>{as_paragraphs(html.escape(page, quote=False))}</body></html>"
+    parts, done = [], 0
+    tags = PRE_TAG.finditer(page)
+    for opening in tags:
+        if opening.group(1):
+            continue  # a closing tag with no block open
+        closing = next((tag for tag in tags if tag.group(1)), None)  # opening tags inside the block are its text
+        if closing is None:
+            break
+        parts += [page[done:opening.start()], as_paragraphs(page[opening.end():closing.start()])]
+        done = closing.end()
+    return "".join(parts) + page[done:]
 
 
 def is_apparatus(paragraph, position):

@@ -4,11 +4,12 @@ read) and metrics/samples.json (statistics of the continuations, per prompt and 
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import set_seed
 
 from stages.common import atomic_path, log, reading, run_stage, write_json
 from stages.params import GENERATION_KEYS, load_params
 from stages.paths import MODEL, SAMPLE_METRICS, SAMPLE_STATISTICS, SAMPLES, TRAIN_WORDS
+from stages.pretrained import pretrained_model, pretrained_tokenizer
 from stages.train.device import inference_device
 from stages.words import text_statistics
 
@@ -53,8 +54,8 @@ def sample_statistics(prompts, continuations, vocabulary):
 def main():
     params = load_params("sample")
     with reading(MODEL, "a model and its tokenizer"):
-        tokenizer = AutoTokenizer.from_pretrained(MODEL)
-        model = AutoModelForCausalLM.from_pretrained(MODEL).eval().to(inference_device(load_params("train")["accelerate_config"]))
+        tokenizer = pretrained_tokenizer(MODEL)
+        model = pretrained_model(MODEL).eval().to(inference_device(load_params("train")["accelerate_config"]))
     with reading(TRAIN_WORDS, "the words of the training text"):
         vocabulary = set(TRAIN_WORDS.read_text(encoding="utf-8").splitlines())
     lines = ["# Samples", "", ", ".join(f"{k}={params[k]}" for k in SETTINGS), ""]

@@ -6,13 +6,14 @@ own tokenizer is saved instead: a pretrained model only understands the tokenize
 import sys
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from stages.base import base_directory
 from stages.common import StageError, atomic_path, log, reading, run_stage
 from stages.documents import count_documents, iter_documents
 from stages.params import load_params
 from stages.paths import DOCS, TOKENIZER
+from stages.pretrained import pretrained_tokenizer
 
 EOT = "<|endoftext|>"
 
@@ -45,7 +46,7 @@ def train_bpe(texts, vocab_size, min_frequency, show_progress=False):
 def base_tokenizer(model_params):
     base, directory = model_params["base"], base_directory(model_params)
     with reading(directory, f"the tokenizer of model.base={base!r}"):
-        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
+        tokenizer = pretrained_tokenizer(directory)
     if not tokenizer.is_fast or tokenizer.eos_token_id is None:
         raise StageError(f"model.base={base!r}: its tokenizer must be a fast tokenizer with an end-of-text (eos) token")
     if tokenizer.pad_token is None:

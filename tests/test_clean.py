@@ -1,6 +1,8 @@
 import codecs
 import logging
+import re
 import sys
+import time
 import unicodedata
 
 import pandas as pd
@@ -259,4 +261,128 @@ def test_a_page_that_fails_in_a_worker_is_named(project):
     write_params(".", {"clean": clean_params()})
     result = run([sys.executable, "-m", "stages.clean"], project, check=False, env=python_env(TOLSTOY_WORKERS="2"))
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: http://az.lib.ru/p9 yields ")
+    assert not paths.DOCS.exists()
+
+
+# Hostile pages: clean's time stays linear in the page's size, and what a page loses is said.
+HOSTILE_CHARS = 300_000  # quadratic time shows at this size (the tags repeated unclosed take a minute)
+
+
+def work_page(seed, paragraphs):
+    return sites.page_html("Том", [("Глава 1", sites.paragraphs(seed, paragraphs))])
+
+
+def plain_page():
+    return work_page("plain", HOSTILE_CHARS // 200)
+
+
+def filled(page, unit):
+    """`page` followed by `unit` repeated up to HOSTILE_CHARS characters."""
+    return page + unit * ((HOSTILE_CHARS - len(page)) // len(unit))
+
+
+def hostile_pages():
+    """{what: (page bytes, declared charset)}, each about HOSTILE_CHARS characters, each with a work
+    of enough text to pass min_chars."""
+    work = work_page("hostile", 100)
+    untitled = work.replace(work[work.index("<title>"): work.index("</title>") + len("</title>")], "")
+    half, plain = len(work) // 2, plain_page()
+    return {
+        "unclosed <title>": (filled(untitled, "<title>Глава ").encode("cp1251"), "windows-1251"),
+        "unclosed <pre>": (filled(work, "<pre>Глава ").encode("cp1251"), "windows-1251"),
+        "<p without >": (filled(work, "<p class=x ").encode("cp1251"), "windows-1251"),
+        "nesting deeper than the parser's limit": (filled(work[:half], "<div>Глава ").encode("cp1251"), "windows-1251"),
+        "mixed encodings": (plain[:len(plain) // 2].encode("cp1251") + plain[len(plain) // 2:].encode("utf-8"), None),
+        "truncated UTF-16": (plain.encode("utf-16")[:-1], None),
+    }
+
+
+def timed_clean(body, declared, repeats=1):
+    """The least of `repeats` times of the clean stage on the one page `body`."""
+    write_raw([body], declared=declared)
+    write_params(".", {"clean": clean_params()})
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call_stage("clean")
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+@pytest.mark.parametrize("what", list(hostile_pages()))
+def test_a_hostile_page_takes_about_the_time_of_a_plain_page_of_its_size(project, what):
+    body, declared = hostile_pages()[what]
+    plain_seconds = timed_clean(plain_page().encode("cp1251"), "windows-1251", repeats=2)
+    hostile_seconds = timed_clean(body, declared, repeats=2)
+    assert hostile_seconds < 5 * plain_seconds, f"{what}: {hostile_seconds:.2f}s, a plain page {plain_seconds:.2f}s"
+
+
+def warnings_of(caplog, url="http://az.lib.ru/p0"):
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    return [message for message in messages if message.startswith(f"{url}: ")]
+
+
+def test_text_nested_past_the_parser_limit_is_named_with_what_it_lost(project, caplog):
+    first, second = sites.paragraphs("shallow", 40), sites.paragraphs("deep", 40)
+    nested = "<div>" * 300 + "".join(f"<dd>{p}" for p in second)
+    page = sites.page_html("Том", [("Глава 1", first)]).replace("</div>\n<hr", nested + "</div>\n<hr")
+    write_raw([page.encode("cp1251")])
+    write_params(".", {"clean": clean_params()})
+    with caplog.at_level(logging.INFO, logger="tolstoy"):
+        call_stage("clean")
+    text = pd.read_parquet(paths.DOCS).loc[0, "text"]
+    assert first[-1] in text and second[0] not in text
+    [warning] = warnings_of(caplog)
+    said = re.fullmatch(r"http://az.lib.ru/p0: the HTML parser stopped at its limit "
+                        r"\(Excessive depth in document: 256\): the last (\d+) characters of the page \((\d+)%\) "
+                        r"are not in its text", warning)
+    lost, percent = map(int, said.groups())
+    after_the_work = len(page) - page.index("</div>\n<hr")
+    assert after_the_work + len("".join(second)) < lost < after_the_work + len(nested)
+    assert abs(percent - 100 * lost / len(page)) < 1
+
+
+def test_replacement_characters_past_a_few_are_counted_in_a_warning(project, caplog):
+    page = russian_page()
+    mixed = page[:len(page) // 2].encode("cp1251") + page[len(page) // 2:].encode("utf-8")
+    stray = page.replace(sites.SENTENCES[0], sites.SENTENCES[0] + "\ufffd\ufffd\ufffd").encode("utf-8")
+    write_raw([mixed, stray], declared=None)
+    write_params(".", {"clean": clean_params(dedup=False)})
+    with caplog.at_level(logging.INFO, logger="tolstoy"):
+        call_stage("clean")
+    texts = pd.read_parquet(paths.DOCS)["text"]
+    assert texts[0].count("\ufffd") > 1000 and texts[1].count("\ufffd") == 3
+    assert f"http://az.lib.ru/p0: {texts[0].count(chr(0xfffd))} characters of its text are U+FFFD (\ufffd), " \
+           "for bytes that do not decode as utf-8: does the page mix encodings?" in warnings_of(caplog)
+    assert warnings_of(caplog, "http://az.lib.ru/p1") == []  # three are a few
+
+
+def test_a_utf16_page_cut_mid_character_keeps_its_text_with_a_warning(project, caplog):
+    chapters = sites.work("utf-16", chapters=1, per_chapter=20)
+    body = sites.page_html("Том", chapters).encode("utf-16")
+    write_raw([body[:-1]], declared=None)
+    write_params(".", {"clean": clean_params()})
+    with caplog.at_level(logging.INFO, logger="tolstoy"):
+        call_stage("clean")
+    assert pd.read_parquet(paths.DOCS).loc[0, "text"].split("\n") == expected_lines(chapters)
+    assert warnings_of(caplog) == [
+        "http://az.lib.ru/p0: ends in the middle of a utf-16 character, which is left out: cut short?"]
+
+
+@pytest.mark.parametrize("body", [
+    russian_page().encode("utf-16-le"), russian_page().replace("</title>", "\0</title>").encode("cp1251"),
+], ids=["UTF-16 with no byte order mark", "a stray NUL byte"])
+def test_text_with_nul_bytes_is_still_text(body):
+    assert sites.SENTENCES[0] in decode_page(body).text
+
+
+def test_a_page_that_is_not_text_is_one_error_naming_it(project):
+    image = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(range(256)) * 40
+    write_raw([sites.page_html("A", sites.work(1)).encode("cp1251"), image])
+    write_params(".", {"clean": clean_params()})
+    result = run([sys.executable, "-m", "stages.clean"], project, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if "error" in line.lower()] == [
+        "error: http://az.lib.ru/p1: is not text: 43 of its 10256 bytes are NUL, as in an image or an archive "
+        "(declared: windows-1251)"]
     assert not paths.DOCS.exists()

@@ -10,11 +10,10 @@ model's context keeps its end, and the new tokens stop at the last position.
 import argparse
 import sys
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from stages.common import reading, run_stage
 from stages.params import load_params
 from stages.paths import MODEL
+from stages.pretrained import pretrained_model, pretrained_tokenizer
 from stages.sample import SETTINGS, generate
 
 
@@ -35,8 +34,8 @@ def arguments(defaults):
 def main():
     args = arguments(load_params("sample"))
     with reading(args.model, "a model and its tokenizer"):
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-        model = AutoModelForCausalLM.from_pretrained(args.model).eval()
+        tokenizer = pretrained_tokenizer(args.model)
+        model = pretrained_model(args.model).eval()
     settings = {key: getattr(args, key) for key in SETTINGS}
     prompts = (line.rstrip("\n") for line in sys.stdin) if args.interactive else [args.prompt]
     for prompt in filter(None, prompts):

@@ -3,13 +3,14 @@ to a multiple of 64 rows), or model.base, with a forward pass that returns the l
 import functools
 from types import MethodType
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.modeling_outputs import CausalLMOutput
 
 from stages.base import base_directory
 from stages.causal_lm import causal_lm_loss, with_causal_lm_loss
 from stages.common import StageError, reading
 from stages.paths import TOKENIZER
+from stages.pretrained import pretrained_model, pretrained_tokenizer
 
 VOCAB_MULTIPLE = 64  # embedding rows: matmuls over the vocabulary run on whole tiles
 
@@ -17,8 +18,8 @@ VOCAB_MULTIPLE = 64  # embedding rows: matmuls over the vocabulary run on whole 
 def load_base(model_params, tokenizer, block_size, attn_implementation):
     base, directory = model_params["base"], base_directory(model_params)
     with reading(directory, f"the model of model.base={base!r}"):
-        model = AutoModelForCausalLM.from_pretrained(directory, trust_remote_code=False, attn_implementation=attn_implementation)
-        base_vocab = AutoTokenizer.from_pretrained(directory).get_vocab()
+        model = pretrained_model(directory, attn_implementation=attn_implementation)
+        base_vocab = pretrained_tokenizer(directory).get_vocab()
     if base_vocab != tokenizer.get_vocab():
         raise StageError(f"{TOKENIZER} is not the tokenizer of model.base={base!r}: re-run the tokenizer stage")
     context = model.config.max_position_embeddings

@@ -16,12 +16,13 @@ import os
 
 import torch
 from accelerate import PartialState
-from transformers import AutoTokenizer, PrinterCallback, Trainer
+from transformers import PrinterCallback, Trainer
 
 from stages.blocks import Blocks
 from stages.common import atomic_path, log, reading, run_stage
 from stages.params import GENERATION_KEYS, load_params
 from stages.paths import CHECKPOINTS, MODEL, TOKENIZER, TOKENS, TRAIN_COST, TRAIN_LIVE, TRAIN_METRICS
+from stages.pretrained import pretrained_tokenizer
 from stages.train import checkpoints, notices, peers
 from stages.train.arguments import training_arguments
 from stages.train.cost import record_cost, write_train_metrics
@@ -51,7 +52,7 @@ def train_process():
     model_params, train_params = load_params("model"), load_params("train")
     block_size, sample_params = load_params("tokenize")["block_size"], load_params("sample")  # params checked by the launcher
     with reading(TOKENIZER, "a tokenizer"):
-        tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
+        tokenizer = pretrained_tokenizer(TOKENIZER)
     # Joins the other processes, before make_plan: every process takes rank 0's precision and compile.
     PartialState(cpu=not on_gpu(), timeout=datetime.timedelta(seconds=train_params["peer_timeout"]))
     torch.manual_seed(train_params["seed"])
