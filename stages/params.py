@@ -10,7 +10,8 @@ from pathlib import Path
 import yaml
 
 from stages.common import StageError
-from stages.rules import Rule, boolean, choice, integer, is_accelerate_config, is_base, is_source, is_xpath, number, source_groups, text, text_list
+from stages.rules import (Rule, boolean, choice, header_value, integer, is_accelerate_config, is_base, is_source, is_xpath, number, source_groups,
+                          text, text_list)
 from stages.sources import check_sources
 
 PARAMS = Path("params.yaml")
@@ -20,19 +21,20 @@ SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constan
 
 # The sample params that are the exported model's generation defaults (generation_config.json).
 GENERATION_KEYS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty")
+DAY = 86400  # seconds: the longest wait fetch allows (far longer ones overflow the clock of sockets and sleeps)
 SCHEMA = {
     "fetch": {
         "urls": text_list(is_source, "http(s):// or file:// URLs or local paths"),
-        "connect_timeout": number(above=0),
-        "read_timeout": number(above=0),
-        "max_seconds": number(above=0),
+        "connect_timeout": number(above=0, at_most=DAY),
+        "read_timeout": number(above=0, at_most=DAY),
+        "max_seconds": number(above=0, at_most=DAY),
         "retries": integer(0, 100),
-        "backoff": number(at_least=0),
-        "backoff_max": number(at_least=0),
+        "backoff": number(at_least=0, at_most=DAY),
+        "backoff_max": number(at_least=0, at_most=DAY),
         "max_redirects": integer(0, 100),
         "max_bytes": integer(1),
-        "delay": number(at_least=0),
-        "user_agent": text(),
+        "delay": number(at_least=0, at_most=DAY),
+        "user_agent": header_value(),
         "on_error": choice("fail", "skip"),
     },
     "clean": {

@@ -22,11 +22,16 @@ def expand_sources(urls, key="fetch.urls"):
     return sources
 
 
+def local_path(source):
+    """The path a local source (a path, or a file:// URL) names."""
+    return Path(unquote(urlsplit(source).path) if source.startswith("file:") else source)
+
+
 def _source_key(source):
     """What a source names: the URL itself, or the file a local path or file:// URL points to."""
     if re.match(r"(https?)://", source):
         return source
-    return str(Path(unquote(urlsplit(source).path) if source.startswith("file:") else source).resolve())
+    return str(local_path(source).resolve())
 
 
 def check_sources(urls, key="fetch.urls"):

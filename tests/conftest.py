@@ -27,8 +27,9 @@ os.environ.pop("FETCH_MIRROR", None)
 
 @pytest.fixture
 def site(tmp_path):
-    """Fixture pages served over HTTP on 127.0.0.1; yields (base url, server, pages)."""
-    with serve_site(tmp_path / "site") as served:
+    """Fixture pages served over HTTP on 127.0.0.1; yields (base url, server, pages). Their files
+    are in the ../shared of `project`, where fetch may also read them as local sources."""
+    with serve_site(tmp_path / "shared" / "site") as served:
         yield served
 
 

@@ -1,12 +1,14 @@
 """A real HTTP server's request handler for the tests' local site: files from the server's root,
 and /fault/... paths that misbehave on purpose (flaky, rate-limited, reset, redirects, gzip,
-lying about their length or charset, slow, ETag-aware), and serve_site, which runs one."""
+lying about their length or charset, slow, dripping, malformed headers, ETag-aware), and
+serve_site, which runs one."""
 import contextlib
 import gzip
 import http.server
 import socket
 import threading
 import time
+from urllib.parse import unquote
 
 from bench import sites
 
@@ -113,7 +115,52 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
             return None
         if fault == "ok":
             return self.send_body(page)
+        return self.misbehave(fault, page)
+
+    def misbehave(self, fault, page):
+        """The faults of hostile or broken servers; /fault/<name>/<value>: value is URL-quoted."""
+        value = unquote(self.path.split("/", 3)[3]) if self.path.count("/") >= 3 else ""
+        if fault == "goto":  # a redirect to the URL given
+            return self.send_body(b"", status=302, headers=[("Location", value)])
+        if fault == "goto-dripping":  # a redirect to /fault/ok/ whose body takes 10 s
+            self.send_response(302)
+            self.send_header("Location", "/fault/ok/")
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", "200")
+            self.end_headers()
+            return self.drip(b"." * 200, pause=0.05)
+        if fault == "retry-after":  # always 503, with the Retry-After given
+            return self.send_body(b"busy", status=503, headers=[("Retry-After", value)])
+        if fault == "length":  # the page, with the Content-Length given
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", value)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(page)
+            self.close_connection = True
+            return None
+        if fault == "drip":  # headers, then a body that takes 10 s, a byte at a time
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", "200")
+            self.end_headers()
+            return self.drip(page[:200], pause=0.05)
+        if fault == "drip-headers":  # the status line and headers, a byte at a time for 10 s, then the page
+            self.drip(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n" + b"X-Pad: a\r\n" * 15, pause=0.05)
+            with contextlib.suppress(OSError):
+                self.wfile.write(f"Content-Length: {len(page)}\r\n\r\n".encode() + page)
+            return None
         return self.send_error(400, f"unknown fault {fault}")
+
+    def drip(self, data, pause):
+        """`data` a byte every `pause` seconds, until it ends or the client is gone."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(pause)
 
 
 @contextlib.contextmanager

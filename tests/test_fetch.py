@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -60,20 +61,25 @@ def test_mirror_spec_must_be_pairs():
         fetch.mirror_rules("http://az.lib.ru/")
 
 
-def test_local_files_and_file_urls(site, project):
+def test_local_files_and_file_urls_are_recorded_relative_to_the_project(site, project):
     _, server, pages = site
-    path = server.root / pages[0][0]
-    manifest = fetch.fetch_all(fetch_params([path.as_uri(), str(path)]))
-    assert [r["error"] for r in manifest] == [None, None]
-    assert all((RAW / r["file"]).read_bytes() == path.read_bytes() for r in manifest)
-    assert len(set(stored_files())) == 2  # same page under two sources: two names, no collision
+    path = server.root / pages[0][0]  # in ../shared
+    (project / "pages").mkdir()
+    (project / "pages/a.txt").write_text("Текст.", encoding="utf-8")
+    manifest = fetch.fetch_all(fetch_params([path.as_uri(), str(path), str(project / "pages/a.txt"), "pages/a.txt"]))
+    assert [r["error"] for r in manifest] == [None] * 4
+    shared_page = f"../shared/site/{pages[0][0]}"
+    assert [(r["url"], r["source"], r["final_url"]) for r in manifest] == [(shared_page,) * 3] * 2 + [("pages/a.txt",) * 3] * 2
+    assert (RAW / manifest[0]["file"]).read_bytes() == path.read_bytes()
+    assert (RAW / manifest[2]["file"]).read_text(encoding="utf-8") == "Текст."
+    assert str(project.parent) not in (RAW / "manifest.json").read_text(encoding="utf-8") + " ".join(stored_files())
 
 
 def test_a_local_path_pattern_fetches_every_matching_file_in_order(site, project):
     _, server, pages = site
     pattern = str(server.root / "t/tolstoj/text_*.shtml")
     manifest = fetch.fetch_all(fetch_params([pattern]))
-    assert [r["url"] for r in manifest] == sorted(str(server.root / path) for path, _ in pages)
+    assert [r["url"] for r in manifest] == sorted(f"../shared/site/{path}" for path, _ in pages)
     with pytest.raises(StageError, match=r"fetch.urls: .*/nothing-\*.txt matches no file"):
         fetch.fetch_all(fetch_params([str(server.root / "nothing-*.txt")]))
 
@@ -242,3 +248,62 @@ def test_fetch_records_what_the_server_said_and_leaves_decoding_to_clean(site, p
     second = only(fetch.fetch_all(fetch_params([url])))
     assert second["status"] == 304 and (second["sha256"], second["content_type"]) == (first["sha256"], first["content_type"])
     assert not {"declared_encoding", "detected_encoding", "encoding_note"} & (set(first) | set(second))
+
+# Hostile or broken input: servers, local paths, credentials and params
+def run_fetch(**env):
+    """The fetch stage run as dvc runs it: (exit status, what it printed on stdout and stderr)."""
+    result = subprocess.run([sys.executable, "-m", "stages.fetch"], env=python_env(**env), capture_output=True, text=True, timeout=120)
+    return result.returncode, result.stdout + result.stderr
+
+
+def error_lines(output):
+    assert "Traceback" not in output, output
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("fault", ["drip", "drip-headers"])
+def test_a_server_sending_a_byte_at_a_time_is_cut_off_at_max_seconds(site, project, fault):
+    base, _, _ = site
+    started = time.monotonic()
+    record = only(fetch.fetch_all(fetch_params([f"{base}fault/{fault}"], max_seconds=1, read_timeout=2, retries=0)))
+    assert time.monotonic() - started < 1 + 1.0  # max_seconds plus a margin; the server takes 10 s
+    assert record["error"] == "response cut off: still arriving after max_seconds=1" and stored_files() == []
+
+
+def test_a_redirect_is_followed_without_reading_its_body(site, project):
+    base, server, _ = site
+    started = time.monotonic()
+    record = only(fetch.fetch_all(fetch_params([f"{base}fault/goto-dripping"], max_seconds=3)))
+    assert time.monotonic() - started < 3  # within max_seconds; the redirect's body takes 10 s
+    assert record["error"] is None and record["final_url"] == f"{base}fault/ok/"
+    assert (RAW / record["file"]).read_bytes() == server.page
+
+
+MALFORMED = {  # /fault/... path: what the error says
+    "retry-after/soon": "HTTP 503 Service Unavailable, with a Retry-After that is neither seconds nor an HTTP date: 'soon'",
+    "retry-after/" + quote("Wed, 01 Jan 2025 00:00:00"): "HTTP 503 Service Unavailable",  # no zone: GMT, as HTTP dates are
+    "length/abc": "Content-Length 'abc' is not a number of bytes",
+    "goto/" + quote("ftp://127.0.0.1/page.html", safe=""): "RedirectRefused: redirect to ftp://127.0.0.1/page.html: only http and https are followed",
+    "goto/" + quote("file:///etc/passwd", safe=""): "RedirectRefused: redirect to file:///etc/passwd: only http and https are followed",
+}
+
+
+@pytest.mark.parametrize("fault", MALFORMED, ids=["retry-after garbage", "retry-after without zone", "content-length", "to ftp", "to file"])
+def test_a_malformed_or_misdirecting_response_fails_its_url_in_one_line(site, project, fault):
+    base, _, pages = site
+    url = f"{base}fault/{fault}"
+    write_params(".", {"fetch": fetch_params([base + pages[0][0], url])})
+    status, output = run_fetch()
+    assert status == 2 and error_lines(output) == [f"error: could not fetch: {url} ({MALFORMED[fault]})"]
+    manifest = read_json(RAW / "manifest.json")
+    assert manifest[0]["error"] is None and manifest[1]["error"] == MALFORMED[fault] and manifest[1]["file"] is None
+
+
+def test_malformed_and_misdirecting_responses_are_skipped_and_counted(site, project):
+    base, _, pages = site
+    write_params(".", {"fetch": fetch_params([base + pages[0][0]] + [f"{base}fault/{fault}" for fault in MALFORMED], on_error="skip")})
+    status, output = run_fetch()
+    manifest = read_json(RAW / "manifest.json")
+    assert status == 0 and error_lines(output) == []
+    assert [r["error"] for r in manifest] == [None, *MALFORMED.values()] and stored_files() == [manifest[0]["file"]]
+    assert f"fetch: 1 pages, {manifest[0]['bytes']} bytes, 0 not modified, {len(MALFORMED)} failed" in output
