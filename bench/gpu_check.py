@@ -92,7 +92,8 @@ def repro(args, env, name="repro", overrides=(), seconds=240, command=("dvc", "r
     directory.mkdir()
     make_repo(directory)
     with_overrides(directory, *overrides, *([TINY_PARAMS] if args.tiny else []))
-    env = dict(env, FETCH_MIRROR=f"http://az.lib.ru/={args.mirror.resolve().as_uri()}/")
+    (directory.parent / "shared").symlink_to(args.mirror.resolve())  # fetch reads local pages from the project's ../shared
+    env = dict(env, FETCH_MIRROR=f"http://az.lib.ru/={(directory.parent / 'shared').as_uri()}/")
     log = args.out / f"{name}.log"
     status, seconds = run_logged([sys.executable, "-m", *command], directory, log, seconds, env)
     row = {"status": status, "seconds": seconds}

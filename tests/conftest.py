@@ -104,10 +104,9 @@ def reproduced(tmp_path_factory, worker_id):
 
 
 def reproduce_tiny_repo(directory):
-    site = directory.parent / f"{directory.name}-site"
-    pages = sites.write_site(site)
     make_repo(directory)
-    write_params(directory, tiny_repo_params([(site / path).as_uri() for path, _ in pages]))
+    pages = sites.write_site(directory / "site")  # in the repository, as fetch reads local pages: its copies read their own
+    write_params(directory, tiny_repo_params([f"site/{path}" for path, _ in pages]))
     env = git_env()
     dvc(directory, "repro", env=env)
     run(["git", "add", "-A"], directory, env=env)

@@ -1,4 +1,7 @@
+import base64
 import hashlib
+import ipaddress
+import os
 import re
 import signal
 import subprocess
@@ -9,9 +12,9 @@ from urllib.parse import quote
 
 import pytest
 
-from stages import fetch
+from stages import fetch, session
 from stages.common import StageError, read_json
-from tests.helpers import python_env, call_stage, tiny_params, write_params
+from tests.helpers import call_stage, dvc, python_env, tiny_params, write_params
 
 RAW = Path("data/raw")
 
@@ -283,12 +286,14 @@ MALFORMED = {  # /fault/... path: what the error says
     "retry-after/soon": "HTTP 503 Service Unavailable, with a Retry-After that is neither seconds nor an HTTP date: 'soon'",
     "retry-after/" + quote("Wed, 01 Jan 2025 00:00:00"): "HTTP 503 Service Unavailable",  # no zone: GMT, as HTTP dates are
     "length/abc": "Content-Length 'abc' is not a number of bytes",
-    "goto/" + quote("ftp://127.0.0.1/page.html", safe=""): "RedirectRefused: redirect to ftp://127.0.0.1/page.html: only http and https are followed",
+    "goto/" + quote("ftp://127.0.0.1/page.html", safe=""):
+        "RedirectRefused: redirect to ftp://127.0.0.1/page.html: only http and https are followed",
     "goto/" + quote("file:///etc/passwd", safe=""): "RedirectRefused: redirect to file:///etc/passwd: only http and https are followed",
 }
 
 
-@pytest.mark.parametrize("fault", MALFORMED, ids=["retry-after garbage", "retry-after without zone", "content-length", "to ftp", "to file"])
+@pytest.mark.parametrize("fault", MALFORMED, ids=["retry-after garbage", "retry-after without zone", "content-length", "to ftp",
+                                                   "to file"])
 def test_a_malformed_or_misdirecting_response_fails_its_url_in_one_line(site, project, fault):
     base, _, pages = site
     url = f"{base}fault/{fault}"
@@ -301,9 +306,121 @@ def test_a_malformed_or_misdirecting_response_fails_its_url_in_one_line(site, pr
 
 def test_malformed_and_misdirecting_responses_are_skipped_and_counted(site, project):
     base, _, pages = site
-    write_params(".", {"fetch": fetch_params([base + pages[0][0]] + [f"{base}fault/{fault}" for fault in MALFORMED], on_error="skip")})
+    urls = [base + pages[0][0]] + [f"{base}fault/{fault}" for fault in MALFORMED]
+    write_params(".", {"fetch": fetch_params(urls, on_error="skip")})
     status, output = run_fetch()
     manifest = read_json(RAW / "manifest.json")
     assert status == 0 and error_lines(output) == []
     assert [r["error"] for r in manifest] == [None, *MALFORMED.values()] and stored_files() == [manifest[0]["file"]]
     assert f"fetch: 1 pages, {manifest[0]['bytes']} bytes, 0 not modified, {len(MALFORMED)} failed" in output
+
+
+@pytest.mark.parametrize("source, target, inward", [
+    ("93.184.216.34", "10.0.0.1", "10.0.0.1"),  # public to private
+    ("93.184.216.34", "127.0.0.1", "127.0.0.1"),  # to loopback
+    ("93.184.216.34", "169.254.169.254", "169.254.169.254"),  # to link-local (a cloud's metadata service)
+    ("93.184.216.34", "::ffff:127.0.0.1", "127.0.0.1"),  # loopback, written as IPv6
+    ("2606:4700::6810:84e5", "fe80::1", "fe80::1"),
+    ("93.184.216.34", "1.1.1.1", None),  # public to public
+    ("127.0.0.1", "127.0.0.2", None),  # within loopback
+    ("10.0.0.1", "127.0.0.1", None),  # from a private network
+    ("10.0.0.1", "93.184.216.34", None),
+])
+def test_a_redirect_from_a_public_address_may_not_lead_inward(source, target, inward):
+    assert session.inward_address(session.addresses(source), session.addresses(target)) == (inward and ipaddress.ip_address(inward))
+
+
+def test_a_redirect_within_loopback_is_followed(site, project):
+    base, server, _ = site
+    other_name = base.replace("127.0.0.1", "localhost")
+    record = only(fetch.fetch_all(fetch_params([f"{base}fault/goto/" + quote(f"{other_name}fault/ok/", safe="")])))
+    assert record["error"] is None and record["final_url"] == f"{other_name}fault/ok/"
+    assert (RAW / record["file"]).read_bytes() == server.page
+
+
+def outside_file(project):
+    path = project.parent / "elsewhere/page.html"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("<p>Not for the corpus.</p>", encoding="utf-8")
+    return path
+
+
+def link(project, name, target):
+    (project / "pages").mkdir(exist_ok=True)
+    (project / "pages" / name).symlink_to(target)
+    return f"pages/{name}"
+
+
+LOCAL_REFUSALS = {  # a source made in the project: what the error says about it
+    "symlink to /proc": (lambda project: link(project, "env.txt", "/proc/self/environ"), r"it is /proc/\d+/environ, under /proc, /sys or /dev"),
+    "symlink to /dev": (lambda project: link(project, "zero.html", "/dev/zero"), r"it is /dev/zero, under /proc, /sys or /dev"),
+    "path outside": (lambda project: str(outside_file(project)), r"outside the project and \.\./shared: not read"),
+    "pattern reaching outside": (lambda project: str(outside_file(project).parent / "*.html"), r"outside the project and \.\./shared"),
+    "symlink to outside": (lambda project: link(project, "page.html", outside_file(project)), r"it is /.*/elsewhere/page.html, outside"),
+    "fifo": (lambda project: (project / "pipe.html").exists() or os.mkfifo(project / "pipe.html") or "pipe.html", "not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", LOCAL_REFUSALS)
+def test_a_local_source_that_is_not_a_regular_file_of_the_project_is_refused(project, case):
+    make, reason = LOCAL_REFUSALS[case]
+    source = make(project)
+    write_params(".", {"fetch": fetch_params([source])})
+    status, output = run_fetch()
+    assert status == 2 and len(error_lines(output)) == 1
+    assert re.fullmatch(rf"error: could not fetch: {re.escape(source.replace('*', 'page'))} \(.*{reason}.*\)", error_lines(output)[0])
+    assert stored_files() == []
+
+
+def test_a_local_file_is_read_only_up_to_max_bytes(project):
+    Path("big.txt").write_bytes(b"x" * 1001)
+    Path("small.txt").write_bytes(b"x" * 1000)
+    manifest = fetch.fetch_all(fetch_params(["big.txt", "small.txt"], max_bytes=1000))
+    assert [r["error"] for r in manifest] == ["big.txt is over max_bytes=1000", None]
+
+
+SECRET = "s3cret-pw"
+
+
+def test_credentials_in_a_url_are_sent_and_recorded_nowhere(site, project, caplog, capsys):
+    base, server, pages = site
+    with_credentials = base.replace("//", f"//reader:{SECRET}@")
+    paths = [pages[0][0], "fault/missing", "fault/redirect/2"]  # the redirects' URLs keep the credentials
+    manifest = fetch.fetch_all(fetch_params([with_credentials + path for path in paths], retries=0))
+    assert [r["url"] for r in manifest] == [r["source"] for r in manifest] == [base + path for path in paths]
+    assert [bool(r["error"]) for r in manifest] == [False, True, False] and manifest[2]["final_url"] == f"{base}fault/ok/"
+    token = base64.b64encode(f"reader:{SECRET}".encode()).decode()
+    assert {headers.get("Authorization") for _, headers in server.requests} == {f"Basic {token}"}
+    recorded = (RAW / "manifest.json").read_text(encoding="utf-8") + " ".join(stored_files()) + caplog.text + "".join(capsys.readouterr())
+    assert SECRET not in recorded and token not in recorded and "reader" not in recorded
+
+
+def test_credentials_in_fetch_mirror_are_recorded_nowhere(site, project):
+    base, server, pages = site
+    write_params(".", {"fetch": fetch_params(["http://az.lib.ru/" + pages[0][0], "http://az.lib.ru/fault/missing"], retries=0)})
+    status, output = run_fetch(FETCH_MIRROR=f"http://az.lib.ru/={base.replace('//', f'//reader:{SECRET}@')}")
+    assert status == 2 and error_lines(output) == [f"error: could not fetch: {base}fault/missing (HTTP 404 Not Found)"]
+    assert SECRET not in output + (RAW / "manifest.json").read_text(encoding="utf-8") + " ".join(stored_files())
+    assert all(headers.get("Authorization") for _, headers in server.requests)
+
+
+@pytest.mark.slow
+def test_dvc_lock_records_no_credentials_from_fetch_mirror(repo, site):
+    directory, env = repo
+    base = site[0]
+    dvc(directory, "repro", "fetch", env={**env, "FETCH_MIRROR": f"http://az.lib.ru/={base.replace('//', f'//reader:{SECRET}@')}"})
+    recorded = [directory / "dvc.lock", *(directory / ".dvc/cache").rglob("*"), *(directory / "data/raw").rglob("*")]
+    assert read_json(directory / "data/raw/manifest.json")[0]["error"] is None
+    assert [str(path) for path in recorded if SECRET in str(path) or (path.is_file() and SECRET.encode() in path.read_bytes())] == []
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("user_agent", "tolstoy-gpt\r\nX-Injected: 1", "a non-empty string of printable ASCII characters \\(no line break\\)"),
+    ("read_timeout", 1e300, "a number > 0 and <= 86400"),
+    ("max_seconds", 1e10, "a number > 0 and <= 86400"),
+])
+def test_params_refuse_a_header_with_a_line_break_and_an_absurd_time(project, key, value, allowed):
+    write_params(".", {"fetch": fetch_params(["pages/a.txt"], **{key: value})})
+    status, output = run_fetch()
+    assert status == 2 and len(error_lines(output)) == 1
+    assert re.fullmatch(rf"error: params.yaml: fetch.{key}=.* must be {allowed}", error_lines(output)[0])
