@@ -86,8 +86,10 @@ def fetch_page(fetcher, url, source, stored, project):
     try:
         record, body = fetch_one(fetcher, source, stored, project)
     except FetchFailure as failure:
-        failed = {"error": str(failure), "error_source": recorded_source, "error_at": started, "attempts": getattr(failure, "attempts", 1)}
-        log.warning("fetch %s failed: %s%s", recorded_source, failure, f" (keeping the page fetched from {stored['source']} at {stored['fetched_at']})" if stored else "")
+        failed = {"error": str(failure), "error_source": recorded_source, "error_at": started,
+                  "attempts": getattr(failure, "attempts", 1)}
+        kept = f" (keeping the page fetched from {stored['source']} at {stored['fetched_at']})" if stored else ""
+        log.warning("fetch %s failed: %s%s", recorded_source, failure, kept)
         return {**stored, **failed} if stored else {"url": url, "source": recorded_source, "file": None, **failed}
     if body is None:  # 304 Not Modified: the stored bytes stand
         body = (RAW / name).read_bytes()

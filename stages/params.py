@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 
 from stages.common import StageError
-from stages.rules import (Rule, boolean, choice, header_value, integer, is_accelerate_config, is_base, is_source, is_xpath, number, source_groups,
-                          text, text_list)
+from stages.rules import (Rule, boolean, choice, header_value, integer, is_accelerate_config, is_base, is_source,
+                          is_xpath, number, source_groups, text, text_list)
 from stages.sources import check_sources
 
 PARAMS = Path("params.yaml")

@@ -54,8 +54,8 @@ def text():
 
 def header_value():
     """Text sent as an HTTP header: printable ASCII, so no line break can start another header."""
-    return Rule("a non-empty string of printable ASCII characters (no line break)", lambda v: isinstance(v, str) and v.strip() != ""
-                and bool(re.fullmatch(r"[\x20-\x7e]+", v)))
+    return Rule("a non-empty string of printable ASCII characters (no line break)",
+                lambda v: isinstance(v, str) and v.strip() != "" and bool(re.fullmatch(r"[\x20-\x7e]+", v)))
 
 
 def text_list(item_ok=lambda v: True, item_allowed="non-empty strings", empty=False):

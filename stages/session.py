@@ -128,5 +128,6 @@ class GuardedSession(requests.Session):
             raise RedirectRefused(f"redirect to {target}: only http and https are followed")
         inward = inward_address(addresses(urlsplit(resp.url).hostname), addresses(parts.hostname))
         if inward:
-            raise RedirectRefused(f"redirect from {resp.url} (a public address) to {target} ({inward}, not a public address)")
+            raise RedirectRefused(f"redirect from {resp.url} (a public address) to {target} ({inward}, not a public "
+                                  "address)")
         return location

@@ -55,7 +55,8 @@ def server_failure(response):
     try:
         return FetchFailure(reason, retry=True, retry_after=retry_after_seconds(value) if value else None)
     except ValueError:  # retried after the usual backoff
-        return FetchFailure(f"{reason}, with a Retry-After that is neither seconds nor an HTTP date: {value!r}", retry=True)
+        return FetchFailure(f"{reason}, with a Retry-After that is neither seconds nor an HTTP date: {value!r}",
+                            retry=True)
 
 
 def declared_length(response):

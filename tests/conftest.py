@@ -105,7 +105,7 @@ def reproduced(tmp_path_factory, worker_id):
 
 def reproduce_tiny_repo(directory):
     make_repo(directory)
-    pages = sites.write_site(directory / "site")  # in the repository, as fetch reads local pages: its copies read their own
+    pages = sites.write_site(directory / "site")  # in the repository, where fetch reads local pages (so do its copies)
     write_params(directory, tiny_repo_params([f"site/{path}" for path, _ in pages]))
     env = git_env()
     dvc(directory, "repro", env=env)

@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import http.server
 import socket
+import sys
 import threading
 import time
 from urllib.parse import unquote
@@ -163,13 +164,20 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
                 time.sleep(pause)
 
 
+class SiteServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client gone mid-exchange is what the faults provoke
+            super().handle_error(request, client_address)
+
+
 @contextlib.contextmanager
 def serve_site(root):
     """The fixture pages written under `root` and served over HTTP on 127.0.0.1 by a thread; yields
     (base url, server, pages). server.requests and server.arrivals record what came in."""
     pages = sites.write_site(root)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SiteHandler)
-    server.daemon_threads = True
+    server = SiteServer(("127.0.0.1", 0), SiteHandler)
     server.root, server.hits, server.requests, server.arrivals, server.lock = root, {}, [], [], threading.Lock()
     server.page = (root / pages[0][0]).read_bytes()
     thread = threading.Thread(target=server.serve_forever, daemon=True)

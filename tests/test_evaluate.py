@@ -37,7 +37,7 @@ def test_every_block_when_max_blocks_is_zero(built_copy):
 
 
 def test_each_group_is_scored_and_the_style_gap_is_against_the_reference(built_copy, tmp_path):
-    unseen = write_author(tmp_path / "shared/unseen", [sites.paragraphs("unseen-1", 60), sites.paragraphs("unseen-2", 60)])
+    unseen = write_author(tmp_path / "shared/unseen", [sites.paragraphs(f"unseen-{i}", 60) for i in (1, 2)])
     foreign = write_author(tmp_path / "shared/foreign", [FOREIGN])
     with_groups(sources={"unseen": [unseen], "foreign": [foreign]}, reference="unseen", max_blocks=0)
     call_stage("groups")

@@ -120,7 +120,8 @@ def test_plots_template_carries_its_libraries():
 
 def test_a_base_trained_on_other_texts_then_fine_tuned_on_the_pages(reproduced, tmp_path, monkeypatch):
     directory, env = copy_of(reproduced, tmp_path / "repo")
-    other = write_author(tmp_path / "shared/другой автор", [foreign("work-a", 150), foreign("work-b", 150)])  # a space: only --run keeps it whole
+    # in the copy's ../shared; a space in the name: only --run keeps it whole
+    other = write_author(tmp_path / "shared/другой автор", [foreign("work-a", 150), foreign("work-b", 150)])
     preset = tmp_path / "base.yaml"
     preset.write_text(yaml.safe_dump({"fetch": {"urls": [other]}}, allow_unicode=True), encoding="utf-8")
     run([sys.executable, "-m", "tools.preset", str(preset), "--run", "base"], directory, env=env)

@@ -72,7 +72,8 @@ def test_local_files_and_file_urls_are_recorded_relative_to_the_project(site, pr
     manifest = fetch.fetch_all(fetch_params([path.as_uri(), str(path), str(project / "pages/a.txt"), "pages/a.txt"]))
     assert [r["error"] for r in manifest] == [None] * 4
     shared_page = f"../shared/site/{pages[0][0]}"
-    assert [(r["url"], r["source"], r["final_url"]) for r in manifest] == [(shared_page,) * 3] * 2 + [("pages/a.txt",) * 3] * 2
+    recorded = [(r["url"], r["source"], r["final_url"]) for r in manifest]
+    assert recorded == [(shared_page,) * 3] * 2 + [("pages/a.txt",) * 3] * 2
     assert (RAW / manifest[0]["file"]).read_bytes() == path.read_bytes()
     assert (RAW / manifest[2]["file"]).read_text(encoding="utf-8") == "Текст."
     assert str(project.parent) not in (RAW / "manifest.json").read_text(encoding="utf-8") + " ".join(stored_files())
@@ -255,7 +256,8 @@ def test_fetch_records_what_the_server_said_and_leaves_decoding_to_clean(site, p
 # Hostile or broken input: servers, local paths, credentials and params
 def run_fetch(**env):
     """The fetch stage run as dvc runs it: (exit status, what it printed on stdout and stderr)."""
-    result = subprocess.run([sys.executable, "-m", "stages.fetch"], env=python_env(**env), capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "stages.fetch"], env=python_env(**env), capture_output=True,
+                            text=True, timeout=120)
     return result.returncode, result.stdout + result.stderr
 
 
@@ -283,17 +285,21 @@ def test_a_redirect_is_followed_without_reading_its_body(site, project):
 
 
 MALFORMED = {  # /fault/... path: what the error says
-    "retry-after/soon": "HTTP 503 Service Unavailable, with a Retry-After that is neither seconds nor an HTTP date: 'soon'",
-    "retry-after/" + quote("Wed, 01 Jan 2025 00:00:00"): "HTTP 503 Service Unavailable",  # no zone: GMT, as HTTP dates are
-    "length/abc": "Content-Length 'abc' is not a number of bytes",
+    "retry-after/soon":
+        "HTTP 503 Service Unavailable, with a Retry-After that is neither seconds nor an HTTP date: 'soon'",
+    "retry-after/" + quote("Wed, 01 Jan 2025 00:00:00"):  # no zone: GMT, as HTTP dates are
+        "HTTP 503 Service Unavailable",
+    "length/abc":
+        "Content-Length 'abc' is not a number of bytes",
     "goto/" + quote("ftp://127.0.0.1/page.html", safe=""):
         "RedirectRefused: redirect to ftp://127.0.0.1/page.html: only http and https are followed",
-    "goto/" + quote("file:///etc/passwd", safe=""): "RedirectRefused: redirect to file:///etc/passwd: only http and https are followed",
+    "goto/" + quote("file:///etc/passwd", safe=""):
+        "RedirectRefused: redirect to file:///etc/passwd: only http and https are followed",
 }
 
 
-@pytest.mark.parametrize("fault", MALFORMED, ids=["retry-after garbage", "retry-after without zone", "content-length", "to ftp",
-                                                   "to file"])
+@pytest.mark.parametrize("fault", MALFORMED, ids=["retry-after garbage", "retry-after without zone", "content-length",
+                                                   "to ftp", "to file"])
 def test_a_malformed_or_misdirecting_response_fails_its_url_in_one_line(site, project, fault):
     base, _, pages = site
     url = f"{base}fault/{fault}"
@@ -327,7 +333,8 @@ def test_malformed_and_misdirecting_responses_are_skipped_and_counted(site, proj
     ("10.0.0.1", "93.184.216.34", None),
 ])
 def test_a_redirect_from_a_public_address_may_not_lead_inward(source, target, inward):
-    assert session.inward_address(session.addresses(source), session.addresses(target)) == (inward and ipaddress.ip_address(inward))
+    found = session.inward_address(session.addresses(source), session.addresses(target))
+    assert found == (inward and ipaddress.ip_address(inward))
 
 
 def test_a_redirect_within_loopback_is_followed(site, project):
@@ -338,37 +345,41 @@ def test_a_redirect_within_loopback_is_followed(site, project):
     assert (RAW / record["file"]).read_bytes() == server.page
 
 
-def outside_file(project):
-    path = project.parent / "elsewhere/page.html"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text("<p>Not for the corpus.</p>", encoding="utf-8")
-    return path
-
-
-def link(project, name, target):
-    (project / "pages").mkdir(exist_ok=True)
-    (project / "pages" / name).symlink_to(target)
-    return f"pages/{name}"
-
-
-LOCAL_REFUSALS = {  # a source made in the project: what the error says about it
-    "symlink to /proc": (lambda project: link(project, "env.txt", "/proc/self/environ"), r"it is /proc/\d+/environ, under /proc, /sys or /dev"),
-    "symlink to /dev": (lambda project: link(project, "zero.html", "/dev/zero"), r"it is /dev/zero, under /proc, /sys or /dev"),
-    "path outside": (lambda project: str(outside_file(project)), r"outside the project and \.\./shared: not read"),
-    "pattern reaching outside": (lambda project: str(outside_file(project).parent / "*.html"), r"outside the project and \.\./shared"),
-    "symlink to outside": (lambda project: link(project, "page.html", outside_file(project)), r"it is /.*/elsewhere/page.html, outside"),
-    "fifo": (lambda project: (project / "pipe.html").exists() or os.mkfifo(project / "pipe.html") or "pipe.html", "not a regular file"),
+LOCAL_REFUSALS = {  # a local source: what the error says about it
+    "symlink to /proc": r"it is /proc/\d+/environ, under /proc, /sys or /dev: not read",
+    "symlink to /dev": r"it is /dev/zero, under /proc, /sys or /dev: not read",
+    "symlink to outside": r"it is /.*/elsewhere/page.html, outside the project and \.\./shared: not read",
+    "path outside": r"outside the project and \.\./shared: not read",
+    "pattern reaching outside": r"outside the project and \.\./shared: not read",
+    "fifo": r"not a regular file",
 }
+
+
+def refused_source(project, case):
+    """The fetch.urls entry of a LOCAL_REFUSALS case, made in and beside the project."""
+    outside = project.parent / "elsewhere/page.html"
+    outside.parent.mkdir()
+    outside.write_text("<p>Not for the corpus.</p>", encoding="utf-8")
+    (project / "pages").mkdir()
+    links = {"symlink to /proc": ("env.txt", "/proc/self/environ"), "symlink to /dev": ("zero.html", "/dev/zero"),
+             "symlink to outside": ("page.html", outside)}
+    if case in links:
+        (project / "pages" / links[case][0]).symlink_to(links[case][1])
+        return f"pages/{links[case][0]}"
+    if case == "fifo":
+        os.mkfifo(project / "pages/pipe.html")
+        return "pages/pipe.html"
+    return str(outside.parent / "*.html") if case == "pattern reaching outside" else str(outside)
 
 
 @pytest.mark.parametrize("case", LOCAL_REFUSALS)
 def test_a_local_source_that_is_not_a_regular_file_of_the_project_is_refused(project, case):
-    make, reason = LOCAL_REFUSALS[case]
-    source = make(project)
+    source = refused_source(project, case)
     write_params(".", {"fetch": fetch_params([source])})
     status, output = run_fetch()
+    named = re.escape(source.replace("*", "page"))  # a pattern: the file it matched
     assert status == 2 and len(error_lines(output)) == 1
-    assert re.fullmatch(rf"error: could not fetch: {re.escape(source.replace('*', 'page'))} \(.*{reason}.*\)", error_lines(output)[0])
+    assert re.fullmatch(rf"error: could not fetch: {named} \({LOCAL_REFUSALS[case]}\)", error_lines(output)[0])
     assert stored_files() == []
 
 
@@ -388,16 +399,19 @@ def test_credentials_in_a_url_are_sent_and_recorded_nowhere(site, project, caplo
     paths = [pages[0][0], "fault/missing", "fault/redirect/2"]  # the redirects' URLs keep the credentials
     manifest = fetch.fetch_all(fetch_params([with_credentials + path for path in paths], retries=0))
     assert [r["url"] for r in manifest] == [r["source"] for r in manifest] == [base + path for path in paths]
-    assert [bool(r["error"]) for r in manifest] == [False, True, False] and manifest[2]["final_url"] == f"{base}fault/ok/"
+    assert [bool(r["error"]) for r in manifest] == [False, True, False]
+    assert manifest[2]["final_url"] == f"{base}fault/ok/"
     token = base64.b64encode(f"reader:{SECRET}".encode()).decode()
     assert {headers.get("Authorization") for _, headers in server.requests} == {f"Basic {token}"}
-    recorded = (RAW / "manifest.json").read_text(encoding="utf-8") + " ".join(stored_files()) + caplog.text + "".join(capsys.readouterr())
+    recorded = (RAW / "manifest.json").read_text(encoding="utf-8") + " ".join(stored_files())
+    recorded += caplog.text + "".join(capsys.readouterr())
     assert SECRET not in recorded and token not in recorded and "reader" not in recorded
 
 
 def test_credentials_in_fetch_mirror_are_recorded_nowhere(site, project):
     base, server, pages = site
-    write_params(".", {"fetch": fetch_params(["http://az.lib.ru/" + pages[0][0], "http://az.lib.ru/fault/missing"], retries=0)})
+    urls = ["http://az.lib.ru/" + pages[0][0], "http://az.lib.ru/fault/missing"]
+    write_params(".", {"fetch": fetch_params(urls, retries=0)})
     status, output = run_fetch(FETCH_MIRROR=f"http://az.lib.ru/={base.replace('//', f'//reader:{SECRET}@')}")
     assert status == 2 and error_lines(output) == [f"error: could not fetch: {base}fault/missing (HTTP 404 Not Found)"]
     assert SECRET not in output + (RAW / "manifest.json").read_text(encoding="utf-8") + " ".join(stored_files())
@@ -408,14 +422,16 @@ def test_credentials_in_fetch_mirror_are_recorded_nowhere(site, project):
 def test_dvc_lock_records_no_credentials_from_fetch_mirror(repo, site):
     directory, env = repo
     base = site[0]
-    dvc(directory, "repro", "fetch", env={**env, "FETCH_MIRROR": f"http://az.lib.ru/={base.replace('//', f'//reader:{SECRET}@')}"})
-    recorded = [directory / "dvc.lock", *(directory / ".dvc/cache").rglob("*"), *(directory / "data/raw").rglob("*")]
+    mirror = f"http://az.lib.ru/={base.replace('//', f'//reader:{SECRET}@')}"
+    dvc(directory, "repro", "fetch", env={**env, "FETCH_MIRROR": mirror})
     assert read_json(directory / "data/raw/manifest.json")[0]["error"] is None
-    assert [str(path) for path in recorded if SECRET in str(path) or (path.is_file() and SECRET.encode() in path.read_bytes())] == []
+    recorded = [directory / "dvc.lock", *(directory / ".dvc/cache").rglob("*"), *(directory / "data/raw").rglob("*")]
+    assert [p for p in recorded if SECRET in str(p) or (p.is_file() and SECRET.encode() in p.read_bytes())] == []
 
 
 @pytest.mark.parametrize("key, value, allowed", [
-    ("user_agent", "tolstoy-gpt\r\nX-Injected: 1", "a non-empty string of printable ASCII characters \\(no line break\\)"),
+    ("user_agent", "tolstoy-gpt\r\nX-Injected: 1",
+     r"a non-empty string of printable ASCII characters \(no line break\)"),
     ("read_timeout", 1e300, "a number > 0 and <= 86400"),
     ("max_seconds", 1e10, "a number > 0 and <= 86400"),
 ])
