@@ -2,7 +2,7 @@
 
 Raw bytes are stored exactly as received, with what the server said (status, content type,
 ETag, Last-Modified); decoding them is the clean stage's. The HTTP session (stages/web.py)
-retries, backs off, bounds redirects and sizes and waits between requests to a host; several
+retries, backs off, bounds redirects, sizes and times and waits between requests to a host; several
 hosts are fetched side by side, so one slow host holds up only its own pages. A rerun
 sends If-None-Match / If-Modified-Since and keeps the stored bytes on 304; a rerun that fails
 for a URL keeps the page stored before (its record gains the failure). Every page is written
@@ -27,11 +27,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from stages.common import StageError, atomic_path, log, progress, read_json, remove, run_stage, write_json
+from stages.local import read_local, recorded
 from stages.params import load_params
 from stages.paths import MANIFEST, RAW
 from stages.sources import expand_sources
-from stages.local import read_local, recorded
-from stages.web import Fetcher, FetchFailure, without_credentials
+from stages.web import Fetcher, FetchFailure, web_host, without_credentials
 
 HOSTS_AT_ONCE = 8  # hosts fetched side by side; each host's own pages still go one at a time
 
@@ -54,13 +54,17 @@ def apply_mirror(url, rules):
 
 def file_name(url):
     """A safe, collision-free file name: a readable slug of host+path plus a hash of the full URL."""
-    parts = urlsplit(url)
-    slug = re.sub(r"[^A-Za-z0-9-]+", "_", f"{parts.netloc}{parts.path}").strip("_-")[-80:]
+    try:
+        parts = urlsplit(url)
+        where = f"{parts.netloc}{parts.path}"
+    except ValueError:  # a URL urlsplit cannot read ("http://[::1/"): fetching it fails, and says why
+        where = url
+    slug = re.sub(r"[^A-Za-z0-9-]+", "_", where).strip("_-")[-80:]
     return f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
 def is_web(source):
-    return urlsplit(source).scheme in ("http", "https")
+    return bool(re.match(r"https?://", source, re.IGNORECASE))
 
 
 def as_recorded(source, project):
@@ -103,7 +107,7 @@ def fetch_page(fetcher, url, source, stored, project):
 
 def host_of(source):
     """The queue a source waits in: its host and port, or one queue for every local file."""
-    return urlsplit(source).netloc if is_web(source) else ""
+    return web_host(source) if is_web(source) else ""
 
 
 def fetch_host(params, pages, project, finished, stopping):

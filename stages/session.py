@@ -66,26 +66,26 @@ class _Watched:
         return super().getresponse()
 
 
-class _HTTPConnection(_Watched, HTTPConnection):
+class WatchedHTTPConnection(_Watched, HTTPConnection):
     pass
 
 
-class _HTTPSConnection(_Watched, HTTPSConnection):
+class WatchedHTTPSConnection(_Watched, HTTPSConnection):
     pass
 
 
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
+class WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = WatchedHTTPConnection
 
 
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
+class WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = WatchedHTTPSConnection
 
 
 class _WatchedAdapter(requests.adapters.HTTPAdapter):
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = {"http": WatchedHTTPConnectionPool, "https": WatchedHTTPSConnectionPool}
 
 
 def addresses(host):

@@ -24,7 +24,12 @@ def expand_sources(urls, key="fetch.urls"):
 
 def local_path(source):
     """The path a local source (a path, or a file:// URL) names."""
-    return Path(unquote(urlsplit(source).path) if source.startswith("file:") else source)
+    if not source.startswith("file:"):
+        return Path(source)
+    try:
+        return Path(unquote(urlsplit(source).path))
+    except ValueError:  # "file://[x/" names no file: read as a path, it is not found
+        return Path(source)
 
 
 def _source_key(source):

@@ -8,8 +8,6 @@ import email.utils
 import random
 import re
 import time
-from urllib.parse import urlsplit
-
 import requests
 import urllib3
 
@@ -27,6 +25,11 @@ TRANSIENT = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, r
 def without_credentials(text):
     """`text` with the user:password@ of every URL in it removed."""
     return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s]*@", r"\1", text)
+
+
+def web_host(url):
+    """The host and port of an http(s) URL, as written (urlsplit refuses some URLs that requests then reports on)."""
+    return re.match(r"https?://([^/?#]*)", url, re.IGNORECASE).group(1).rpartition("@")[2]
 
 
 class FetchFailure(Exception):
@@ -114,7 +117,7 @@ class Fetcher:
                 headers["If-None-Match"] = previous["etag"]
             if previous.get("last_modified"):
                 headers["If-Modified-Since"] = previous["last_modified"]
-        self._wait_politely(urlsplit(url).netloc)
+        self._wait_politely(web_host(url))
         with Deadline(p["max_seconds"]) as deadline:
             try:
                 record, body = self._exchange(url, headers, previous)

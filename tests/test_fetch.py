@@ -383,6 +383,15 @@ def test_a_local_source_that_is_not_a_regular_file_of_the_project_is_refused(pro
     assert stored_files() == []
 
 
+@pytest.mark.parametrize("url, reason", [
+    ("http://[::1/", "InvalidURL: Failed to parse: '[::1' is not a valid host or port"),
+    ("http://127.0.0.1:99999/", "InvalidURL: Failed to parse: http://127.0.0.1:99999/"),
+    ("file://[::1/page.html", "no such file: file:/[::1/page.html"),  # not a URL: a path in the project
+])
+def test_a_url_that_cannot_be_read_is_a_failure_of_its_own(project, url, reason):
+    assert only(fetch.fetch_all(fetch_params([url])))["error"] == reason
+
+
 def test_a_local_file_is_read_only_up_to_max_bytes(project):
     Path("big.txt").write_bytes(b"x" * 1001)
     Path("small.txt").write_bytes(b"x" * 1000)
