@@ -6,7 +6,7 @@ sending a byte now and then holds a read forever. Inside `Deadline(seconds)`, ev
 awaits a response is shut down when the seconds have passed, which ends the read wherever it is
 (status line, headers or body). A redirect may lead only to http(s), and never from a public
 address to a private, loopback or link-local one (a public page pointing fetch at the machine's
-own network); redirects within one class, such as loopback to loopback, are followed.
+own network); any other redirect, such as loopback to loopback, is followed.
 """
 import contextlib
 import ipaddress
@@ -82,10 +82,21 @@ class WatchedHTTPSConnectionPool(HTTPSConnectionPool):
     ConnectionCls = WatchedHTTPSConnection
 
 
+WATCHED_POOLS = {"http": WatchedHTTPConnectionPool, "https": WatchedHTTPSConnectionPool}
+
+
 class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    """Connections to servers, and to http(s) proxies, that a Deadline can cut short."""
+
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": WatchedHTTPConnectionPool, "https": WatchedHTTPSConnectionPool}
+        self.poolmanager.pool_classes_by_scheme = WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # a SOCKS proxy's pools are its own
+            manager.pool_classes_by_scheme = WATCHED_POOLS
+        return manager
 
 
 def addresses(host):

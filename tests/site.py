@@ -9,7 +9,7 @@ import socket
 import sys
 import threading
 import time
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from bench import sites
 
@@ -42,6 +42,9 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):
         self.server.requests.append((self.path, dict(self.headers)))
         self.server.arrivals.append((self.path, time.monotonic()))
+        if "://" in self.path:  # an absolute URL: the server is asked as a proxy, and serves its own paths
+            parts = urlsplit(self.path)
+            self.path = parts.path + (f"?{parts.query}" if parts.query else "")
         if not self.path.startswith("/fault/"):
             return super().do_GET()
         fault = self.path.split("/")[2]

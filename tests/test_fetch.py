@@ -275,6 +275,18 @@ def test_a_server_sending_a_byte_at_a_time_is_cut_off_at_max_seconds(site, proje
     assert record["error"] == "response cut off: still arriving after max_seconds=1" and stored_files() == []
 
 
+def test_a_server_sending_a_byte_at_a_time_through_a_proxy_is_cut_off_at_max_seconds(site, project, monkeypatch):
+    base, server, _ = site
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", base)  # the site's server, serving its own pages as the proxy
+    started = time.monotonic()
+    record = only(fetch.fetch_all(fetch_params(["http://az.lib.ru/fault/drip"], max_seconds=1, read_timeout=2, retries=0)))
+    assert time.monotonic() - started < 1 + 1.0  # max_seconds plus a margin; the server takes 10 s
+    assert record["error"] == "response cut off: still arriving after max_seconds=1"
+    assert server.requests[-1][0] == "http://az.lib.ru/fault/drip"  # asked as a proxy
+
+
 def test_a_redirect_is_followed_without_reading_its_body(site, project):
     base, server, _ = site
     started = time.monotonic()
