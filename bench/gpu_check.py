@@ -35,7 +35,7 @@ import torch
 import yaml
 
 from tools.preset import set_argument
-from tools.workspace import ROOT, make_repo, python_env, with_overrides
+from tools.workspace import ROOT, make_repo, python_env, shared_beside, with_overrides
 
 DEADLINE = float("inf")  # set from --budget
 PRESET = ROOT / "configs/presets/one-gpu.yaml"
@@ -92,7 +92,7 @@ def repro(args, env, name="repro", overrides=(), seconds=240, command=("dvc", "r
     directory.mkdir()
     make_repo(directory)
     with_overrides(directory, *overrides, *([TINY_PARAMS] if args.tiny else []))
-    env = dict(env, FETCH_MIRROR=f"http://az.lib.ru/={args.mirror.resolve().as_uri()}/")
+    env = dict(env, FETCH_MIRROR=f"http://az.lib.ru/={shared_beside(directory, args.mirror).as_uri()}/")
     log = args.out / f"{name}.log"
     status, seconds = run_logged([sys.executable, "-m", *command], directory, log, seconds, env)
     row = {"status": status, "seconds": seconds}

@@ -2,7 +2,7 @@
 
 Raw bytes are stored exactly as received, with what the server said (status, content type,
 ETag, Last-Modified); decoding them is the clean stage's. The HTTP session (stages/web.py)
-retries, backs off, bounds redirects and sizes and waits between requests to a host; several
+retries, backs off, bounds redirects, sizes and times and waits between requests to a host; several
 hosts are fetched side by side, so one slow host holds up only its own pages. A rerun
 sends If-None-Match / If-Modified-Since and keeps the stored bytes on 304; a rerun that fails
 for a URL keeps the page stored before (its record gains the failure). Every page is written
@@ -11,7 +11,10 @@ atomically, so a killed fetch leaves no partial page and a rerun completes the s
 FETCH_MIRROR="FROM=TO [FROM=TO ...]" rewrites URL prefixes before fetching, e.g.
 FETCH_MIRROR="http://az.lib.ru/=http://127.0.0.1:8765/" for an offline mirror served over HTTP,
 "http://az.lib.ru/=file:///path/to/mirror/az.lib.ru/" for one on disk, or
-"http://=https://web.archive.org/web/2024/http://" for a web archive.
+"http://=https://web.archive.org/web/2024/http://" for a web archive. A mirror on disk must be in
+the project or ../shared, as every local source (stages/local.py). Credentials in a URL
+(http://user:password@host/, best given in FETCH_MIRROR: params.yaml and dvc.lock keep fetch.urls
+as written) are sent, and left out of the manifest, the file names and the log.
 """
 import datetime
 import hashlib
@@ -21,16 +24,16 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from stages.common import StageError, atomic_path, log, progress, read_json, remove, run_stage, write_json
+from stages.local import read_local, recorded
 from stages.params import load_params
 from stages.paths import MANIFEST, RAW
 from stages.sources import expand_sources
-from stages.web import Fetcher, FetchFailure
+from stages.web import Fetcher, FetchFailure, web_host, without_credentials
 
 HOSTS_AT_ONCE = 8  # hosts fetched side by side; each host's own pages still go one at a time
-LOCAL_TYPES = {".html": "text/html", ".htm": "text/html", ".shtml": "text/html", ".txt": "text/plain"}
 
 
 def mirror_rules(spec):
@@ -51,22 +54,22 @@ def apply_mirror(url, rules):
 
 def file_name(url):
     """A safe, collision-free file name: a readable slug of host+path plus a hash of the full URL."""
-    parts = urlsplit(url)
-    slug = re.sub(r"[^A-Za-z0-9-]+", "_", f"{parts.netloc}{parts.path}").strip("_-")[-80:]
+    try:
+        parts = urlsplit(url)
+        where = f"{parts.netloc}{parts.path}"
+    except ValueError:  # a URL urlsplit cannot read ("http://[::1/"): fetching it fails, and says why
+        where = url
+    slug = re.sub(r"[^A-Za-z0-9-]+", "_", where).strip("_-")[-80:]
     return f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
-def read_local(source, max_bytes):
-    path = Path(unquote(urlsplit(source).path)) if source.startswith("file:") else Path(source)
-    if not path.is_file():
-        raise FetchFailure(f"no such file: {path}")
-    if path.stat().st_size > max_bytes:
-        raise FetchFailure(f"{path.stat().st_size} bytes is over max_bytes={max_bytes}")
-    content_type = LOCAL_TYPES.get(path.suffix.lower(), "")
-    if not content_type:
-        raise FetchFailure(f"{path.suffix or 'no'} extension is not an HTML or text file")
-    record = {"final_url": path.resolve().as_uri(), "status": 200, "content_type": content_type}
-    return {**record, "attempts": 1}, path.read_bytes()
+def is_web(source):
+    return bool(re.match(r"https?://", source, re.IGNORECASE))
+
+
+def as_recorded(source, project):
+    """A source as the manifest and the log name it: no credentials, a local file relative to the project."""
+    return without_credentials(source) if is_web(source) else recorded(source, project)
 
 
 def still_stored(record, name):
@@ -74,22 +77,24 @@ def still_stored(record, name):
     return record if record and record.get("file") == name and (RAW / name).is_file() else None
 
 
-def fetch_one(fetcher, source, stored, max_bytes):
-    if urlsplit(source).scheme in ("http", "https"):
+def fetch_one(fetcher, source, stored, project):
+    if is_web(source):
         return fetcher.fetch(source, stored)
-    return read_local(source, max_bytes)
+    return read_local(source, fetcher.params["max_bytes"], project)
 
 
-def fetch_page(fetcher, url, source, stored, max_bytes):
-    """The manifest record of one URL; its page is written atomically. A failure keeps `stored`."""
-    name = file_name(url)
+def fetch_page(fetcher, url, source, stored, project):
+    """The manifest record of `source`, recorded as `url`; its page is written atomically. A failure keeps `stored`."""
+    name, recorded_source = file_name(url), as_recorded(source, project)
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     try:
-        record, body = fetch_one(fetcher, source, stored, max_bytes)
+        record, body = fetch_one(fetcher, source, stored, project)
     except FetchFailure as failure:
-        failed = {"error": str(failure), "error_source": source, "error_at": started, "attempts": getattr(failure, "attempts", 1)}
-        log.warning("fetch %s failed: %s%s", source, failure, f" (keeping the page fetched from {stored['source']} at {stored['fetched_at']})" if stored else "")
-        return {**stored, **failed} if stored else {"url": url, "source": source, "file": None, **failed}
+        failed = {"error": str(failure), "error_source": recorded_source, "error_at": started,
+                  "attempts": getattr(failure, "attempts", 1)}
+        kept = f" (keeping the page fetched from {stored['source']} at {stored['fetched_at']})" if stored else ""
+        log.warning("fetch %s failed: %s%s", recorded_source, failure, kept)
+        return {**stored, **failed} if stored else {"url": url, "source": recorded_source, "file": None, **failed}
     if body is None:  # 304 Not Modified: the stored bytes stand
         body = (RAW / name).read_bytes()
     else:
@@ -97,16 +102,15 @@ def fetch_page(fetcher, url, source, stored, max_bytes):
             tmp.write_bytes(body)
     record = {key: value for key, value in record.items() if key not in ("error_source", "error_at")}
     record.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
-    return {**record, "url": url, "source": source, "file": name, "fetched_at": started, "error": None}
+    return {**record, "url": url, "source": recorded_source, "file": name, "fetched_at": started, "error": None}
 
 
 def host_of(source):
     """The queue a source waits in: its host and port, or one queue for every local file."""
-    parts = urlsplit(source)
-    return parts.netloc if parts.scheme in ("http", "https") else ""
+    return web_host(source) if is_web(source) else ""
 
 
-def fetch_host(params, pages, finished, stopping):
+def fetch_host(params, pages, project, finished, stopping):
     """One host's pages, one at a time (the Fetcher keeps `delay` between them); each record is
     put on `finished` as (index, record), and an error as (None, error)."""
     try:
@@ -114,12 +118,12 @@ def fetch_host(params, pages, finished, stopping):
         for index, url, source, stored in pages:
             if stopping.is_set():
                 return
-            finished.put((index, fetch_page(fetcher, url, source, stored, params["max_bytes"])))
+            finished.put((index, fetch_page(fetcher, url, source, stored, project)))
     except BaseException as error:
         finished.put((None, error))
 
 
-def fetch_pages(params, pages):
+def fetch_pages(params, pages, project):
     """Records of `pages` ((url, source, stored) each), in order. Up to HOSTS_AT_ONCE hosts are
     fetched side by side, so a slow host holds up only its own pages."""
     by_host = {}
@@ -129,7 +133,7 @@ def fetch_pages(params, pages):
     records = [None] * len(pages)
     with ThreadPoolExecutor(max(1, min(HOSTS_AT_ONCE, len(by_host)))) as pool:
         for host_pages in by_host.values():
-            pool.submit(fetch_host, params, host_pages, finished, stopping)
+            pool.submit(fetch_host, params, host_pages, project, finished, stopping)
         try:
             for _ in progress(range(len(pages)), len(pages), "fetch: pages"):
                 index, record = finished.get()
@@ -141,8 +145,9 @@ def fetch_pages(params, pages):
     return records
 
 
-def fetch_all(params, mirror_spec=""):
+def fetch_all(params, mirror_spec="", project=Path(".")):
     """Fetch every URL; returns the manifest (one record per URL, in params order, failures with an `error`).
+    Local sources are read from `project` (the working directory of the stage) and ../shared beside it.
 
     A failed URL whose page was stored by an earlier fetch keeps that page: its record describes
     the stored bytes (source, fetched_at, sha256) and adds the failure (error, error_source, error_at).
@@ -151,7 +156,11 @@ def fetch_all(params, mirror_spec=""):
     RAW.mkdir(parents=True, exist_ok=True)
     previous = {r["url"]: r for r in read_json(MANIFEST)} if MANIFEST.exists() else {}
     urls = expand_sources(params["urls"])
-    manifest = fetch_pages(params, [(url, apply_mirror(url, rules), still_stored(previous.get(url), file_name(url))) for url in urls])
+    pages = []
+    for url in urls:
+        name = as_recorded(url, project)
+        pages.append((name, apply_mirror(url, rules), still_stored(previous.get(name), file_name(name))))
+    manifest = fetch_pages(params, pages, project)
     keep = {r["file"] for r in manifest} | {MANIFEST.name}
     for path in RAW.iterdir():
         if path.name not in keep:
@@ -160,9 +169,9 @@ def fetch_all(params, mirror_spec=""):
     return manifest
 
 
-def main():
+def main(project=Path(".")):
     params = load_params("fetch")
-    manifest = fetch_all(params, os.environ.get("FETCH_MIRROR", ""))
+    manifest = fetch_all(params, os.environ.get("FETCH_MIRROR", ""), project)
     failed = [r for r in manifest if r["error"]]
     failures = "; ".join(f"{r['error_source']} ({r['error']}{', stored page kept' if r['file'] else ''})" for r in failed)
     if failed and params["on_error"] == "fail":

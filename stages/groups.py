@@ -38,12 +38,13 @@ def inside(directory):
 def prepare_group(directory, sources, settings, tokenizer, eot_id, block_size):
     """Fetch, clean and encode one group into directory/tokens; its figures."""
     directory.mkdir()
-    # Local sources resolved here: the stages run inside the group's directory.
+    # Local sources resolved here, and read from this project and its ../shared: the stages run in the group's folder.
+    project = Path.cwd()
     urls = [str(Path(source).resolve()) if "://" not in source else source for source in expand_sources(sources)]
     group_params = {"fetch": {**settings["fetch"], "urls": urls}, "clean": settings["clean"]}
     (directory / "params.yaml").write_text(yaml.safe_dump(group_params, allow_unicode=True), encoding="utf-8")
     with inside(directory):
-        fetch.main()
+        fetch.main(project)
         clean.main()
         Path("tokens").mkdir()
         writer = TokenWriter(Path("tokens") / f"{SPLIT}.bin")

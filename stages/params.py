@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 
 from stages.common import StageError
-from stages.rules import (AccelerateConfig, Rule, boolean, choice, integer, is_base, is_source, is_xpath, number, source_groups, text,
-                          text_list, zero_or)
+from stages.rules import (AccelerateConfig, Rule, boolean, choice, header_value, integer, is_base, is_source, is_xpath,
+                          number, source_groups, text, text_list, zero_or)
 from stages.sources import check_sources
 
 PARAMS = Path("params.yaml")
@@ -25,19 +25,20 @@ SEED = integer(0, 2**32 - 1)  # numpy's seeds (transformers.set_seed)
 BATCH = integer(1, 4096)  # blocks; the train plan looks for a micro-batch among the batch's divisors
 # Logits are divided by the temperature and by a repetition penalty: smaller values overflow float32 to inf.
 SAMPLING_FACTOR = number(at_least=1e-3, at_most=100)
+DAY = 86400  # seconds: the longest wait fetch allows (far longer ones overflow the clock of sockets and sleeps)
 SCHEMA = {
     "fetch": {
         "urls": text_list(is_source, "http(s):// or file:// URLs or local paths"),
-        "connect_timeout": number(above=0),
-        "read_timeout": number(above=0),
-        "max_seconds": number(above=0),
+        "connect_timeout": number(above=0, at_most=DAY),
+        "read_timeout": number(above=0, at_most=DAY),
+        "max_seconds": number(above=0, at_most=DAY),
         "retries": integer(0, 100),
-        "backoff": number(at_least=0),
-        "backoff_max": number(at_least=0),
+        "backoff": number(at_least=0, at_most=DAY),
+        "backoff_max": number(at_least=0, at_most=DAY),
         "max_redirects": integer(0, 100),
         "max_bytes": integer(1),
-        "delay": number(at_least=0),
-        "user_agent": text(),
+        "delay": number(at_least=0, at_most=DAY),
+        "user_agent": header_value(),
         "on_error": choice("fail", "skip"),
     },
     "clean": {

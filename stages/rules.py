@@ -57,6 +57,12 @@ def text():
     return Rule("a non-empty string", lambda v: isinstance(v, str) and v.strip() != "")
 
 
+def header_value():
+    """Text sent as an HTTP header: printable ASCII, so no line break can start another header."""
+    return Rule("a non-empty string of printable ASCII characters (no line break)",
+                lambda v: isinstance(v, str) and v.strip() != "" and bool(re.fullmatch(r"[\x20-\x7e]+", v)))
+
+
 def text_list(item_ok=lambda v: True, item_allowed="non-empty strings", empty=False):
     def ok(value):
         return isinstance(value, list) and (empty or value) and all(isinstance(v, str) and v.strip() and item_ok(v) for v in value)

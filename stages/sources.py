@@ -22,11 +22,21 @@ def expand_sources(urls, key="fetch.urls"):
     return sources
 
 
+def local_path(source):
+    """The path a local source (a path, or a file:// URL) names."""
+    if not source.startswith("file:"):
+        return Path(source)
+    try:
+        return Path(unquote(urlsplit(source).path))
+    except ValueError:  # "file://[x/" names no file: read as a path, it is not found
+        return Path(source)
+
+
 def _source_key(source):
     """What a source names: the URL itself, or the file a local path or file:// URL points to."""
     if re.match(r"(https?)://", source):
         return source
-    return str(Path(unquote(urlsplit(source).path) if source.startswith("file:") else source).resolve())
+    return str(local_path(source).resolve())
 
 
 def check_sources(urls, key="fetch.urls"):

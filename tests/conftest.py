@@ -27,8 +27,9 @@ os.environ.pop("FETCH_MIRROR", None)
 
 @pytest.fixture
 def site(tmp_path):
-    """Fixture pages served over HTTP on 127.0.0.1; yields (base url, server, pages)."""
-    with serve_site(tmp_path / "site") as served:
+    """Fixture pages served over HTTP on 127.0.0.1; yields (base url, server, pages). Their files
+    are in the ../shared of `project`, where fetch may also read them as local sources."""
+    with serve_site(tmp_path / "shared" / "site") as served:
         yield served
 
 
@@ -103,10 +104,9 @@ def reproduced(tmp_path_factory, worker_id):
 
 
 def reproduce_tiny_repo(directory):
-    site = directory.parent / f"{directory.name}-site"
-    pages = sites.write_site(site)
     make_repo(directory)
-    write_params(directory, tiny_params([(site / path).as_uri() for path, _ in pages]))
+    pages = sites.write_site(directory / "site")  # in the repository, where fetch reads local pages (so do its copies)
+    write_params(directory, tiny_params([f"site/{path}" for path, _ in pages]))
     env = git_env()
     dvc(directory, "repro", env=env)
     run(["git", "add", "-A"], directory, env=env)

@@ -1,12 +1,15 @@
 """A real HTTP server's request handler for the tests' local site: files from the server's root,
 and /fault/... paths that misbehave on purpose (flaky, rate-limited, reset, redirects, gzip,
-lying about their length or charset, slow, ETag-aware), and serve_site, which runs one."""
+lying about their length or charset, slow, dripping, malformed headers, ETag-aware), and
+serve_site, which runs one."""
 import contextlib
 import gzip
 import http.server
 import socket
+import sys
 import threading
 import time
+from urllib.parse import unquote, urlsplit
 
 from bench import sites
 
@@ -39,6 +42,9 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):
         self.server.requests.append((self.path, dict(self.headers)))
         self.server.arrivals.append((self.path, time.monotonic()))
+        if "://" in self.path:  # an absolute URL: the server is asked as a proxy, and serves its own paths
+            parts = urlsplit(self.path)
+            self.path = parts.path + (f"?{parts.query}" if parts.query else "")
         if not self.path.startswith("/fault/"):
             return super().do_GET()
         fault = self.path.split("/")[2]
@@ -113,7 +119,60 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
             return None
         if fault == "ok":
             return self.send_body(page)
+        return self.misbehave(fault, page)
+
+    def misbehave(self, fault, page):
+        """The faults of hostile or broken servers; /fault/<name>/<value>: value is URL-quoted."""
+        value = unquote(self.path.split("/", 3)[3]) if self.path.count("/") >= 3 else ""
+        if fault == "goto":  # a redirect to the URL given
+            return self.send_body(b"", status=302, headers=[("Location", value)])
+        if fault == "goto-dripping":  # a redirect to /fault/ok/ whose body takes 10 s
+            self.send_response(302)
+            self.send_header("Location", "/fault/ok/")
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", "200")
+            self.end_headers()
+            return self.drip(b"." * 200, pause=0.05)
+        if fault == "retry-after":  # always 503, with the Retry-After given
+            return self.send_body(b"busy", status=503, headers=[("Retry-After", value)])
+        if fault == "length":  # the page, with the Content-Length given
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", value)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(page)
+            self.close_connection = True
+            return None
+        if fault == "drip":  # headers, then a body that takes 10 s, a byte at a time
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", "200")
+            self.end_headers()
+            return self.drip(page[:200], pause=0.05)
+        if fault == "drip-headers":  # the status line and headers, a byte at a time for 10 s, then the page
+            self.drip(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n" + b"X-Pad: a\r\n" * 15, pause=0.05)
+            with contextlib.suppress(OSError):
+                self.wfile.write(f"Content-Length: {len(page)}\r\n\r\n".encode() + page)
+            return None
         return self.send_error(400, f"unknown fault {fault}")
+
+    def drip(self, data, pause):
+        """`data` a byte every `pause` seconds, until it ends or the client is gone."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(pause)
+
+
+class SiteServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client gone mid-exchange is what the faults provoke
+            super().handle_error(request, client_address)
 
 
 @contextlib.contextmanager
@@ -121,8 +180,7 @@ def serve_site(root):
     """The fixture pages written under `root` and served over HTTP on 127.0.0.1 by a thread; yields
     (base url, server, pages). server.requests and server.arrivals record what came in."""
     pages = sites.write_site(root)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SiteHandler)
-    server.daemon_threads = True
+    server = SiteServer(("127.0.0.1", 0), SiteHandler)
     server.root, server.hits, server.requests, server.arrivals, server.lock = root, {}, [], [], threading.Lock()
     server.page = (root / pages[0][0]).read_bytes()
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -37,8 +37,8 @@ def test_every_block_when_max_blocks_is_zero(built_copy):
 
 
 def test_each_group_is_scored_and_the_style_gap_is_against_the_reference(built_copy, tmp_path):
-    unseen = write_author(tmp_path / "unseen", [sites.paragraphs("unseen-1", 60), sites.paragraphs("unseen-2", 60)])
-    foreign = write_author(tmp_path / "foreign", [FOREIGN])
+    unseen = write_author(tmp_path / "shared/unseen", [sites.paragraphs(f"unseen-{i}", 60) for i in (1, 2)])
+    foreign = write_author(tmp_path / "shared/foreign", [FOREIGN])
     with_groups(sources={"unseen": [unseen], "foreign": [foreign]}, reference="unseen", max_blocks=0)
     call_stage("groups")
     call_stage("evaluate")
@@ -57,7 +57,7 @@ def test_without_groups_eval_has_no_group_figures(built):
 
 
 def test_a_group_too_short_for_a_block_is_named(built_copy, tmp_path):
-    short = write_author(tmp_path / "short", [["Да."] * 1])
+    short = write_author(tmp_path / "shared/short", [["Да."] * 1])
     with_groups(sources={"short": [short]})
     clean = read_json("metrics/clean.json")
     with pytest.raises(StageError, match=r"groups.sources.short: .*yields \d+ characters of text|groups.sources.short: the group's text has"):

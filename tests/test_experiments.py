@@ -124,7 +124,8 @@ def test_a_base_trained_on_other_texts_then_fine_tuned_on_the_pages_and_replaced
     """The README's pretrain-then-fine-tune, then its fault-table row "the files of a local base
     replaced": an unchanged base restores the finished run, other weights under its name retrain."""
     directory, env = copy_of(reproduced, tmp_path / "repo")
-    other = write_author(tmp_path / "другой автор", [foreign("work-a", 150), foreign("work-b", 150)])  # a space: only --run keeps it whole
+    # in the copy's ../shared; a space in the name: only --run keeps it whole
+    other = write_author(tmp_path / "shared/другой автор", [foreign("work-a", 150), foreign("work-b", 150)])
     preset = tmp_path / "base.yaml"
     preset.write_text(yaml.safe_dump({"fetch": {"urls": [other]}}, allow_unicode=True), encoding="utf-8")
     run([sys.executable, "-m", "tools.preset", str(preset), "--run", "base"], directory, env=env)

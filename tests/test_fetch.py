@@ -1,16 +1,20 @@
+import base64
 import hashlib
+import ipaddress
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
-from stages import fetch
+from stages import fetch, session
 from stages.common import StageError, read_json
-from tests.helpers import python_env, call_stage, tiny_params, write_params
+from tests.helpers import call_stage, dvc, python_env, tiny_params, write_params
 
 RAW = Path("data/raw")
 
@@ -60,20 +64,26 @@ def test_mirror_spec_must_be_pairs():
         fetch.mirror_rules("http://az.lib.ru/")
 
 
-def test_local_files_and_file_urls(site, project):
+def test_local_files_and_file_urls_are_recorded_relative_to_the_project(site, project):
     _, server, pages = site
-    path = server.root / pages[0][0]
-    manifest = fetch.fetch_all(fetch_params([path.as_uri(), str(path)]))
-    assert [r["error"] for r in manifest] == [None, None]
-    assert all((RAW / r["file"]).read_bytes() == path.read_bytes() for r in manifest)
-    assert len(set(stored_files())) == 2  # same page under two sources: two names, no collision
+    path = server.root / pages[0][0]  # in ../shared
+    (project / "pages").mkdir()
+    (project / "pages/a.txt").write_text("Текст.", encoding="utf-8")
+    manifest = fetch.fetch_all(fetch_params([path.as_uri(), str(path), str(project / "pages/a.txt"), "pages/a.txt"]))
+    assert [r["error"] for r in manifest] == [None] * 4
+    shared_page = f"../shared/site/{pages[0][0]}"
+    recorded = [(r["url"], r["source"], r["final_url"]) for r in manifest]
+    assert recorded == [(shared_page,) * 3] * 2 + [("pages/a.txt",) * 3] * 2
+    assert (RAW / manifest[0]["file"]).read_bytes() == path.read_bytes()
+    assert (RAW / manifest[2]["file"]).read_text(encoding="utf-8") == "Текст."
+    assert str(project.parent) not in (RAW / "manifest.json").read_text(encoding="utf-8") + " ".join(stored_files())
 
 
 def test_a_local_path_pattern_fetches_every_matching_file_in_order(site, project):
     _, server, pages = site
     pattern = str(server.root / "t/tolstoj/text_*.shtml")
     manifest = fetch.fetch_all(fetch_params([pattern]))
-    assert [r["url"] for r in manifest] == sorted(str(server.root / path) for path, _ in pages)
+    assert [r["url"] for r in manifest] == sorted(f"../shared/site/{path}" for path, _ in pages)
     with pytest.raises(StageError, match=r"fetch.urls: .*/nothing-\*.txt matches no file"):
         fetch.fetch_all(fetch_params([str(server.root / "nothing-*.txt")]))
 
@@ -242,3 +252,212 @@ def test_fetch_records_what_the_server_said_and_leaves_decoding_to_clean(site, p
     second = only(fetch.fetch_all(fetch_params([url])))
     assert second["status"] == 304 and (second["sha256"], second["content_type"]) == (first["sha256"], first["content_type"])
     assert not {"declared_encoding", "detected_encoding", "encoding_note"} & (set(first) | set(second))
+
+# Hostile or broken input: servers, local paths, credentials and params
+def run_fetch(**env):
+    """The fetch stage run as dvc runs it: (exit status, what it printed on stdout and stderr)."""
+    result = subprocess.run([sys.executable, "-m", "stages.fetch"], env=python_env(**env), capture_output=True,
+                            text=True, timeout=120)
+    return result.returncode, result.stdout + result.stderr
+
+
+def error_lines(output):
+    assert "Traceback" not in output, output
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("fault", ["drip", "drip-headers"])
+def test_a_server_sending_a_byte_at_a_time_is_cut_off_at_max_seconds(site, project, fault):
+    base, _, _ = site
+    started = time.monotonic()
+    record = only(fetch.fetch_all(fetch_params([f"{base}fault/{fault}"], max_seconds=1, read_timeout=2, retries=0)))
+    assert time.monotonic() - started < 1 + 1.0  # max_seconds plus a margin; the server takes 10 s
+    assert record["error"] == "response cut off: still arriving after max_seconds=1" and stored_files() == []
+
+
+def test_a_server_sending_a_byte_at_a_time_through_a_proxy_is_cut_off_at_max_seconds(site, project, monkeypatch):
+    base, server, _ = site
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", base)  # the site's server, serving its own pages as the proxy
+    started = time.monotonic()
+    record = only(fetch.fetch_all(fetch_params(["http://az.lib.ru/fault/drip"], max_seconds=1, read_timeout=2, retries=0)))
+    assert time.monotonic() - started < 1 + 1.0  # max_seconds plus a margin; the server takes 10 s
+    assert record["error"] == "response cut off: still arriving after max_seconds=1"
+    assert server.requests[-1][0] == "http://az.lib.ru/fault/drip"  # asked as a proxy
+
+
+def test_a_redirect_is_followed_without_reading_its_body(site, project):
+    base, server, _ = site
+    started = time.monotonic()
+    record = only(fetch.fetch_all(fetch_params([f"{base}fault/goto-dripping"], max_seconds=3)))
+    assert time.monotonic() - started < 3  # within max_seconds; the redirect's body takes 10 s
+    assert record["error"] is None and record["final_url"] == f"{base}fault/ok/"
+    assert (RAW / record["file"]).read_bytes() == server.page
+
+
+MALFORMED = {  # /fault/... path: what the error says
+    "retry-after/soon":
+        "HTTP 503 Service Unavailable, with a Retry-After that is neither seconds nor an HTTP date: 'soon'",
+    "retry-after/" + quote("Wed, 01 Jan 2025 00:00:00"):  # no zone: GMT, as HTTP dates are
+        "HTTP 503 Service Unavailable",
+    "length/abc":
+        "Content-Length 'abc' is not a number of bytes",
+    "goto/" + quote("ftp://127.0.0.1/page.html", safe=""):
+        "RedirectRefused: redirect to ftp://127.0.0.1/page.html: only http and https are followed",
+    "goto/" + quote("file:///etc/passwd", safe=""):
+        "RedirectRefused: redirect to file:///etc/passwd: only http and https are followed",
+}
+
+
+@pytest.mark.parametrize("fault", MALFORMED, ids=["retry-after garbage", "retry-after without zone", "content-length",
+                                                   "to ftp", "to file"])
+def test_a_malformed_or_misdirecting_response_fails_its_url_in_one_line(site, project, fault):
+    base, _, pages = site
+    url = f"{base}fault/{fault}"
+    write_params(".", {"fetch": fetch_params([base + pages[0][0], url])})
+    status, output = run_fetch()
+    assert status == 2 and error_lines(output) == [f"error: could not fetch: {url} ({MALFORMED[fault]})"]
+    manifest = read_json(RAW / "manifest.json")
+    assert manifest[0]["error"] is None and manifest[1]["error"] == MALFORMED[fault] and manifest[1]["file"] is None
+
+
+def test_malformed_and_misdirecting_responses_are_skipped_and_counted(site, project):
+    base, _, pages = site
+    urls = [base + pages[0][0]] + [f"{base}fault/{fault}" for fault in MALFORMED]
+    write_params(".", {"fetch": fetch_params(urls, on_error="skip")})
+    status, output = run_fetch()
+    manifest = read_json(RAW / "manifest.json")
+    assert status == 0 and error_lines(output) == []
+    assert [r["error"] for r in manifest] == [None, *MALFORMED.values()] and stored_files() == [manifest[0]["file"]]
+    assert f"fetch: 1 pages, {manifest[0]['bytes']} bytes, 0 not modified, {len(MALFORMED)} failed" in output
+
+
+@pytest.mark.parametrize("source, target, inward", [
+    ("93.184.216.34", "10.0.0.1", "10.0.0.1"),  # public to private
+    ("93.184.216.34", "127.0.0.1", "127.0.0.1"),  # to loopback
+    ("93.184.216.34", "169.254.169.254", "169.254.169.254"),  # to link-local (a cloud's metadata service)
+    ("93.184.216.34", "::ffff:127.0.0.1", "127.0.0.1"),  # loopback, written as IPv6
+    ("2606:4700::6810:84e5", "fe80::1", "fe80::1"),
+    ("93.184.216.34", "1.1.1.1", None),  # public to public
+    ("127.0.0.1", "127.0.0.2", None),  # within loopback
+    ("10.0.0.1", "127.0.0.1", None),  # from a private network
+    ("10.0.0.1", "93.184.216.34", None),
+])
+def test_a_redirect_from_a_public_address_may_not_lead_inward(source, target, inward):
+    found = session.inward_address(session.addresses(source), session.addresses(target))
+    assert found == (inward and ipaddress.ip_address(inward))
+
+
+def test_a_redirect_within_loopback_is_followed(site, project):
+    base, server, _ = site
+    other_name = base.replace("127.0.0.1", "localhost")
+    record = only(fetch.fetch_all(fetch_params([f"{base}fault/goto/" + quote(f"{other_name}fault/ok/", safe="")])))
+    assert record["error"] is None and record["final_url"] == f"{other_name}fault/ok/"
+    assert (RAW / record["file"]).read_bytes() == server.page
+
+
+LOCAL_REFUSALS = {  # a local source: what the error says about it
+    "symlink to /proc": r"it is /proc/\d+/environ, under /proc, /sys or /dev: not read",
+    "symlink to /dev": r"it is /dev/zero, under /proc, /sys or /dev: not read",
+    "symlink to outside": r"it is /.*/elsewhere/page.html, outside the project and \.\./shared: not read",
+    "path outside": r"outside the project and \.\./shared: not read",
+    "pattern reaching outside": r"outside the project and \.\./shared: not read",
+    "fifo": r"not a regular file",
+}
+
+
+def refused_source(project, case):
+    """The fetch.urls entry of a LOCAL_REFUSALS case, made in and beside the project."""
+    outside = project.parent / "elsewhere/page.html"
+    outside.parent.mkdir()
+    outside.write_text("<p>Not for the corpus.</p>", encoding="utf-8")
+    (project / "pages").mkdir()
+    links = {"symlink to /proc": ("env.txt", "/proc/self/environ"), "symlink to /dev": ("zero.html", "/dev/zero"),
+             "symlink to outside": ("page.html", outside)}
+    if case in links:
+        (project / "pages" / links[case][0]).symlink_to(links[case][1])
+        return f"pages/{links[case][0]}"
+    if case == "fifo":
+        os.mkfifo(project / "pages/pipe.html")
+        return "pages/pipe.html"
+    return str(outside.parent / "*.html") if case == "pattern reaching outside" else str(outside)
+
+
+@pytest.mark.parametrize("case", LOCAL_REFUSALS)
+def test_a_local_source_that_is_not_a_regular_file_of_the_project_is_refused(project, case):
+    source = refused_source(project, case)
+    write_params(".", {"fetch": fetch_params([source])})
+    status, output = run_fetch()
+    named = re.escape(source.replace("*", "page"))  # a pattern: the file it matched
+    assert status == 2 and len(error_lines(output)) == 1
+    assert re.fullmatch(rf"error: could not fetch: {named} \({LOCAL_REFUSALS[case]}\)", error_lines(output)[0])
+    assert stored_files() == []
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("http://[::1/", "InvalidURL: Failed to parse: '[::1' is not a valid host or port"),
+    ("http://127.0.0.1:99999/", "InvalidURL: Failed to parse: http://127.0.0.1:99999/"),
+    ("file://[::1/page.html", "no such file: file:/[::1/page.html"),  # not a URL: a path in the project
+])
+def test_a_url_that_cannot_be_read_is_a_failure_of_its_own(project, url, reason):
+    assert only(fetch.fetch_all(fetch_params([url])))["error"] == reason
+
+
+def test_a_local_file_is_read_only_up_to_max_bytes(project):
+    Path("big.txt").write_bytes(b"x" * 1001)
+    Path("small.txt").write_bytes(b"x" * 1000)
+    manifest = fetch.fetch_all(fetch_params(["big.txt", "small.txt"], max_bytes=1000))
+    assert [r["error"] for r in manifest] == ["big.txt is over max_bytes=1000", None]
+
+
+SECRET = "s3cret-pw"
+
+
+def test_credentials_in_a_url_are_sent_and_recorded_nowhere(site, project, caplog, capsys):
+    base, server, pages = site
+    with_credentials = base.replace("//", f"//reader:{SECRET}@")
+    paths = [pages[0][0], "fault/missing", "fault/redirect/2"]  # the redirects' URLs keep the credentials
+    manifest = fetch.fetch_all(fetch_params([with_credentials + path for path in paths], retries=0))
+    assert [r["url"] for r in manifest] == [r["source"] for r in manifest] == [base + path for path in paths]
+    assert [bool(r["error"]) for r in manifest] == [False, True, False]
+    assert manifest[2]["final_url"] == f"{base}fault/ok/"
+    token = base64.b64encode(f"reader:{SECRET}".encode()).decode()
+    assert {headers.get("Authorization") for _, headers in server.requests} == {f"Basic {token}"}
+    recorded = (RAW / "manifest.json").read_text(encoding="utf-8") + " ".join(stored_files())
+    recorded += caplog.text + "".join(capsys.readouterr())
+    assert SECRET not in recorded and token not in recorded and "reader" not in recorded
+
+
+def test_credentials_in_fetch_mirror_are_recorded_nowhere(site, project):
+    base, server, pages = site
+    urls = ["http://az.lib.ru/" + pages[0][0], "http://az.lib.ru/fault/missing"]
+    write_params(".", {"fetch": fetch_params(urls, retries=0)})
+    status, output = run_fetch(FETCH_MIRROR=f"http://az.lib.ru/={base.replace('//', f'//reader:{SECRET}@')}")
+    assert status == 2 and error_lines(output) == [f"error: could not fetch: {base}fault/missing (HTTP 404 Not Found)"]
+    assert SECRET not in output + (RAW / "manifest.json").read_text(encoding="utf-8") + " ".join(stored_files())
+    assert all(headers.get("Authorization") for _, headers in server.requests)
+
+
+@pytest.mark.slow
+def test_dvc_lock_records_no_credentials_from_fetch_mirror(repo, site):
+    directory, env = repo
+    base = site[0]
+    mirror = f"http://az.lib.ru/={base.replace('//', f'//reader:{SECRET}@')}"
+    dvc(directory, "repro", "fetch", env={**env, "FETCH_MIRROR": mirror})
+    assert read_json(directory / "data/raw/manifest.json")[0]["error"] is None
+    recorded = [directory / "dvc.lock", *(directory / ".dvc/cache").rglob("*"), *(directory / "data/raw").rglob("*")]
+    assert [p for p in recorded if SECRET in str(p) or (p.is_file() and SECRET.encode() in p.read_bytes())] == []
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("user_agent", "tolstoy-gpt\r\nX-Injected: 1",
+     r"a non-empty string of printable ASCII characters \(no line break\)"),
+    ("read_timeout", 1e300, "a number > 0 and <= 86400"),
+    ("max_seconds", 1e10, "a number > 0 and <= 86400"),
+])
+def test_params_refuse_a_header_with_a_line_break_and_an_absurd_time(project, key, value, allowed):
+    write_params(".", {"fetch": fetch_params(["pages/a.txt"], **{key: value})})
+    status, output = run_fetch()
+    assert status == 2 and len(error_lines(output)) == 1
+    assert re.fullmatch(rf"error: params.yaml: fetch.{key}=.* must be {allowed}", error_lines(output)[0])

@@ -43,7 +43,7 @@ def test_repro_reruns_only_what_changed(repo):
     set_param(directory, "sample", "seed", 7)
     assert ran_stages(dvc(directory, "repro", env=env).stdout) == ["validate", "sample"]
 
-    other = write_author(directory.parent / "other", [FOREIGN])  # a group of texts to score: training is untouched
+    other = write_author(directory.parent / "shared/other", [FOREIGN])  # texts to score: training is untouched
     set_param(directory, "groups", "sources", {"other": [other]})
     assert ran_stages(dvc(directory, "repro", env=env).stdout) == ["validate", "groups", "evaluate"]
     assert (directory / "models/model/model.safetensors").read_bytes() == weights

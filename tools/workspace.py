@@ -48,6 +48,13 @@ def make_repo(directory):
         subprocess.run(cmd, cwd=directory, env=git_env(), check=True, capture_output=True)
 
 
+def shared_beside(directory, target):
+    """`target` as the ../shared of the project `directory` (a link), where fetch may read local pages."""
+    shared = Path(directory).parent / "shared"
+    shared.symlink_to(Path(target).resolve())
+    return shared
+
+
 def write_params(directory, params):
     (Path(directory) / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
