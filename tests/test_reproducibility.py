@@ -98,8 +98,8 @@ def test_outputs_removed_by_dvc_repro_single_stage_come_back_with_the_documented
 
 # A real change of what each stage writes, made in the stage's own code (or a module it imports).
 CODE_EDITS = {
-    "stages/charset.py": ('            return Decoding(text, codecs.lookup(declared).name, declared, "")',
-                          '            return Decoding(text, codecs.lookup(declared).name.upper(), declared, "")'),  # clean
+    "stages/charset.py": ('            return Decoding(decoded[0], codecs.lookup(declared).name, declared, "", decoded[1])',
+                          '            return Decoding(decoded[0], codecs.lookup(declared).name.upper(), declared, "", decoded[1])'),  # clean
     "stages/tokenize.py": ('"bytes_per_token": round(', '"bytes_per_token": 2 * round('),
     "stages/evaluate.py": ('"perplexity": round(math.exp(loss), 3)', '"perplexity": round(math.exp(loss))'),
     "stages/sample.py": ('lines = ["# Samples"', 'lines = ["# Edited samples"'),
