@@ -108,7 +108,8 @@ def reproduce_tiny_repo(directory):
     pages = sites.write_site(directory / "site")  # in the repository, where fetch reads local pages (so do its copies)
     write_params(directory, tiny_params([f"site/{path}" for path, _ in pages]))
     env = git_env()
-    dvc(directory, "repro", env=env)
+    output = dvc(directory, "repro", env=env).stdout
+    (directory.parent / f"{directory.name}.repro.txt").write_text(output, encoding="utf-8")  # read by repro_output
     run(["git", "add", "-A"], directory, env=env)
     run(["git", "commit", "-q", "-m", "tiny run"], directory, env=env)
 

@@ -98,6 +98,11 @@ def ran_stages(output):
     return re.findall(r"Running stage '(\w+)'", output)
 
 
+def repro_output(reproduced):
+    """What the shared tiny run's `dvc repro` printed (saved beside its repository)."""
+    return (reproduced.parent / f"{reproduced.name}.repro.txt").read_text(encoding="utf-8")
+
+
 def dvc(directory, *args, env):
     return run(["dvc", *args], directory, env=env)
 

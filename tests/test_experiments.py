@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # end to end: the real dvc CLI in temporary git r
 SERIES = ["train/loss", "eval/loss", "eval/bits_per_char", "train/learning_rate"]
 
 
-SWEEP = {"hot": ["train.lr=0.01", "sample.temperature=1.0"], "wide": ["model.n_embd=64"], "cool": ["sample.temperature=0.5", "evaluate.max_blocks=8"]}
+SWEEP = {"hot": ["train.lr=0.01", "sample.temperature=1.0"], "wide": ["model.n_embd=64"], "cool": ["sample.seed=7", "evaluate.max_blocks=8"]}  # cool: no retraining
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_a_sweep_compares_in_a_terminal(sweep):
     rows = experiment_rows(directory, env)
     assert set(rows) == set(SWEEP)
     cool = rows["cool"]
-    assert cool["params"]["params.yaml"]["data"]["sample"]["temperature"] == 0.5 and cool["metrics"]["metrics/eval.json"]["data"]["val_blocks"] == 8
+    assert cool["params"]["params.yaml"]["data"]["sample"]["seed"] == 7 and cool["metrics"]["metrics/eval.json"]["data"]["val_blocks"] == 8
     for name, data in rows.items():
         metrics = {f"{path}:{key}" for path, found in data["metrics"].items() for key in found["data"]}  # one level: the files are flat
         assert len(metrics) <= 16 and "metrics/eval.json:bits_per_char" in metrics, (name, sorted(metrics))
@@ -96,12 +96,13 @@ def test_the_comparison_fits_a_terminal(sweep):
     directory, env = sweep
     output = run(["python", "-m", "tools.compare"], directory, env=env).stdout
     header, *rows = output.splitlines()
-    assert header.split() == ["experiment", "model.n_embd", "train.lr", "evaluate.max_blocks", "sample.temperature", "bits/char", "style",
-                              "gap", "perplexity", "train", "s", "tokens/s", "distinct-2"]
+    assert header.split() == ["experiment", "model.n_embd", "train.lr", "evaluate.max_blocks", "sample.temperature", "sample.seed",
+                              "bits/char", "style", "gap", "perplexity", "train", "s", "tokens/s", "distinct-2"]
     names = [row.split()[0] for row in rows]
     assert {"workspace", *SWEEP} <= set(names)
     hot = rows[names.index("hot")].split()
-    assert list(map(float, hot[1:5])) == [32, 0.01, 16, 1.0] and 0 < float(hot[5]) < 8 and hot[6] == "-" and float(hot[8]) > 0 and float(hot[9]) > 0, output
+    assert list(map(float, hot[1:6])) == [32, 0.01, 16, 1.0, 1337] and 0 < float(hot[6]) < 8 and hot[7] == "-", output
+    assert float(hot[9]) > 0 and float(hot[10]) > 0, output
     assert 0 < float(hot[-1]) <= 1, output
 
 

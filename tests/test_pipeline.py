@@ -1,24 +1,33 @@
-"""End to end: the real `dvc` CLI in a temporary git repository holding this working tree,
-fetching fixture pages from a local HTTP server through FETCH_MIRROR."""
+"""End to end: the real `dvc` CLI in a temporary git repository holding this working tree: the
+tiny run the tests share, what a change of params re-runs, and fetching through FETCH_MIRROR
+from a local HTTP server."""
 import json
 import math
 
 import pytest
 
-from tests.helpers import FOREIGN, dvc, ran_stages, set_param, write_author
+from tests.helpers import FOREIGN, dvc, ran_stages, repro_output, set_param, write_author
 
 pytestmark = pytest.mark.slow  # end to end: the real dvc CLI in temporary git repositories
 
 STAGES = ["validate", "fetch", "clean", "tokenizer", "tokenize", "groups", "train", "evaluate", "sample"]
 
 
-def test_repro_reruns_only_what_changed(repo):
+def test_fetch_mirror_fetches_from_the_mirror_and_records_the_canonical_urls(repo):
     directory, env = repo
-    first = dvc(directory, "repro", env=env)
-    assert ran_stages(first.stdout) == STAGES
-
+    assert ran_stages(dvc(directory, "repro", "fetch", env=env).stdout) == ["validate", "fetch"]
     manifest = json.loads((directory / "data/raw/manifest.json").read_text())
     assert len(manifest) == 3 and all(r["error"] is None and r["source"].startswith("http://127.0.0.1") for r in manifest)
+    assert all(r["url"].startswith("http://az.lib.ru/") for r in manifest)
+    lock = (directory / "dvc.lock").read_text()
+    assert "http://az.lib.ru/" in lock and "127.0.0.1" not in lock
+
+
+def test_repro_runs_every_stage_once_then_only_what_changed(reproduced, reproduced_copy):
+    assert ran_stages(repro_output(reproduced[0])) == STAGES  # the shared tiny run's `dvc repro`
+    directory, env = reproduced_copy
+    manifest = json.loads((directory / "data/raw/manifest.json").read_text())
+    assert len(manifest) == 3 and all(r["error"] is None for r in manifest)
     clean = json.loads((directory / "metrics/clean.json").read_text())
     assert clean["documents"] == 3 and 0 < clean["chars_out"] < clean["chars_in"]
     tokens = json.loads((directory / "metrics/tokenize.json").read_text())
