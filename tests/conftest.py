@@ -131,3 +131,10 @@ def repo(tmp_path, site):
     env = git_env(FETCH_MIRROR=f"http://az.lib.ru/={base}")
     run(["git", "commit", "-q", "-am", "tiny params"], directory, env=env)
     return directory, env
+
+
+def pytest_collection_modifyitems(items):
+    """The `slow` tests first (each module's in its order): pytest-xdist gives each worker a
+    contiguous share of the list and an idle worker takes over the end of the other's, so a long
+    test left to the end would run alone on one core while the other waits."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
