@@ -53,7 +53,8 @@ def peak_flops(precision, seconds=1.5):
     """Peak FLOP/s of this device for `precision`: the datasheet for a known GPU, otherwise the best
     of matmul probes of several sizes, each repeated (what torch reaches here, not a nominal figure).
     One size once is not enough on a shared CPU: a neighbour's burst or a size the library tiles
-    badly reads as a low peak, and MFU as over 100%. Bounded by `seconds` (emulated bf16 is slow)."""
+    badly reads as a low peak, and MFU as over 100%. Bounded by `seconds`: a size whose one product
+    would outlast what is left is not probed (emulated bf16 is slow)."""
     if on_gpu():
         name = torch.cuda.get_device_name()
         for model, peaks in GPU_PEAK_TFLOPS.items():
@@ -61,13 +62,15 @@ def peak_flops(precision, seconds=1.5):
                 return peaks[precision] * 1e12
     sizes = (4096, 8192) if on_gpu() else (512, 1024, 2048)
     dtype = AUTOCAST_DTYPES.get(precision, torch.float32)
-    best = 0.0
+    best, spent = 0.0, 0.0
     for n in sizes:
+        if best and 2 * n**3 / best > seconds - spent:  # one product of this size would outlast the budget
+            break
         a, b = (torch.randn(n, n, device=torch_device(), dtype=dtype) for _ in range(2))
         times = timed(lambda: a @ b, repeats=1)  # the first call also pays the library's set-up
         while len(times) < 20 and sum(times) < seconds / len(sizes):
             times += timed(lambda: a @ b, repeats=1)
-        best = max(best, 2 * n**3 / min(times))
+        best, spent = max(best, 2 * n**3 / min(times)), spent + sum(times)
     return best
 
 
