@@ -14,10 +14,9 @@ if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2":
     os.environ.setdefault("TORCHINDUCTOR_CPP_MARCH", "x86-64-v3")
 
 import pytest  # noqa: E402
-from filelock import FileLock  # noqa: E402
 
 from bench import sites  # noqa: E402
-from tests.helpers import call_stage, copy_of, dvc, run, tiny_params, with_configs, write_params  # noqa: E402
+from tests.helpers import built_once, call_stage, copy_of, dvc, run, tiny_params, with_configs, write_params  # noqa: E402
 from tests.site import serve_site  # noqa: E402
 from tools.workspace import git_env, make_repo  # noqa: E402
 
@@ -46,25 +45,6 @@ def project(tmp_path, monkeypatch):
     directory = tmp_path / "project"
     directory.mkdir()
     monkeypatch.chdir(directory)
-    return directory
-
-
-def built_once(tmp_path_factory, worker_id, name, build):
-    """The directory `build(directory)` fills, built once for the whole test run: under pytest-xdist
-    the first worker to ask builds it, under a lock, in the run's temporary directory that all
-    workers share, and the others wait for it. Tests only read it, or copy it."""
-    if worker_id == "master":  # one process: its own temporary directory
-        directory = tmp_path_factory.mktemp(name)
-        build(directory)
-        return directory
-    shared = tmp_path_factory.getbasetemp().parent
-    directory = shared / name
-    with FileLock(shared / f"{name}.lock"):
-        if not (shared / f"{name}.done").exists():
-            shutil.rmtree(directory, ignore_errors=True)
-            directory.mkdir()
-            build(directory)
-            (shared / f"{name}.done").touch()
     return directory
 
 
@@ -134,7 +114,7 @@ def repo(tmp_path, site):
 
 
 def pytest_collection_modifyitems(items):
-    """The `slow` tests first (each module's in its order): pytest-xdist gives each worker a
-    contiguous share of the list and an idle worker takes over the end of the other's, so a long
-    test left to the end would run alone on one core while the other waits."""
+    """The `slow` tests first (each module's in its order). pytest-xdist (--dist=load) hands tests
+    out in this order to whichever worker is free: a long test left to the end would run alone on
+    one core."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from filelock import FileLock
 from safetensors.torch import load_file
 
 from bench import sites
@@ -109,6 +110,25 @@ def dvc(directory, *args, env):
 
 def set_param(directory, section, key, value):
     with_overrides(directory, {section: {key: value}})
+
+
+def built_once(tmp_path_factory, worker_id, name, build):
+    """The directory `build(directory)` fills, built once for the whole test run: under pytest-xdist
+    the first worker to ask builds it, under a lock, in the run's temporary directory that all
+    workers share, and the others wait for it. Tests only read it, or copy it."""
+    if worker_id == "master":  # one process: its own temporary directory
+        directory = tmp_path_factory.mktemp(name)
+        build(directory)
+        return directory
+    shared = tmp_path_factory.getbasetemp().parent
+    directory = shared / name
+    with FileLock(shared / f"{name}.lock"):
+        if not (shared / f"{name}.done").exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            build(directory)
+            (shared / f"{name}.done").touch()
+    return directory
 
 
 def copy_of(reproduced, directory):

@@ -159,7 +159,7 @@ def test_a_worker_killed_mid_run_stops_rank_0_naming_it_and_the_next_run_resumes
     assert f"process 1: its copy of models/checkpoints/{resumed_from.name} fails verification: optimizer.pt has 1,000 bytes" in err
 
     (resumed_from / "optimizer.pt").write_bytes(intact)
-    again, err = alongside(start_worker(other), ["dvc", "repro"], rank0, env)
+    again, err = alongside(start_worker(other), ["dvc", "repro", "train"], rank0, env)
     assert again.returncode == 0, f"{again.stderr[-2000:]}\nworker:\n{err[-2000:]}"
     assert re.search(r"resuming from models/checkpoints/checkpoint-\d+", again.stdout + again.stderr)
     assert (rank0 / "models/checkpoints/checkpoint-200").is_dir()

@@ -11,24 +11,35 @@ import yaml
 
 from stages.base import base_identity
 from stages.common import read_json
-from tests.helpers import ROOT, copy_of, dvc, file_bytes, foreign, ran_stages, run, write_author
+from tests.helpers import ROOT, built_once, copy_of, dvc, file_bytes, foreign, ran_stages, run, write_author
 
 pytestmark = pytest.mark.slow  # end to end: the real dvc CLI in temporary git repositories
 
 SERIES = ["train/loss", "eval/loss", "eval/bits_per_char", "train/learning_rate"]
 
 
-SWEEP = {"hot": ["train.lr=0.01", "sample.temperature=1.0"], "wide": ["model.n_embd=64"], "cool": ["sample.seed=7", "evaluate.max_blocks=8"]}  # cool: no retraining
+SWEEP = {"hot": ["train.lr=0.01", "sample.temperature=1.0"], "wide": ["model.n_embd=64", "sample.seed=7", "evaluate.max_blocks=8"]}
 
 
-@pytest.fixture(scope="module")
-def sweep(reproduced, tmp_path_factory):
-    """The tiny run's repository with SWEEP queued and run, as the README's sweep is."""
-    directory, env = copy_of(reproduced, tmp_path_factory.mktemp("experiments") / "repo")
+@pytest.fixture(scope="session")
+def swept(reproduced, tmp_path_factory, worker_id):
+    """The tiny run's repository with SWEEP queued and run, as the README's sweep is: built once
+    for the whole test run, whichever worker asks first."""
+    return built_once(tmp_path_factory, worker_id, "swept", lambda directory: run_sweep(reproduced, directory)), reproduced[1]
+
+
+def run_sweep(reproduced, directory):
+    shutil.rmtree(directory)
+    directory, env = copy_of(reproduced, directory)
     for name, settings in SWEEP.items():
         dvc(directory, "exp", "run", "--queue", "-n", name, *[a for setting in settings for a in ("-S", setting)], env=env)
     dvc(directory, "exp", "run", "--run-all", env=env)
-    return directory, env
+
+
+@pytest.fixture
+def sweep(swept, tmp_path):
+    """A private copy of the swept repository; (directory, env)."""
+    return copy_of(swept, tmp_path / "repo")
 
 
 def experiment_revs(directory, env):
@@ -46,8 +57,8 @@ def test_a_sweep_compares_in_a_terminal(sweep):
     directory, env = sweep
     rows = experiment_rows(directory, env)
     assert set(rows) == set(SWEEP)
-    cool = rows["cool"]
-    assert cool["params"]["params.yaml"]["data"]["sample"]["seed"] == 7 and cool["metrics"]["metrics/eval.json"]["data"]["val_blocks"] == 8
+    wide = rows["wide"]
+    assert wide["params"]["params.yaml"]["data"]["sample"]["seed"] == 7 and wide["metrics"]["metrics/eval.json"]["data"]["val_blocks"] == 8
     for name, data in rows.items():
         metrics = {f"{path}:{key}" for path, found in data["metrics"].items() for key in found["data"]}  # one level: the files are flat
         assert len(metrics) <= 16 and "metrics/eval.json:bits_per_char" in metrics, (name, sorted(metrics))
@@ -151,6 +162,6 @@ def test_a_base_trained_on_other_texts_then_fine_tuned_on_the_pages_and_replaced
     shutil.copy(directory / "models/model/model.safetensors", directory / "bases/other/model.safetensors")  # other weights, same shape
     status = dvc(directory, "status", env=env).stdout
     assert "train:" in status and "modified:           bases" in status
-    rerun = dvc(directory, "repro", env=env)
+    rerun = dvc(directory, "repro", "train", env=env)
     assert "train" in ran_stages(rerun.stdout) and "were made with other base" in rerun.stdout + rerun.stderr
     assert (directory / "models/model/README.md").read_text(encoding="utf-8") != card  # names the new base's hash

@@ -1,4 +1,5 @@
 """The train stage: params refused before training, what a run logs and exports, several processes, fine-tuning, bf16, the loss."""
+import fcntl
 import functools
 import logging
 import math
@@ -6,8 +7,10 @@ import os
 import pty
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 
 import pytest
 import torch
@@ -299,6 +302,7 @@ def test_a_filtered_message_is_only_the_one_it_names(caplog):
 def test_on_a_terminal_the_progress_is_one_live_line_with_the_evaluations_above_it(built, tmp_path):
     directory = train_copy(built, tmp_path / "copy")
     controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 24 rows of 120 columns, as a terminal has a size
     process = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=directory, env=python_env(), stdout=terminal, stderr=terminal)
     os.close(terminal)
     output = b""

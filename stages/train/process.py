@@ -17,6 +17,7 @@ import os
 import torch
 from accelerate import PartialState
 from transformers import PrinterCallback, Trainer
+from transformers.utils.logging import disable_progress_bar
 
 from stages.blocks import Blocks
 from stages.common import atomic_path, log, reading, run_stage
@@ -47,6 +48,7 @@ def train_process():
     if not is_main:
         log.setLevel(logging.WARNING)
     notices.install()
+    disable_progress_bar()  # its bars (loading weights, writing shards) say nothing about the stage
     if not on_gpu():  # accelerate launch sets OMP_NUM_THREADS=1: share the cores instead
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     model_params, train_params = load_params("model"), load_params("train")
