@@ -14,9 +14,9 @@ import torch
 import yaml
 
 from bench.recipes import PARAMS
+from bench.workspace import ROOT, python_env
 from stages.clean import DOCS_SCHEMA, document_table
-from stages.pretrained import pretrained_model, pretrained_tokenizer
-from tools.workspace import ROOT, python_env
+from tolstoy.model.pretrained import pretrained_model, pretrained_tokenizer
 
 PROSE = ROOT.parent / "shared/corpus/ruslit/prose"
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.charset import decode_page
-from stages.clean import extract_paragraphs, prepare_tree
-from stages.params import load_params
 from bench import sites
+from stages.clean import extract_paragraphs, prepare_tree
+from tolstoy.config.params import load_params
+from tolstoy.data.charset import decode_page
 
 MIRRORED = {
     "text_0040.shtml": "Война и мир. Том 1",

@@ -11,8 +11,8 @@ each attention kernel SDPA can be held to, memory not pinned and two loader work
 
     python -m bench.gpu [--steps 300] [--batch 32] [--settings | --speed] [--json bench/results/gpu.json]
 """
-import contextlib
 import argparse
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -23,8 +23,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.recipes import PARAMS, project_arguments, timed_training, training_forward
-from stages.train.model import scratch_model
-from tools.workspace import ROOT
+from bench.workspace import ROOT
+from tolstoy.model.build import scratch_model
 
 VOCAB, BLOCK = 50257, 1024  # GPT-2's
 # name: (own loss, vocabulary multiple, precision: "half" = bf16 on a GPU, other TrainingArguments[, SDPA backend])

@@ -34,8 +34,8 @@ import pandas as pd
 import torch
 import yaml
 
+from bench.workspace import ROOT, make_repo, python_env, shared_beside, with_overrides
 from tools.preset import set_argument
-from tools.workspace import ROOT, make_repo, python_env, shared_beside, with_overrides
 
 DEADLINE = float("inf")  # set from --budget
 PRESET = ROOT / "configs/presets/one-gpu.yaml"

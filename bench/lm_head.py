@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from bench.recipes import project_model, shapes
-from stages.causal_lm import ChunkedLMHeadLoss, vocabulary_logits
-from stages.train.device import precision_candidates, timed
-from stages.train.model import VOCAB_MULTIPLE
-from tools.workspace import ROOT, python_env
+from bench.workspace import ROOT, python_env
+from tolstoy.device import precision_candidates, timed
+from tolstoy.model.build import VOCAB_MULTIPLE
+from tolstoy.model.loss import ChunkedLMHeadLoss, vocabulary_logits
 
 LOSS_RUN = """
 import json, resource, sys

@@ -3,7 +3,7 @@ worker processes and pinned memory (which only a GPU uses), Trainer's defaults f
 import pandas as pd
 
 from bench.recipes import shapes, train_run
-from stages.train.device import precision_candidates
+from tolstoy.device import precision_candidates
 
 LOADER_SETTINGS = [(0, True), (0, False), (2, True)]  # (dataloader_num_workers, dataloader_pin_memory)
 

@@ -25,12 +25,12 @@ from bench.around_training import bench_generate, bench_pipeline, bench_prep
 from bench.lm_head import bench_head, bench_loss
 from bench.loader import bench_loader
 from bench.recipes import PARAMS, measured_peak, shapes, train_run, tutorial_arguments, tutorial_model, tutorial_tokens
-from stages.blocks import Blocks, bits_per_char
-from stages.common import read_json
+from bench.workspace import ROOT, python_env
 from stages.evaluate import validation_loss
-from stages.train.device import precision_candidates
-from stages.train.model import scratch_model
-from tools.workspace import ROOT, python_env
+from tolstoy.data.blocks import Blocks, bits_per_char
+from tolstoy.device import precision_candidates
+from tolstoy.files import read_json
+from tolstoy.model.build import scratch_model
 
 
 def bench_profile(results):
@@ -58,7 +58,7 @@ def bench_profile(results):
 AUTO_CHOICE = """
 import json, sys, torch
 from bench.recipes import project_model
-from stages.train.plan import choose_settings
+from tolstoy.training.plan import choose_settings
 model_params, tokens, block_size, batch, steps = json.loads(sys.argv[1])
 torch.manual_seed(0)
 best, _ = choose_settings(project_model(model_params, tokens), {"precision": "auto", "compile": "auto"}, batch, 1, block_size, steps)

@@ -13,12 +13,13 @@ import runpy  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from stages.common import peak_rss_bytes  # noqa: E402
+from tolstoy.console import peak_rss_bytes  # noqa: E402
 
 
 def tutorial(work, block_size=1024):
     from datasets import load_dataset
-    from stages.pretrained import pretrained_tokenizer
+
+    from tolstoy.model.pretrained import pretrained_tokenizer
 
     tokenizer = pretrained_tokenizer(work / "models/tokenizer")
     files = sorted(str(f) for f in (work / "corpus").rglob("*.txt"))

@@ -16,13 +16,13 @@ import yaml
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.modeling_outputs import CausalLMOutput
 
-from stages.blocks import Blocks
-from stages.causal_lm import with_causal_lm_loss
-from stages.train.arguments import training_arguments
-from stages.train.device import on_gpu, peak_flops
-from stages.train.model import VOCAB_MULTIPLE, loss_only, scratch_model
-from stages.train.plan import model_flops_per_token
-from tools.workspace import ROOT, python_env
+from bench.workspace import ROOT, python_env
+from tolstoy.data.blocks import Blocks
+from tolstoy.device import on_gpu, peak_flops
+from tolstoy.model.build import VOCAB_MULTIPLE, loss_only, scratch_model
+from tolstoy.model.loss import with_causal_lm_loss
+from tolstoy.training.arguments import training_arguments
+from tolstoy.training.plan import model_flops_per_token
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
 # The tutorial's shape: GPT-2 6 x 384, block 1024, a 30k vocabulary (trained on the same documents)

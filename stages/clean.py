@@ -23,12 +23,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import trafilatura
 
-from stages.charset import charset_of, decode_page
-from stages.common import StageError, atomic_path, log, ordered_map, progress, read_json, reading, run_stage, write_json
-from stages.layouts import is_apparatus, unwrap
-from stages.page_tree import parse_page
-from stages.params import load_params
 from stages.paths import CLEAN_METRICS, CLEAN_REPORT, DOCS, MANIFEST, RAW
+from tolstoy import StageError
+from tolstoy.config.params import load_params
+from tolstoy.console import log, progress, run_stage
+from tolstoy.data.charset import charset_of, decode_page
+from tolstoy.data.layouts import is_apparatus, unwrap
+from tolstoy.data.page_tree import parse_page
+from tolstoy.data.pool import ordered_map
+from tolstoy.files import atomic_path, read_json, reading, write_json
 
 FOOTNOTE_MARKER = re.compile(r"\s?\[\d{1,3}\]")
 DOCS_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("title", pa.string()), ("text", pa.string()), ("chars", pa.int64())])

@@ -9,13 +9,15 @@ import math
 
 import numpy as np
 import torch
-from stages.blocks import Blocks, bits_per_char
-from stages.causal_lm import causal_lm_loss
-from stages.common import log, progress, reading, run_stage, write_json
-from stages.params import load_params
+
 from stages.paths import EVAL_METRICS, GROUPS, MODEL, TOKENS
-from stages.pretrained import pretrained_model
-from stages.train.device import inference_device
+from tolstoy.config.params import load_params
+from tolstoy.console import log, progress, run_stage
+from tolstoy.data.blocks import Blocks, bits_per_char
+from tolstoy.device import inference_device
+from tolstoy.files import reading, write_json
+from tolstoy.model.loss import causal_lm_loss
+from tolstoy.model.pretrained import pretrained_model
 
 
 @torch.inference_mode()

@@ -26,12 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from stages.common import StageError, atomic_path, log, progress, read_json, remove, run_stage, write_json
-from stages.local import read_local, recorded
-from stages.params import load_params
 from stages.paths import MANIFEST, RAW
-from stages.sources import expand_sources
-from stages.web import Fetcher, FetchFailure, web_host, without_credentials
+from tolstoy import StageError
+from tolstoy.config.params import load_params
+from tolstoy.console import log, progress, run_stage
+from tolstoy.data.local import read_local, recorded
+from tolstoy.data.sources import expand_sources
+from tolstoy.data.web import Fetcher, FetchFailure, web_host, without_credentials
+from tolstoy.files import atomic_path, read_json, remove, write_json
 
 HOSTS_AT_ONCE = 8  # hosts fetched side by side; each host's own pages still go one at a time
 

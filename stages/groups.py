@@ -14,12 +14,14 @@ from pathlib import Path
 import yaml
 
 from stages import clean, fetch
-from stages.common import StageError, atomic_path, log, run_stage, write_json
-from stages.documents import iter_documents
-from stages.params import load_params
 from stages.paths import DOCS, GROUPS, TOKENIZER
-from stages.sources import expand_sources
-from stages.token_files import TokenWriter, close_split, encoded, load_tokenizer, tokens_meta
+from tolstoy import StageError
+from tolstoy.config.params import load_params
+from tolstoy.console import log, run_stage
+from tolstoy.data.documents import iter_documents
+from tolstoy.data.sources import expand_sources
+from tolstoy.data.tokens import TokenWriter, close_split, encoded, load_tokenizer, tokens_meta
+from tolstoy.files import atomic_path, write_json
 
 SPLIT = "text"
 

@@ -21,4 +21,3 @@ EVAL_METRICS = Path("metrics/eval.json")  # evaluate
 SAMPLES = Path("metrics/samples.md")  # sample
 SAMPLE_STATISTICS = Path("metrics/samples.json")
 SAMPLE_METRICS = Path("metrics/sample.json")
-BASES = Path("bases")  # the user's: local base models (model.base), a dependency of tokenizer and train

@@ -6,12 +6,13 @@ import time
 import torch
 from transformers import set_seed
 
-from stages.common import atomic_path, log, reading, run_stage, write_json
-from stages.params import GENERATION_KEYS, load_params
 from stages.paths import MODEL, SAMPLE_METRICS, SAMPLE_STATISTICS, SAMPLES, TRAIN_WORDS
-from stages.pretrained import pretrained_model, pretrained_tokenizer
-from stages.train.device import inference_device
-from stages.words import text_statistics
+from tolstoy.config.params import GENERATION_KEYS, load_params
+from tolstoy.console import log, run_stage
+from tolstoy.data.words import text_statistics
+from tolstoy.device import inference_device
+from tolstoy.files import atomic_path, reading, write_json
+from tolstoy.model.pretrained import pretrained_model, pretrained_tokenizer
 
 SETTINGS = (*GENERATION_KEYS, "seed")
 

@@ -11,12 +11,15 @@ tokens[i*block_size:(i+1)*block_size]. The train split's words are listed too.
 import multiprocessing
 import random
 
-from stages.common import StageError, atomic_path, log, ordered_map, progress, run_stage, write_json
-from stages.documents import iter_documents
-from stages.params import load_params
 from stages.paths import DOCS, TOKENIZE_METRICS, TOKENIZER, TOKENS, TRAIN_WORDS
-from stages.token_files import TokenWriter, close_split, encoded, load_tokenizer, tokens_meta
-from stages.words import words
+from tolstoy import StageError
+from tolstoy.config.params import load_params
+from tolstoy.console import log, progress, run_stage
+from tolstoy.data.documents import iter_documents
+from tolstoy.data.pool import ordered_map
+from tolstoy.data.tokens import TokenWriter, close_split, encoded, load_tokenizer, tokens_meta
+from tolstoy.data.words import words
+from tolstoy.files import atomic_path, write_json
 
 SPLITS = ("train", "val")
 

@@ -8,12 +8,14 @@ import sys
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from stages.base import base_directory
-from stages.common import StageError, atomic_path, log, reading, run_stage
-from stages.documents import count_documents, iter_documents
-from stages.params import load_params
 from stages.paths import DOCS, TOKENIZER
-from stages.pretrained import pretrained_tokenizer
+from tolstoy import StageError
+from tolstoy.config.params import load_params
+from tolstoy.console import log, run_stage
+from tolstoy.data.documents import count_documents, iter_documents
+from tolstoy.files import atomic_path, reading
+from tolstoy.model.bases import base_directory
+from tolstoy.model.pretrained import pretrained_tokenizer
 
 EOT = "<|endoftext|>"
 

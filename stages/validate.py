@@ -5,9 +5,10 @@ stage itself would already have cost its previous outputs. Every stage depends o
 output instead: a bad value stops `dvc repro` here, with one `error:` line naming the key, and
 nothing is removed. The output never changes, so passing re-runs nothing downstream.
 """
-from stages.common import atomic_path, log, run_stage
-from stages.params import SCHEMA, check_all, read_params
 from stages.paths import PARAMS_CHECKED
+from tolstoy.config.params import SCHEMA, check_all, read_params
+from tolstoy.console import log, run_stage
+from tolstoy.files import atomic_path
 
 
 def main():

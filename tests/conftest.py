@@ -16,9 +16,9 @@ if os.environ.get("ATEN_CPU_CAPABILITY") == "avx2":
 import pytest  # noqa: E402
 
 from bench import sites  # noqa: E402
+from bench.workspace import git_env, make_repo  # noqa: E402
 from tests.helpers import built_once, call_stage, copy_of, dvc, run, tiny_params, with_configs, write_params  # noqa: E402
 from tests.site import serve_site  # noqa: E402
-from tools.workspace import git_env, make_repo  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.pop("FETCH_MIRROR", None)

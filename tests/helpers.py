@@ -14,8 +14,8 @@ from filelock import FileLock
 from safetensors.torch import load_file
 
 from bench import sites
-from stages.common import read_json
-from tools.workspace import ROOT, python_env, with_overrides, write_params
+from bench.workspace import ROOT, python_env, with_overrides, write_params
+from tolstoy.files import read_json
 
 SHARED = ROOT.parent / "shared"
 
@@ -44,8 +44,8 @@ def with_configs(directory):
 def call_stage(name):
     """Call a stage's main() in the current directory, in this process (a StageError propagates).
     For train that is the training process's body, which the stage's command launches."""
-    module = __import__("stages.train.process" if name == "train" else f"stages.{name}", fromlist=["main"])
-    module.main()
+    module = __import__(f"stages.{name}", fromlist=["main"])
+    (module.train_process if name == "train" else module.main)()
 
 
 def free_port():

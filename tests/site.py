@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 from bench import sites
 
+
 class SiteHandler(http.server.SimpleHTTPRequestHandler):
     """Serves files from the server's root; /fault/... paths misbehave on purpose."""
 

@@ -9,8 +9,8 @@ import pytest
 
 from bench.gpu import SETTINGS
 from bench.gpu_check import summary
+from bench.workspace import python_env
 from tests.helpers import ROOT
-from tools.workspace import python_env
 
 
 @pytest.mark.slow

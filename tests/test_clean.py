@@ -9,12 +9,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from stages import paths
-from stages.charset import decode_page
-from stages.common import StageError, read_json, write_json
-from stages.layouts import join_wrapped, unwrap
 from bench import sites
+from stages import paths
 from tests.helpers import call_stage, python_env, run, tiny_params, write_params
+from tolstoy import StageError
+from tolstoy.data.charset import decode_page
+from tolstoy.data.layouts import join_wrapped, unwrap
+from tolstoy.files import read_json, write_json
 
 
 def write_raw(pages, declared="windows-1251"):
@@ -227,7 +228,7 @@ def test_paragraphed_html_is_left_as_it_is():
 
 
 def test_a_long_stage_reports_progress_at_every_tenth_without_a_terminal(caplog):
-    from stages.common import progress
+    from tolstoy.console import progress
 
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         assert list(progress(range(120), 120, "clean: documents")) == list(range(120))

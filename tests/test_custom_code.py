@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from stages.common import StageError
 from tests.helpers import call_stage, python_env, tiny_params, write_params
+from tolstoy import StageError
 
 MODELING = """from pathlib import Path
 
@@ -67,7 +67,7 @@ def test_a_model_with_code_of_its_own_is_refused_before_it_is_loaded(built_copy,
 
 
 def test_a_tokenizer_with_code_of_its_own_is_refused(built, tmp_path):
-    from stages.pretrained import pretrained_tokenizer
+    from tolstoy.model.pretrained import pretrained_tokenizer
 
     directory = shutil.copytree(built / "models/tokenizer", tmp_path / "tokenizer")
     config = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))

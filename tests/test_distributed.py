@@ -15,12 +15,23 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stages.common import StageError
-from tests.helpers import accelerate_config, copy_of, differing_weights, dvc, free_port, file_bytes, python_env, ran_stages, run, set_param
+from tests.helpers import (
+    accelerate_config,
+    copy_of,
+    differing_weights,
+    dvc,
+    file_bytes,
+    free_port,
+    python_env,
+    ran_stages,
+    run,
+    set_param,
+)
+from tolstoy import StageError
 
 pytestmark = pytest.mark.slow  # end to end: several training processes and machines
 
-WORKER = [sys.executable, "-m", "stages.train.worker", "configs/accelerate/two-nodes.yaml"]
+WORKER = [sys.executable, "-m", "tools.train_worker", "configs/accelerate/two-nodes.yaml"]
 
 
 def machine(reproduced, directory, rank, port, **train):
@@ -115,7 +126,7 @@ def training_process(launcher):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         found = [p for p in psutil.Process(launcher.pid).children(recursive=True) 
-                 if "stages.train.process" in p.cmdline() and "accelerate.commands.launch" not in p.cmdline()]
+                 if "--process" in p.cmdline() and "accelerate.commands.launch" not in p.cmdline()]
         if found:
             return found[0]
         time.sleep(0.2)
@@ -181,7 +192,7 @@ def test_the_roll_call_names_the_ranks_that_do_not_answer(monkeypatch):
     """On a real rendezvous store: rank 0 and rank 2 of three answer, rank 1 does not."""
     from datetime import timedelta
 
-    from stages.train import peers
+    from tolstoy.training import distributed as peers
 
     monkeypatch.setattr(peers, "ROLL_CALL_SECONDS", 0.5)
     store = torch.distributed.TCPStore("127.0.0.1", free_port(), 1, True, timedelta(seconds=10))
@@ -195,7 +206,7 @@ def test_the_roll_call_names_the_ranks_that_do_not_answer(monkeypatch):
 def test_a_process_closes_its_group_however_it_ends(tmp_path, fails):
     """A process that exits with its group open can abort at shutdown, printing "terminate called
     without an active exception" after its error line (about half the time, in a 2-process check)."""
-    from stages.train import peers
+    from tolstoy.training import distributed as peers
 
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     with pytest.raises(StageError) if fails else contextlib.nullcontext(), peers.leaving_together():

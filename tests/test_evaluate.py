@@ -6,10 +6,12 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from bench import sites
-from stages.blocks import Blocks, bits_per_char
-from stages.common import StageError, read_json
 from stages.evaluate import validation_loss
 from tests.helpers import FOREIGN, ROOT, call_stage, needs_cuda, tiny_params, write_author, write_params
+from tolstoy import StageError
+from tolstoy.data.blocks import Blocks, bits_per_char
+from tolstoy.files import read_json
+
 
 def with_groups(**groups):
     """The project's params.yaml with these groups settings."""
@@ -80,7 +82,7 @@ def test_bad_group_params(built_copy, tmp_path, groups, message):
 @needs_cuda
 def test_on_a_gpu_evaluate_runs_there_and_agrees_with_the_cpu(built):
     """The GPU's loss equals the CPU's to 1e-4 relative (fp32 either way); a use_cpu config keeps it on the CPU."""
-    from stages.train.device import inference_device
+    from tolstoy.device import inference_device
 
     assert inference_device(ROOT / "configs/accelerate/single.yaml") == "cuda"
     assert inference_device(ROOT / "configs/accelerate/cpu-ddp.yaml") == "cpu"

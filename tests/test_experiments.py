@@ -9,9 +9,9 @@ import sys
 import pytest
 import yaml
 
-from stages.base import base_identity
-from stages.common import read_json
 from tests.helpers import ROOT, built_once, copy_of, dvc, file_bytes, foreign, ran_stages, run, write_author
+from tolstoy.files import read_json
+from tolstoy.model.bases import base_identity
 
 pytestmark = pytest.mark.slow  # end to end: the real dvc CLI in temporary git repositories
 

@@ -12,9 +12,11 @@ from urllib.parse import quote
 
 import pytest
 
-from stages import fetch, session
-from stages.common import StageError, read_json
+from stages import fetch
 from tests.helpers import call_stage, dvc, python_env, tiny_params, write_params
+from tolstoy import StageError
+from tolstoy.data import session
+from tolstoy.files import read_json
 
 RAW = Path("data/raw")
 

@@ -1,4 +1,4 @@
-"""Every key of params.yaml is checked for type and range before any work (stages/params.py)."""
+"""Every key of params.yaml is checked for type and range before any work (tolstoy/config/params.py)."""
 import copy
 import json
 import re
@@ -12,10 +12,19 @@ import yaml
 from dvc.utils.hydra import apply_overrides
 
 import tools.preset
-from stages.common import StageError
-from stages.params import SCHEMA, check_all, read_params
-from stages.rules import accelerate_config_problem
-from tests.helpers import ROOT, SHARED, accelerate_config, file_bytes, python_env, tiny_params, with_configs, write_params
+from tests.helpers import (
+    ROOT,
+    SHARED,
+    accelerate_config,
+    file_bytes,
+    python_env,
+    tiny_params,
+    with_configs,
+    write_params,
+)
+from tolstoy import StageError
+from tolstoy.config.params import SCHEMA, check_all, read_params
+from tolstoy.config.rules import accelerate_config_problem
 
 # section.key: (a value of the wrong type, a value of the right type out of range)
 BAD_VALUES = {
@@ -297,7 +306,7 @@ def test_validate_stops_a_hostile_value_with_one_line_and_changes_nothing(projec
 @pytest.mark.parametrize("name, expected", [("train launcher", "train launcher"), (None, "-c")])
 def test_a_stages_closing_line_names_it(name, expected):
     """The name a command gives (the train stage's launcher, process and worker give theirs), else the script's."""
-    code = f"from stages.common import run_stage; run_stage(lambda: None, {name!r})"
+    code = f"from tolstoy.console import run_stage; run_stage(lambda: None, {name!r})"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=python_env(), capture_output=True, text=True, check=True)
     assert f"tolstoy {expected}: " in result.stderr and "s, peak RSS " in result.stderr
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.multiprocessing
 
-from stages.train import peers
 from tests.helpers import ROOT, free_port
+from tolstoy.training import distributed as peers
 
-FIRST = {"model": {"n_layer": 1, "dropout": 0.0, "base": ""}, "code": {"stages/train/plan.py": "ab" * 32},
+FIRST = {"model": {"n_layer": 1, "dropout": 0.0, "base": ""}, "code": {"tolstoy/training/plan.py": "ab" * 32},
          "runtime": [2, "2.13"], "text": "Наташа \u2028 \"quoted\"", "nothing": None, "chosen": True}
 
 

@@ -10,8 +10,8 @@ import time
 import boto3
 import pytest
 
+from bench.workspace import git_env
 from tests.helpers import dvc, free_port, ran_stages, run
-from tools.workspace import git_env
 
 pytestmark = pytest.mark.slow  # end to end: the real dvc CLI and an S3 server
 

@@ -46,7 +46,7 @@ def test_a_no_op_rerun_changes_nothing_and_edited_training_code_retrains(reprodu
 
     # A real change of the training code (Adam's beta2 no longer from params): the checkpoints
     # were made by other code, so train starts fresh, and DVC re-runs what reads the model.
-    edit(directory / "stages/train/arguments.py", 'adam_beta2=train_params["adam_beta2"],', "adam_beta2=0.9,")
+    edit(directory / "tolstoy/training/arguments.py", 'adam_beta2=train_params["adam_beta2"],', "adam_beta2=0.9,")
     rerun = dvc(directory, "repro", env=env)
     assert ran_stages(rerun.stdout) == ["train", "evaluate", "sample"]
     assert "were made with other code" in rerun.stdout + rerun.stderr
@@ -98,7 +98,7 @@ def test_outputs_removed_by_dvc_repro_single_stage_come_back_with_the_documented
 
 # A real change of what each stage writes, made in the stage's own code (or a module it imports).
 CODE_EDITS = {
-    "stages/charset.py": ('            return Decoding(decoded[0], codecs.lookup(declared).name, declared, "", decoded[1])',
+    "tolstoy/data/charset.py": ('            return Decoding(decoded[0], codecs.lookup(declared).name, declared, "", decoded[1])',
                           '            return Decoding(decoded[0], codecs.lookup(declared).name.upper(), declared, "", decoded[1])'),  # clean
     "stages/tokenize.py": ('"bytes_per_token": round(', '"bytes_per_token": 2 * round('),
     "stages/evaluate.py": ('"perplexity": round(math.exp(loss), 3)', '"perplexity": round(math.exp(loss))'),

@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from stages.common import StageError
 from stages.sample import generate
-from stages.train.export import write_generation_config
-from stages.words import text_statistics, words
 from tests.helpers import call_stage, python_env, run, tiny_params, write_params
+from tolstoy import StageError
+from tolstoy.data.words import text_statistics, words
+from tolstoy.model.export import write_generation_config
 
 
 def sample_with(**values):
@@ -75,7 +75,7 @@ def test_bad_params(built_copy, values, message):
 @pytest.mark.parametrize("values", [{"temperature": 1e-3, "repetition_penalty": 1e-3},
                                     {"temperature": 100, "repetition_penalty": 100}])
 def test_sampling_runs_at_the_bounds_of_its_params(built_copy, values):
-    """The bounds in stages/params.py, as a person writes them: 100 is an int, which transformers refuses."""
+    """The bounds in tolstoy/config/params.py, as a person writes them: 100 is an int, which transformers refuses."""
     assert sample_with(**values).count("\n## ") == 2  # both prompts continued
 
 

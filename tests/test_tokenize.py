@@ -6,11 +6,13 @@ import pandas as pd
 import pytest
 from transformers import AutoTokenizer
 
-from stages import token_files, tokenize
-from stages.blocks import Blocks
-from stages.common import StageError, read_json, write_json
+from stages import tokenize
 from stages.tokenizer import train_bpe
 from tests.helpers import call_stage, python_env, run, tiny_params, write_params
+from tolstoy import StageError
+from tolstoy.data import tokens as token_files
+from tolstoy.data.blocks import Blocks
+from tolstoy.files import read_json, write_json
 
 
 def test_spans_are_whole_paragraphs_of_at_least_span_chars():

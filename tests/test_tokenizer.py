@@ -3,10 +3,10 @@ import shutil
 import pytest
 from transformers import AutoTokenizer
 
-from stages import tokenizer as tokenizer_stage
-from stages.common import StageError
 from bench import sites
+from stages import tokenizer as tokenizer_stage
 from tests.helpers import call_stage, tiny_params, write_params
+from tolstoy import StageError
 
 TEXTS = [p for seed in range(4) for p in sites.paragraphs(seed, 50)]
 UNSEEN = [

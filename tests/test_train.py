@@ -15,9 +15,23 @@ import termios
 import pytest
 import torch
 
-from stages.common import StageError, read_json
-from stages.train import device, launch
-from tests.helpers import ROOT, accelerate_config, call_stage, differing_weights, loss_curve, needs_cuda, params_with, python_env, run, train_copy, weights, write_params
+from tests.helpers import (
+    ROOT,
+    accelerate_config,
+    call_stage,
+    differing_weights,
+    loss_curve,
+    needs_cuda,
+    params_with,
+    python_env,
+    run,
+    train_copy,
+    weights,
+    write_params,
+)
+from tolstoy import StageError, device
+from tolstoy.files import read_json
+from tolstoy.training import launcher as launch
 
 
 @pytest.mark.parametrize("section, values, message", [
@@ -30,7 +44,7 @@ from tests.helpers import ROOT, accelerate_config, call_stage, differing_weights
 ])
 def test_invalid_params_are_refused_before_training(built_copy, section, values, message):
     """By the stage's command, before it starts a training process."""
-    from stages.train.__main__ import main as train_command
+    from stages.train import main as train_command
 
     before = weights()
     write_params(".", params_with(**{section: values}))
@@ -100,7 +114,7 @@ def test_two_processes_match_one_and_only_the_main_one_writes(built, tmp_path):
     two = train_copy(built, tmp_path / "two", batch_size=2, max_steps=8, logging_steps=1,  # same global batch
                      accelerate_config="configs/accelerate/cpu-ddp.yaml")  # on the CPU also where there is a GPU
     accelerate_config(two, "cpu-ddp.yaml")  # on a free port
-    run([sys.executable, "-m", "stages.train.process"], one, env=dict(python_env(), ACCELERATE_USE_CPU="true"))
+    run([sys.executable, "-m", "stages.train", "--process"], one, env=dict(python_env(), ACCELERATE_USE_CPU="true"))
     ddp = run([sys.executable, "-m", "stages.train"], two)
     assert ddp.stderr.count(" of 8 kept (") == 1  # one summary line: the other rank is quiet
     curve = lambda d: [float(r.split("\t")[1]) for r in (d / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]]  # noqa: E731
@@ -166,7 +180,7 @@ def test_trainers_evaluation_loss_is_the_evaluate_stages(built, tmp_path, block_
     from transformers import AutoTokenizer, Trainer, TrainingArguments
 
     from stages.evaluate import validation_loss
-    from stages.train.model import build_model
+    from tolstoy.model.build import build_model
 
     tokenizer = AutoTokenizer.from_pretrained(built / "models/tokenizer")
     model_params = params_with(model={"n_positions": 256})["model"]
@@ -188,7 +202,7 @@ def test_the_training_forward_returns_the_models_loss_alone(built):
     from accelerate.state import AcceleratorState
     from transformers import AutoTokenizer
 
-    from stages.train.model import build_model
+    from tolstoy.model.build import build_model
 
     tokenizer = AutoTokenizer.from_pretrained(built / "models/tokenizer")
     torch.manual_seed(0)
@@ -224,7 +238,7 @@ def test_the_loss_is_transformers_loss_with_its_gradients(monkeypatch, precision
     loss of a model without them, and those rows get no gradient."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from stages import causal_lm
+    from tolstoy.model import loss as causal_lm
 
     monkeypatch.setattr(causal_lm, "LOGITS_BYTES_PER_CHUNK", 4 * 1000 * 50)  # 50 rows a chunk
     torch.manual_seed(0)
@@ -263,7 +277,7 @@ def test_an_mfu_over_100_percent_is_flagged_once_beside_its_peak(tmp_path, caplo
 
     import yaml
 
-    from stages.train.live import LiveCallback, open_live
+    from tolstoy.training.callbacks import LiveCallback, open_live
 
     live = open_live(tmp_path / "live", None)
     callback = LiveCallback(live, tokens_per_step=1000, flops_per_token=1e9, peak=2e9, val_chars_per_token=3.0)  # a peak far too low
@@ -289,9 +303,9 @@ def test_the_train_log_reads_as_the_progress_of_one_run(built, tmp_path):
 
 
 def test_a_filtered_message_is_only_the_one_it_names(caplog):
-    from stages.train import notices
+    from tolstoy.training import run
 
-    notices.install()
+    run.install_notices()
     arguments_log = logging.getLogger("transformers.training_args")
     with caplog.at_level(logging.WARNING, logger="transformers.training_args"):
         arguments_log.warning("The speedups for torchdynamo mostly come with GPU Ampere or higher and which is not detected here.")

@@ -17,11 +17,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stages.common import read_json
-from stages.tokenize import choose_validation
-from stages.train.fingerprint import observing_params
 from bench import sites
+from stages.tokenize import choose_validation
 from tests.helpers import call_stage, python_env, tiny_params, with_configs, write_params
+from tolstoy.files import read_json
+from tolstoy.training.checkpoints import observing_params
 
 pytestmark = pytest.mark.slow  # end to end: training runs of 80 steps
 
@@ -161,7 +161,7 @@ def test_killed_after_its_best_checkpoint_resumes_to_the_same_model(small, tmp_p
     best = read_json(reference / "metrics/train_cost.json")["outcome"]["kept_step"]
     assert best < STEPS - EVERY, "premise: the best step comes before the kill"
     killed = overfit_copy(small, tmp_path / "killed")
-    process = subprocess.Popen([sys.executable, "-m", "stages.train.process"], cwd=killed, env=python_env(),
+    process = subprocess.Popen([sys.executable, "-m", "stages.train", "--process"], cwd=killed, env=python_env(),
                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"))
     while not (killed / f"models/checkpoints/checkpoint-{best + EVERY}/sealed.json").exists() and process.poll() is None:
         time.sleep(0.005)

@@ -5,9 +5,10 @@ import sys
 import pytest
 import torch
 
-from stages.common import StageError, read_json
-from stages.train import checkpoints, device, plan
 from tests.helpers import needs_cuda, params_with, python_env, run, write_params
+from tolstoy import StageError, device
+from tolstoy.files import read_json
+from tolstoy.training import checkpoints, plan
 
 
 def test_micro_batch_plan():
@@ -70,7 +71,7 @@ def test_predicted_peak_memory_matches_measured_peak_rss(built, tmp_path, batch_
     # varying part of freed tensors in the heap (the peak varies by up to a fifth between runs); with
     # the threshold fixed, freed tensors go back at once and the peak is the same in every run.
     cpu = dict(python_env(), ACCELERATE_USE_CPU="true", MALLOC_MMAP_THRESHOLD_="131072")
-    run([sys.executable, "-m", "stages.train.process"], directory, env=cpu)  # a fresh process: its peak RSS is this run's
+    run([sys.executable, "-m", "stages.train", "--process"], directory, env=cpu)  # a fresh process: its peak RSS is this run's
     cost = read_json(directory / "metrics/train_cost.json")
     assert cost["estimate"]["micro_batch"] == batch_size
     # what the arithmetic needs, without the heap's cache: the prediction covers it and the cache (measured 18-22% here)

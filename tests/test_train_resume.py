@@ -11,8 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages.common import remove
-from tests.helpers import call_stage, damage, eval_loss, file_bytes, params_with, python_env, tiny_params, train_copy, weights, write_params
+from tests.helpers import (
+    call_stage,
+    damage,
+    eval_loss,
+    file_bytes,
+    params_with,
+    python_env,
+    tiny_params,
+    train_copy,
+    weights,
+    write_params,
+)
+from tolstoy.files import remove
 
 
 def test_interrupted_run_resumes_to_the_same_model(built_copy, caplog):
@@ -109,7 +120,7 @@ def test_killed_training_resumes_to_the_same_result(built, tmp_path, monkeypatch
     monkeypatch.chdir(reference)
     call_stage("train")
     killed = train_copy(built, tmp_path / "killed", **settings)
-    process = subprocess.Popen([sys.executable, "-m", "stages.train.process"], cwd=killed, env=python_env(),
+    process = subprocess.Popen([sys.executable, "-m", "stages.train", "--process"], cwd=killed, env=python_env(),
                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"))
     while not (killed / "models/checkpoints/checkpoint-8/trainer_state.json").exists() and process.poll() is None:
         time.sleep(0.005)

@@ -10,11 +10,12 @@ model's context keeps its end, and the new tokens stop at the last position.
 import argparse
 import sys
 
-from stages.common import reading, run_stage
-from stages.params import load_params
 from stages.paths import MODEL
-from stages.pretrained import pretrained_model, pretrained_tokenizer
 from stages.sample import SETTINGS, generate
+from tolstoy.config.params import load_params
+from tolstoy.console import run_stage
+from tolstoy.files import reading
+from tolstoy.model.pretrained import pretrained_model, pretrained_tokenizer
 
 
 def arguments(defaults):
