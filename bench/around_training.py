@@ -1,5 +1,6 @@
 """The parts of bench.performance around training: data preparation (the tokenize stage against
 the tutorial's datasets.map + group_texts), the pipeline's own overhead, and generation."""
+
 import json
 import shutil
 import subprocess
@@ -40,11 +41,24 @@ def bench_prep(results):
         with tempfile.TemporaryDirectory() as tmp:
             prep_workdir(corpus, Path(tmp) / "w")
             for kind in ("tutorial", "ours"):
-                done = subprocess.run([sys.executable, "-m", "bench.prep_worker", kind, str(Path(tmp) / "w")], cwd=ROOT,
-                                      env=python_env(), capture_output=True, text=True, check=True)
+                done = subprocess.run(
+                    [sys.executable, "-m", "bench.prep_worker", kind, str(Path(tmp) / "w")],
+                    cwd=ROOT,
+                    env=python_env(),
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 measured = json.loads(done.stdout.strip().splitlines()[-1])
-                rows.append({"corpus": corpus_name, "MB": round(size / 1e6, 1), "approach": kind, "seconds": round(measured["seconds"], 1),
-                             "peak_gib": round(measured["peak_gib"], 2)})
+                rows.append(
+                    {
+                        "corpus": corpus_name,
+                        "MB": round(size / 1e6, 1),
+                        "approach": kind,
+                        "seconds": round(measured["seconds"], 1),
+                        "peak_gib": round(measured["peak_gib"], 2),
+                    }
+                )
     results["prep"] = rows
     return pd.DataFrame(rows)
 
@@ -65,9 +79,19 @@ def bench_pipeline(results):
         params["sample"]["temperature"] = round(params["sample"]["temperature"] + 0.1, 3)
         (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
         sample_only = timed(["dvc", "repro"], repo)
-    rows = [{"what": "dvc repro, nothing changed", "seconds": round(noop, 2), "x sample stage": round(noop / sample_alone, 2)},
-            {"what": "dvc repro after a sample param change", "seconds": round(sample_only, 2), "x sample stage": round(sample_only / sample_alone, 2)},
-            {"what": "sample stage alone", "seconds": round(sample_alone, 2), "x sample stage": 1.0}]
+    rows = [
+        {
+            "what": "dvc repro, nothing changed",
+            "seconds": round(noop, 2),
+            "x sample stage": round(noop / sample_alone, 2),
+        },
+        {
+            "what": "dvc repro after a sample param change",
+            "seconds": round(sample_only, 2),
+            "x sample stage": round(sample_only / sample_alone, 2),
+        },
+        {"what": "sample stage alone", "seconds": round(sample_alone, 2), "x sample stage": 1.0},
+    ]
     results["pipeline"] = rows
     return pd.DataFrame(rows)
 
@@ -80,8 +104,21 @@ def bench_generate(results):
     for cache in (True, False):
         with torch.inference_mode():
             started = time.perf_counter()
-            out = model.generate(**inputs, max_new_tokens=200, min_new_tokens=200, do_sample=False, use_cache=cache, pad_token_id=tokenizer.pad_token_id)
+            out = model.generate(
+                **inputs,
+                max_new_tokens=200,
+                min_new_tokens=200,
+                do_sample=False,
+                use_cache=cache,
+                pad_token_id=tokenizer.pad_token_id,
+            )
             seconds = time.perf_counter() - started
-        rows.append({"kv_cache": cache, "new_tokens": out.shape[1] - inputs["input_ids"].shape[1], "tokens_per_sec": round((out.shape[1] - inputs["input_ids"].shape[1]) / seconds, 1)})
+        rows.append(
+            {
+                "kv_cache": cache,
+                "new_tokens": out.shape[1] - inputs["input_ids"].shape[1],
+                "tokens_per_sec": round((out.shape[1] - inputs["input_ids"].shape[1]) / seconds, 1),
+            }
+        )
     results["generate"] = rows
     return pd.DataFrame(rows)

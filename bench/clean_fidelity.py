@@ -12,6 +12,7 @@ recall = reference characters (non-space) found in the output; extra = output ch
 the reference; paragraphs = reference paragraphs found exactly, as one output line.
 Targets: recall >= 99.5%, extra <= 0.1%, paragraphs >= 95%.
 """
+
 import argparse
 import difflib
 import html
@@ -40,7 +41,9 @@ OTHER_AUTHORS = ["Chekhov/Ванька", "Chekhov/Палата №6", "Dostoevsk
 LAYOUTS = {  # characters a charset lacks become character references, as the sites write them
     "az.lib.ru": lambda title, author, chapters: sites.page_html(title, chapters).encode("cp1251", "xmlcharrefreplace"),
     "wikisource": lambda title, author, chapters: sites.page_wikisource(title, chapters).encode("utf-8"),
-    "lib.ru <pre>": lambda title, author, chapters: sites.page_libru(title, author, chapters).encode("koi8-r", "xmlcharrefreplace"),
+    "lib.ru <pre>": lambda title, author, chapters: sites.page_libru(title, author, chapters).encode(
+        "koi8-r", "xmlcharrefreplace"
+    ),
 }
 
 
@@ -66,7 +69,7 @@ def alignment(reference, output):
         ref_words = " ".join(reference[i1:i2]).split()
         out_words = " ".join(output[j1:j2]).split()
         fine = difflib.SequenceMatcher(None, ref_words, out_words, autojunk=False)
-        chars += sum(len(w) for block in fine.get_matching_blocks() for w in ref_words[block.a:block.a + block.size])
+        chars += sum(len(w) for block in fine.get_matching_blocks() for w in ref_words[block.a : block.a + block.size])
     return chars, paragraphs
 
 
@@ -78,9 +81,18 @@ def score(layout, work, body, reference, params):
     matched, paragraphs = alignment(reference, output)
     ref_chars = sum(len(line.replace(" ", "")) for line in reference)
     out_chars = sum(len(line.replace(" ", "")) for line in output)
-    row = {"layout": layout, "work": work, "encoding": page.encoding, "reference_chars": ref_chars, "output_chars": out_chars,
-           "matched_chars": matched, "reference_paragraphs": len(reference), "exact_paragraphs": paragraphs,
-           "output_paragraphs": len(output), "extract_s": round(seconds, 2)}
+    row = {
+        "layout": layout,
+        "work": work,
+        "encoding": page.encoding,
+        "reference_chars": ref_chars,
+        "output_chars": out_chars,
+        "matched_chars": matched,
+        "reference_paragraphs": len(reference),
+        "exact_paragraphs": paragraphs,
+        "output_paragraphs": len(output),
+        "extract_s": round(seconds, 2),
+    }
     return {**row, **percentages(row)}
 
 
@@ -96,9 +108,11 @@ def rendered_works(corpus):
 
 def percentages(sums):
     """recall, extra and exact paragraphs, in %, of one work's counts or of their sums."""
-    return {"recall_%": round(100 * sums["matched_chars"] / sums["reference_chars"], 3),
-            "extra_%": round(100 * (sums["output_chars"] - sums["matched_chars"]) / sums["output_chars"], 3),
-            "paragraphs_%": round(100 * sums["exact_paragraphs"] / sums["reference_paragraphs"], 2)}
+    return {
+        "recall_%": round(100 * sums["matched_chars"] / sums["reference_chars"], 3),
+        "extra_%": round(100 * (sums["output_chars"] - sums["matched_chars"]) / sums["output_chars"], 3),
+        "paragraphs_%": round(100 * sums["exact_paragraphs"] / sums["reference_paragraphs"], 2),
+    }
 
 
 def main():
@@ -109,18 +123,43 @@ def main():
     params = load_params("clean")
     mirror = args.shared / "mirror/az.lib.ru/t/tolstoj_lew_nikolaewich"
     corpus = args.shared / "corpus/ruslit/prose"
-    rows = [score("mirror", title, (mirror / page).read_bytes(), reference_lines(corpus / "Tolstoy" / f"{title}.txt"), params)
-            for page, title in MIRRORED.items()]
+    rows = [
+        score(
+            "mirror", title, (mirror / page).read_bytes(), reference_lines(corpus / "Tolstoy" / f"{title}.txt"), params
+        )
+        for page, title in MIRRORED.items()
+    ]
     rows += [score(*work, params) for work in rendered_works(corpus)]
     table = pd.DataFrame(rows)
-    summary = pd.DataFrame([{"layout": layout, **percentages(group.sum(numeric_only=True))}
-                            for layout, group in table.groupby("layout", sort=False)])
-    print(table[["layout", "work", "encoding", "reference_chars", "output_chars", "recall_%", "extra_%",
-                 "reference_paragraphs", "output_paragraphs", "paragraphs_%", "extract_s"]].to_string(index=False))
+    summary = pd.DataFrame(
+        [
+            {"layout": layout, **percentages(group.sum(numeric_only=True))}
+            for layout, group in table.groupby("layout", sort=False)
+        ]
+    )
+    print(
+        table[
+            [
+                "layout",
+                "work",
+                "encoding",
+                "reference_chars",
+                "output_chars",
+                "recall_%",
+                "extra_%",
+                "reference_paragraphs",
+                "output_paragraphs",
+                "paragraphs_%",
+                "extract_s",
+            ]
+        ].to_string(index=False)
+    )
     print()
     print(summary.to_string(index=False))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"works": rows, "layouts": summary.to_dict("records")}, ensure_ascii=False, indent=2) + "\n")
+    args.json.write_text(
+        json.dumps({"works": rows, "layouts": summary.to_dict("records")}, ensure_ascii=False, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

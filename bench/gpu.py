@@ -11,6 +11,7 @@ each attention kernel SDPA can be held to, memory not pinned and two loader work
 
     python -m bench.gpu [--steps 300] [--batch 32] [--settings | --speed] [--json bench/results/gpu.json]
 """
+
 import argparse
 import contextlib
 import dataclasses
@@ -28,7 +29,10 @@ from tolstoy.model.build import scratch_model
 
 VOCAB, BLOCK = 50257, 1024  # GPT-2's
 # name: (own loss, vocabulary multiple, precision: "half" = bf16 on a GPU, other TrainingArguments[, SDPA backend])
-VARIANTS = {"transformers loss, 50,257 rows": (False, 1, "half", {}), "own loss, 50,304 rows": (True, 64, "half", {})}  # before and as the stage trains
+VARIANTS = {
+    "transformers loss, 50,257 rows": (False, 1, "half", {}),
+    "own loss, 50,304 rows": (True, 64, "half", {}),
+}  # before and as the stage trains
 SETTINGS = {
     "own loss, memory not pinned": (True, 64, "half", {"dataloader_pin_memory": False}),
     "own loss, 2 loader workers": (True, 64, "half", {"dataloader_num_workers": 2}),
@@ -48,29 +52,64 @@ SPEED = {
 }
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=32, help="blocks of 1024 tokens per step")
     parser.add_argument("--n-layer", type=int, default=12, help="fewer for a quick check of the script on CPU")
     parser.add_argument("--n-embd", type=int, default=768)
     rows_wanted = parser.add_mutually_exclusive_group()
-    rows_wanted.add_argument("--settings", action="store_true", help="the other settings' rows instead of the loss and vocabulary ones")
-    rows_wanted.add_argument("--speed", action="store_true", help="the rows of changes that might raise the train stage's MFU")
+    rows_wanted.add_argument(
+        "--settings", action="store_true", help="the other settings' rows instead of the loss and vocabulary ones"
+    )
+    rows_wanted.add_argument(
+        "--speed", action="store_true", help="the rows of changes that might raise the train stage's MFU"
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "bench/results/gpu.json")
-    args = parser.parse_args()
-    shape = {**PARAMS["model"], "n_layer": args.n_layer, "n_embd": args.n_embd, "n_head": max(1, args.n_embd // 64), "n_positions": BLOCK}
+    return parser.parse_args()
+
+
+def result_row(device, args, variant, training, precision, run):
+    return {
+        "device": device,
+        "config": f"{args.n_layer}x{args.n_embd}/{BLOCK}/{VOCAB}",
+        "variant": variant,
+        "batch": training.per_device_train_batch_size,
+        "steps": args.steps,
+        "precision": precision,
+        **{key: run[key] for key in ("tokens_per_sec", "mfu_%", "peak_gflops", "mfu_check", "warmup_s")},
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None,
+        "loss_after": round(run["losses"][-1], 4),
+    }
+
+
+def main():
+    args = parse_args()
+    shape = {
+        **PARAMS["model"],
+        "n_layer": args.n_layer,
+        "n_embd": args.n_embd,
+        "n_head": max(1, args.n_embd // 64),
+        "n_positions": BLOCK,
+    }
     ids = np.random.default_rng(0).integers(0, VOCAB, size=(args.batch * 16, BLOCK), dtype=np.int64)
     blocks = [{"input_ids": row, "labels": row} for row in ids]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     rows = []
     variants = SPEED if args.speed else SETTINGS if args.settings else VARIANTS
     for variant, (own_loss, multiple, precision, arguments, *backend) in variants.items():
-        arguments = {key: 2 * args.batch if value is None and key == "per_device_train_batch_size" else value for key, value in arguments.items()}
+        arguments = {
+            key: 2 * args.batch if value is None and key == "per_device_train_batch_size" else value
+            for key, value in arguments.items()
+        }
         precision = "bf16" if precision == "half" and torch.cuda.is_available() else "fp32"
-        training = project_arguments(args.steps, args.batch, min(50, args.steps), precision, True)  # a loss read is a GPU sync
+        # logging every 50 steps at most: a loss read is a GPU sync
+        training = project_arguments(args.steps, args.batch, min(50, args.steps), precision, True)
         torch.manual_seed(0)
-        model = training_forward(scratch_model(shape, VOCAB, VOCAB - 1, VOCAB - 1, PARAMS["train"]["attn_implementation"], multiple), own_loss)
+        model = training_forward(
+            scratch_model(shape, VOCAB, VOCAB - 1, VOCAB - 1, PARAMS["train"]["attn_implementation"], multiple),
+            own_loss,
+        )
         training = dataclasses.replace(training, **arguments)
         with sdpa_kernel(backend) if backend else contextlib.nullcontext():
             try:
@@ -81,10 +120,7 @@ def main():
                 continue
         if "tf32" in arguments:  # TF32's peak is not plain fp32's: these rows compare by tokens/s
             run.update({"mfu_%": None, "mfu_check": ""})
-        rows.append({"device": device, "config": f"{args.n_layer}x{args.n_embd}/{BLOCK}/{VOCAB}", "variant": variant, "batch": training.per_device_train_batch_size,
-                     "steps": args.steps, "precision": precision, **{key: run[key] for key in ("tokens_per_sec", "mfu_%", "peak_gflops", "mfu_check", "warmup_s")},
-                     "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None,
-                     "loss_after": round(run["losses"][-1], 4)})
+        rows.append(result_row(device, args, variant, training, precision, run))
         write(rows, args.json)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()

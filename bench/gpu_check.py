@@ -12,11 +12,13 @@
 7. speed: bench.gpu --speed (8 min): the 124M model as trained beside each change that might raise its MFU.
 The first four share an 8-minute budget (--budget); 5-7 run only when --only names them.
 
-    python -m bench.gpu_check [--mirror ../shared/mirror/az.lib.ru] [--out bench/results/gpu_check] [--only tutorial,...] [--tiny]
+    python -m bench.gpu_check [--mirror ../shared/mirror/az.lib.ru] [--out bench/results/gpu_check]
+        [--only tutorial,...] [--tiny]
 
 --tiny shrinks every step (a 1-layer model, 20-step runs on one page, the CUDA-only tests alone) to check
 the script on a CPU in minutes. Results go to OUT/gpu_check.{json,md} as each step ends, logs to OUT/<step>.log.
 """
+
 import argparse
 import importlib.util
 import json
@@ -46,7 +48,15 @@ TINY_PARAMS = {
     "tokenizer": {"vocab_size": 512},
     "tokenize": {"block_size": 64},
     "model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 64},
-    "train": {"max_steps": 20, "eval_steps": 10, "save_steps": 10, "logging_steps": 5, "warmup_steps": 2, "batch_size": 4, "eval_blocks": 16},
+    "train": {
+        "max_steps": 20,
+        "eval_steps": 10,
+        "save_steps": 10,
+        "logging_steps": 5,
+        "warmup_steps": 2,
+        "batch_size": 4,
+        "eval_blocks": 16,
+    },
     "evaluate": {"max_blocks": 32},
     "sample": {"max_new_tokens": 10},
 }
@@ -54,8 +64,13 @@ TINY_PARAMS = {
 
 def environment():
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda, "device": gpu or platform.processor() or "cpu",
-            "cpu_count": os.cpu_count()}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": gpu or platform.processor() or "cpu",
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def run_logged(cmd, cwd, log, seconds, env):
@@ -65,7 +80,9 @@ def run_logged(cmd, cwd, log, seconds, env):
     seconds = max(1, min(seconds, DEADLINE - started))
     with open(log, "w") as out:
         try:
-            status = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=seconds).returncode
+            status = subprocess.run(
+                cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=seconds
+            ).returncode
         except subprocess.TimeoutExpired:
             status = 124
     return status, round(time.perf_counter() - started, 1)
@@ -102,7 +119,9 @@ def repro(args, env, name="repro", overrides=(), seconds=240, command=("dvc", "r
         if (directory / "metrics" / name).exists():
             row[name.removesuffix(".json")] = json.loads((directory / "metrics" / name).read_text())
     if status == 0:
-        check = subprocess.run([sys.executable, "-m", "dvc", "status", "--quiet"], cwd=directory, env=env, capture_output=True)
+        check = subprocess.run(
+            [sys.executable, "-m", "dvc", "status", "--quiet"], cwd=directory, env=env, capture_output=True
+        )
         row["dvc_status_clean"] = check.returncode == 0
     if (directory / "metrics/samples.md").exists():
         shutil.copy(directory / "metrics/samples.md", args.out / f"{name}-samples.md")
@@ -117,18 +136,36 @@ def preset(args, env):
 def tutorial(args, env):
     """The tutorial's GPT-2 124M preset through `dvc exp run`, bounded to TUTORIAL_STEPS (and, --tiny,
     to the tiny model: set after the preset's own values)."""
-    bounds = [TUTORIAL_STEPS, *([{key: TINY_PARAMS[key] for key in ("tokenizer", "tokenize", "model")}] if args.tiny else [])]
-    settings = [argument for bound in bounds for section, values in bound.items() for key, value in values.items()
-                for argument in ("-S", set_argument(f"{section}.{key}", value))]
-    return repro(args, env, "tutorial", seconds=240, command=("tools.preset", str(TUTORIAL_PRESET), "--run", "tutorial-124m", *settings))
+    bounds = [
+        TUTORIAL_STEPS,
+        *([{key: TINY_PARAMS[key] for key in ("tokenizer", "tokenize", "model")}] if args.tiny else []),
+    ]
+    settings = [
+        argument
+        for bound in bounds
+        for section, values in bound.items()
+        for key, value in values.items()
+        for argument in ("-S", set_argument(f"{section}.{key}", value))
+    ]
+    return repro(
+        args,
+        env,
+        "tutorial",
+        seconds=240,
+        command=("tools.preset", str(TUTORIAL_PRESET), "--run", "tutorial-124m", *settings),
+    )
 
 
 def tests(args, env):
     train_tests = ["tests/test_train.py", "tests/test_train_plan.py", "tests/test_train_resume.py"]
-    selection = [*train_tests, "-k", "gpu"] if args.tiny else [*train_tests, "tests/test_evaluate.py", "tests/test_sample.py"]
+    selection = (
+        [*train_tests, "-k", "gpu"] if args.tiny else [*train_tests, "tests/test_evaluate.py", "tests/test_sample.py"]
+    )
     log = args.out / "tests.log"
     side_by_side = ["-n", "3"] if importlib.util.find_spec("xdist") else []  # pytest-xdist, where installed
-    status, seconds = run_logged([sys.executable, "-m", "pytest", "-q", "-rfs", "--durations=8", *side_by_side, *selection], ROOT, log, 300, env)
+    status, seconds = run_logged(
+        [sys.executable, "-m", "pytest", "-q", "-rfs", "--durations=8", *side_by_side, *selection], ROOT, log, 300, env
+    )
     last_line = (log.read_text(errors="replace").splitlines() or [""])[-1]
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)", last_line)}
     return {"status": status, "seconds": seconds, **counts}
@@ -138,8 +175,13 @@ def run_figures(run):
     """One bench.gpu row in words (the TF32 rows have no MFU: TF32's peak is not plain fp32's)."""
     if "error" in run:  # a kernel the GPU lacks
         return f"{run['variant']}: {run['error']}"
-    mfu = f"MFU {run['mfu_%']}% of {run['peak_gflops']} GFLOP/s {run['mfu_check']}, " if run["mfu_%"] is not None else ""
-    return f"{run['variant']}: {run['tokens_per_sec']} tok/s, {mfu}peak {run['peak_gib']} GiB, warm-up {run['warmup_s']} s ({run['config']}, batch {run['batch']})"
+    mfu = (
+        f"MFU {run['mfu_%']}% of {run['peak_gflops']} GFLOP/s {run['mfu_check']}, " if run["mfu_%"] is not None else ""
+    )
+    return (
+        f"{run['variant']}: {run['tokens_per_sec']} tok/s, {mfu}peak {run['peak_gib']} GiB, "
+        f"warm-up {run['warmup_s']} s ({run['config']}, batch {run['batch']})"
+    )
 
 
 def summary(results):
@@ -147,25 +189,57 @@ def summary(results):
     for name in ("throughput", "settings", "speed"):
         t = results.get(name, {})
         figures = [run_figures(run) for run in t.get("runs", [])]
-        rows += [{"step": name, "status": t["status"], "seconds": t["seconds"], "figures": text} for text in figures or [""]] if t else []
+        rows += (
+            [
+                {"step": name, "status": t["status"], "seconds": t["seconds"], "figures": text}
+                for text in figures or [""]
+            ]
+            if t
+            else []
+        )
     for name in ("repro", "tutorial", "preset"):
         if name in results:
             r = results[name]
             cost = r.get("train_cost", {})
             kept = cost.get("outcome") or {}
-            rows.append({"step": name, "status": r["status"], "seconds": r["seconds"],
-                         "figures": f"train {cost.get('actual', {}).get('seconds')} s (planned {cost.get('estimate', {}).get('seconds')}), "
-                                    f"peak {cost.get('actual', {}).get('peak_gib')} GiB (planned {cost.get('estimate', {}).get('peak_gib')}), "
-                                    f"step {kept.get('kept_step')} of {kept.get('steps')} kept, "
-                                    f"val {r.get('eval', {}).get('bits_per_char')} bits/char, dvc status clean: {r.get('dvc_status_clean')}"})
+            rows.append(
+                {
+                    "step": name,
+                    "status": r["status"],
+                    "seconds": r["seconds"],
+                    "figures": f"train {cost.get('actual', {}).get('seconds')} s "
+                    f"(planned {cost.get('estimate', {}).get('seconds')}), "
+                    f"peak {cost.get('actual', {}).get('peak_gib')} GiB (planned "
+                    f"{cost.get('estimate', {}).get('peak_gib')}), "
+                    f"step {kept.get('kept_step')} of {kept.get('steps')} kept, "
+                    f"val {r.get('eval', {}).get('bits_per_char')} bits/char, dvc status clean: "
+                    f"{r.get('dvc_status_clean')}",
+                }
+            )
     if "tests" in results:
         t = results["tests"]
-        rows.append({"step": "tests", "status": t["status"], "seconds": t["seconds"],
-                     "figures": ", ".join(f"{t[k]} {k}" for k in ("passed", "failed", "skipped", "error", "errors") if k in t)})
+        rows.append(
+            {
+                "step": "tests",
+                "status": t["status"],
+                "seconds": t["seconds"],
+                "figures": ", ".join(
+                    f"{t[k]} {k}" for k in ("passed", "failed", "skipped", "error", "errors") if k in t
+                ),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-STEPS = {"throughput": throughput, "repro": repro, "tutorial": tutorial, "tests": tests, "preset": preset, "settings": settings, "speed": speed}
+STEPS = {
+    "throughput": throughput,
+    "repro": repro,
+    "tutorial": tutorial,
+    "tests": tests,
+    "preset": preset,
+    "settings": settings,
+    "speed": speed,
+}
 
 
 def main():
@@ -173,8 +247,14 @@ def main():
     parser.add_argument("--mirror", type=Path, default=ROOT.parent / "shared/mirror/az.lib.ru")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/gpu_check")
     parser.add_argument("--tiny", action="store_true", help="small sizes, to check the script on a CPU")
-    parser.add_argument("--only", default="throughput,repro,tutorial,tests", help=f"the steps to run, comma-separated, of {','.join(STEPS)}")
-    parser.add_argument("--budget", type=float, default=480, help="seconds for all the steps; a step still running then is stopped")
+    parser.add_argument(
+        "--only",
+        default="throughput,repro,tutorial,tests",
+        help=f"the steps to run, comma-separated, of {','.join(STEPS)}",
+    )
+    parser.add_argument(
+        "--budget", type=float, default=480, help="seconds for all the steps; a step still running then is stopped"
+    )
     args = parser.parse_args()
     if not set(args.only.split(",")) <= set(STEPS):
         sys.exit(f"error: --only {args.only}: the steps are {', '.join(STEPS)}")

@@ -1,5 +1,6 @@
 """bench.performance's `loader` part: Trainer's dataloader settings for this project's recipe,
 worker processes and pinned memory (which only a GPU uses), Trainer's defaults first."""
+
 import pandas as pd
 
 from bench.recipes import shapes, train_run
@@ -19,8 +20,17 @@ def bench_loader(results):
             measured[workers, pinned].append(train_run(shape, "ours", precision, False, arguments))
     best = {setting: max(runs, key=lambda run: run["tokens_per_sec"]) for setting, runs in measured.items()}
     base = best[LOADER_SETTINGS[0]]["tokens_per_sec"]
-    rows = [{"config": shape.name, "precision": precision, "workers": workers, "pin_memory": pinned, "tokens_per_sec": run["tokens_per_sec"],
-             "x_default": round(run["tokens_per_sec"] / base, 3), "loss_after": round(run["losses"][-1], 4)}
-            for (workers, pinned), run in best.items()]
+    rows = [
+        {
+            "config": shape.name,
+            "precision": precision,
+            "workers": workers,
+            "pin_memory": pinned,
+            "tokens_per_sec": run["tokens_per_sec"],
+            "x_default": round(run["tokens_per_sec"] / base, 3),
+            "loss_after": round(run["losses"][-1], 4),
+        }
+        for (workers, pinned), run in best.items()
+    ]
     results["loader"] = rows
     return pd.DataFrame(rows)

@@ -2,11 +2,13 @@
 and bits per character at equal wall time), where a step's time goes, data preparation against the tutorial's
 datasets.map + group_texts, pipeline overhead, generation.
 
-    python -m bench.performance [--only train,loss,head,loader,profile,quality,prep,pipeline,generate] [--json bench/results/performance.json]
+    python -m bench.performance [--only train,loss,head,loader,profile,quality,prep,pipeline,generate]
+        [--json bench/results/performance.json]
 
 Needs a finished default `dvc repro` in this checkout (data/, models/) and, for data preparation,
 ../shared/corpus/ruslit/prose. Every comparison is measured in the same run, on this machine.
 """
+
 import argparse
 import json
 import os
@@ -34,12 +36,19 @@ from tolstoy.model.build import scratch_model
 
 
 def bench_profile(results):
-    """Where an eager forward+backward of this project's model goes, by operator self time (torch.profiler, fp32, two steps after one warm-up)."""
+    """Where an eager forward+backward of this project's model goes, by operator self time (torch.profiler,
+    fp32, two steps after one warm-up)."""
     rows = []
     for shape in shapes():
         torch.manual_seed(0)
         meta = Blocks(shape.tokens, "train").meta
-        model = scratch_model(shape.model_params, meta["vocab_size"], meta["eot_id"], meta["eot_id"], PARAMS["train"]["attn_implementation"])
+        model = scratch_model(
+            shape.model_params,
+            meta["vocab_size"],
+            meta["eot_id"],
+            meta["eot_id"],
+            PARAMS["train"]["attn_implementation"],
+        )
         blocks = Blocks(shape.tokens, "train", limit=shape.batch)
         ids = torch.as_tensor(np.stack([blocks[i]["input_ids"] for i in range(shape.batch)]))
         step = lambda: model(input_ids=ids, labels=ids).loss.backward()  # noqa: E731
@@ -50,7 +59,15 @@ def bench_profile(results):
         events = profile.key_averages()
         total = sum(event.self_cpu_time_total for event in events)
         top = sorted(events, key=lambda event: event.self_cpu_time_total, reverse=True)[:8]
-        rows += [{"config": shape.name, "operator": event.key, "self_%": round(100 * event.self_cpu_time_total / total, 1), "calls": event.count // 2} for event in top]
+        rows += [
+            {
+                "config": shape.name,
+                "operator": event.key,
+                "self_%": round(100 * event.self_cpu_time_total / total, 1),
+                "calls": event.count // 2,
+            }
+            for event in top
+        ]
     results["profile"] = rows
     return pd.DataFrame(rows)
 
@@ -70,8 +87,21 @@ def auto_choice(shape):
     """What the train stage's `auto` picks for a run of the shape's planned steps on this machine,
     chosen in a fresh process as the stage does (compilation earlier in a process leaves worker
     processes behind that slow the timings after it)."""
-    arguments = [shape.model_params, str(shape.tokens), Blocks(shape.tokens, "train").block_size, shape.batch, shape.planned_steps]
-    out = subprocess.run([sys.executable, "-c", AUTO_CHOICE, json.dumps(arguments)], cwd=ROOT, env=python_env(), capture_output=True, text=True, check=True)
+    arguments = [
+        shape.model_params,
+        str(shape.tokens),
+        Blocks(shape.tokens, "train").block_size,
+        shape.batch,
+        shape.planned_steps,
+    ]
+    out = subprocess.run(
+        [sys.executable, "-c", AUTO_CHOICE, json.dumps(arguments)],
+        cwd=ROOT,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return tuple(json.loads(out.stdout.splitlines()[-1]))
 
 
@@ -89,12 +119,26 @@ def bench_train(results):
         best_ours = min(run_seconds[1:])
         for run, seconds in zip(runs, run_seconds):
             gap = max(abs(a - b) for a, b in zip(run["losses"], runs[0]["losses"]))
-            rows.append({"config": shape.name, "recipe": run["recipe"], "precision": run["precision"], "compile": run["compile"],
-                         "tokens_per_sec": run["tokens_per_sec"], "mfu_%": run["mfu_%"], "peak_gflops": run["peak_gflops"], "mfu_check": run["mfu_check"], "speedup": round(run["tokens_per_sec"] / runs[0]["tokens_per_sec"], 2),
-                         "warmup_s": run["warmup_s"], "planned_steps": shape.planned_steps, "run_s": round(seconds),
-                         "vs_best_%": round(100 * (seconds / best_ours - 1), 1),
-                         "auto": "auto" if run["recipe"] == "ours" and (run["precision"], run["compile"]) == auto else "",
-                         "loss_after": round(run["losses"][-1], 4), "max_loss_gap": round(gap, 4)})
+            rows.append(
+                {
+                    "config": shape.name,
+                    "recipe": run["recipe"],
+                    "precision": run["precision"],
+                    "compile": run["compile"],
+                    "tokens_per_sec": run["tokens_per_sec"],
+                    "mfu_%": run["mfu_%"],
+                    "peak_gflops": run["peak_gflops"],
+                    "mfu_check": run["mfu_check"],
+                    "speedup": round(run["tokens_per_sec"] / runs[0]["tokens_per_sec"], 2),
+                    "warmup_s": run["warmup_s"],
+                    "planned_steps": shape.planned_steps,
+                    "run_s": round(seconds),
+                    "vs_best_%": round(100 * (seconds / best_ours - 1), 1),
+                    "auto": "auto" if run["recipe"] == "ours" and (run["precision"], run["compile"]) == auto else "",
+                    "loss_after": round(run["losses"][-1], 4),
+                    "max_loss_gap": round(gap, 4),
+                }
+            )
     results["train"] = rows
     return pd.DataFrame(rows)
 
@@ -131,19 +175,40 @@ def bench_quality(results):
     torch.manual_seed(0)
     model = tutorial_model(tutorial.model_params, tokens)
     started = time.perf_counter()
-    state = Trainer(model=model, args=tutorial_arguments(per_device_train_batch_size=8, num_train_epochs=30), train_dataset=train,
-                    callbacks=[StopAfter(seconds)]).train()
+    state = Trainer(
+        model=model,
+        args=tutorial_arguments(per_device_train_batch_size=8, num_train_epochs=30),
+        train_dataset=train,
+        callbacks=[StopAfter(seconds)],
+    ).train()
     tutorial_seconds = time.perf_counter() - started
     tutorial_loss = validation_loss(model.eval(), val, 8)
     rows = [
-        {"model": "this project's default run", "train_seconds": seconds, "steps": PARAMS["train"]["max_steps"],
-         "tokens": cost["estimate"]["tokens"], "val_bits_per_char": evaluated["bits_per_char"]},
-        {"model": "tutorial's recipe, same wall time", "train_seconds": round(tutorial_seconds, 1), "steps": state.global_step,
-         "tokens": state.global_step * 8 * train.block_size, "val_bits_per_char": round(bits_per_char(tutorial_loss, val.chars_per_token), 4)},
+        {
+            "model": "this project's default run",
+            "train_seconds": seconds,
+            "steps": PARAMS["train"]["max_steps"],
+            "tokens": cost["estimate"]["tokens"],
+            "val_bits_per_char": evaluated["bits_per_char"],
+        },
+        {
+            "model": "tutorial's recipe, same wall time",
+            "train_seconds": round(tutorial_seconds, 1),
+            "steps": state.global_step,
+            "tokens": state.global_step * 8 * train.block_size,
+            "val_bits_per_char": round(bits_per_char(tutorial_loss, val.chars_per_token), 4),
+        },
     ]
     for directory in (ROOT / "data/tokens", tokens):
-        rows.append({"model": f"token frequencies, vocabulary {Blocks(directory, 'train').meta['vocab_size']:,}", "train_seconds": 0, "steps": 0,
-                     "tokens": len(Blocks(directory, "train").tokens), "val_bits_per_char": round(unigram_bits_per_char(directory), 4)})
+        rows.append(
+            {
+                "model": f"token frequencies, vocabulary {Blocks(directory, 'train').meta['vocab_size']:,}",
+                "train_seconds": 0,
+                "steps": 0,
+                "tokens": len(Blocks(directory, "train").tokens),
+                "val_bits_per_char": round(unigram_bits_per_char(directory), 4),
+            }
+        )
     results["quality"] = rows
     return pd.DataFrame(rows)
 
@@ -153,9 +218,23 @@ def main():
     parser.add_argument("--only", default="train,loss,loader,profile,quality,prep,pipeline,generate")
     parser.add_argument("--json", type=Path, default=ROOT / "bench/results/performance.json")
     args = parser.parse_args()
-    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-               "cpu_model": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")}
-    sections = {"train": bench_train, "loss": bench_loss, "head": bench_head, "loader": bench_loader, "profile": bench_profile, "quality": bench_quality, "prep": bench_prep, "pipeline": bench_pipeline, "generate": bench_generate}
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "cpu_model": next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), ""
+        ),
+    }
+    sections = {
+        "train": bench_train,
+        "loss": bench_loss,
+        "head": bench_head,
+        "loader": bench_loader,
+        "profile": bench_profile,
+        "quality": bench_quality,
+        "prep": bench_prep,
+        "pipeline": bench_pipeline,
+        "generate": bench_generate,
+    }
     for name in args.only.split(","):
         table = sections[name](results)
         print(f"\n## {name}\n{table.to_string(index=False)}", flush=True)

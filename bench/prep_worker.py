@@ -4,6 +4,7 @@
     python -m bench.prep_worker ours WORKDIR        # the tokenize stage on WORKDIR's data/clean and models/tokenizer
     python -m bench.prep_worker tutorial WORKDIR    # datasets text loader + map + group_texts on WORKDIR/corpus/*.txt
 """
+
 import time
 
 started = time.perf_counter()
@@ -29,7 +30,7 @@ def tutorial(work, block_size=1024):
     def group_texts(examples):
         concatenated = {k: sum(examples[k], []) for k in examples}
         total = len(concatenated["input_ids"]) // block_size * block_size
-        result = {k: [t[i:i + block_size] for i in range(0, total, block_size)] for k, t in concatenated.items()}
+        result = {k: [t[i : i + block_size] for i in range(0, total, block_size)] for k, t in concatenated.items()}
         result["labels"] = result["input_ids"].copy()
         return result
 

@@ -1,6 +1,7 @@
 """The two recipes bench.performance compares, on the stages' own data, models and Trainer settings:
 the tutorial's (GPT-2 with GPT2Config's defaults, Trainer's defaults, fp32) and this project's
 (the train stage's model builder and training arguments, with a precision and compile)."""
+
 import dataclasses
 import functools
 import shutil
@@ -30,7 +31,15 @@ TUTORIAL_SHAPE = {"n_layer": 6, "n_head": 6, "n_embd": 384, "n_positions": 1024}
 TUTORIAL_VOCAB = 30000
 # The tutorial's learning rate and warm-up with Trainer's other defaults. This project's settings
 # train with them too when compared with the tutorial's, so that equal math gives equal losses.
-TUTORIAL_OPTIMIZER = {"lr": 5e-5, "warmup_steps": 200, "lr_scheduler": "linear", "weight_decay": 0.0, "adam_beta2": 0.999, "max_grad_norm": 1.0, "seed": 0}
+TUTORIAL_OPTIMIZER = {
+    "lr": 5e-5,
+    "warmup_steps": 200,
+    "lr_scheduler": "linear",
+    "weight_decay": 0.0,
+    "adam_beta2": 0.999,
+    "max_grad_norm": 1.0,
+    "seed": 0,
+}
 
 
 @dataclasses.dataclass
@@ -50,17 +59,23 @@ def stage_tokens(work, overrides):
     documents, with params.yaml's {section: {key: value}} overrides."""
     (work / "data/clean").mkdir(parents=True)
     shutil.copy(ROOT / "data/clean/docs.parquet", work / "data/clean/docs.parquet")
-    params = {section: {**PARAMS[section], **overrides.get(section, {})} for section in ("tokenizer", "tokenize", "model")}
+    params = {
+        section: {**PARAMS[section], **overrides.get(section, {})} for section in ("tokenizer", "tokenize", "model")
+    }
     (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     for stage in ("tokenizer", "tokenize"):
-        subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=work, env=python_env(), check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", f"stages.{stage}"], cwd=work, env=python_env(), check=True, capture_output=True
+        )
     return work / "data/tokens"
 
 
 @functools.lru_cache
 def tutorial_tokens():
     work = Path(tempfile.mkdtemp(prefix="bench-tutorial-"))
-    return stage_tokens(work, {"tokenizer": {"vocab_size": TUTORIAL_VOCAB}, "tokenize": {"block_size": TUTORIAL_SHAPE["n_positions"]}})
+    return stage_tokens(
+        work, {"tokenizer": {"vocab_size": TUTORIAL_VOCAB}, "tokenize": {"block_size": TUTORIAL_SHAPE["n_positions"]}}
+    )
 
 
 @functools.lru_cache
@@ -69,20 +84,29 @@ def shapes():
     tutorial = tutorial_tokens()
     meta = Blocks(tutorial, "train").meta
     tutorial_steps = 30 * (meta["train"]["tokens"] + meta["val"]["tokens"]) // (TUTORIAL_SHAPE["n_positions"] * 8)
-    return [Shape("default", PARAMS["model"], ROOT / "data/tokens", 40, 8, PARAMS["train"]["max_steps"]),
-            Shape("6x384/1024/30k", {**PARAMS["model"], **TUTORIAL_SHAPE}, tutorial, 8, 4, tutorial_steps)]
+    return [
+        Shape("default", PARAMS["model"], ROOT / "data/tokens", 40, 8, PARAMS["train"]["max_steps"]),
+        Shape("6x384/1024/30k", {**PARAMS["model"], **TUTORIAL_SHAPE}, tutorial, 8, 4, tutorial_steps),
+    ]
 
 
 def project_model(model_params, tokens, vocab_multiple=VOCAB_MULTIPLE, own_loss=True):
     """The train stage's model from scratch, training forward included, for the vocabulary of `tokens`;
     for comparison, with its vocabulary padded to another multiple, or with transformers' own loss."""
     meta = Blocks(tokens, "train").meta
-    model = scratch_model(model_params, meta["vocab_size"], meta["eot_id"], meta["eot_id"], PARAMS["train"]["attn_implementation"], vocab_multiple)
+    model = scratch_model(
+        model_params,
+        meta["vocab_size"],
+        meta["eot_id"],
+        meta["eot_id"],
+        PARAMS["train"]["attn_implementation"],
+        vocab_multiple,
+    )
     return training_forward(model, own_loss)
 
 
 def training_forward(model, own_loss):
-    """The train stage's forward (stages/causal_lm.py's loss), or one with transformers' loss."""
+    """The train stage's forward (tolstoy/model/loss.py's loss), or one with transformers' loss."""
     return loss_only(model) if own_loss else transformers_loss(with_causal_lm_loss(model))
 
 
@@ -101,21 +125,34 @@ def transformers_loss(model):
 
 def tutorial_model(model_params, tokens):
     """The tutorial's model: GPT2Config's defaults (dropout 0.1) in the given shape."""
-    return GPT2LMHeadModel(GPT2Config(vocab_size=Blocks(tokens, "train").meta["vocab_size"], **{key: model_params[key] for key in TUTORIAL_SHAPE}))
+    return GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=Blocks(tokens, "train").meta["vocab_size"], **{key: model_params[key] for key in TUTORIAL_SHAPE}
+        )
+    )
 
 
 def tutorial_arguments(**settings):
     """The tutorial's Trainer: library defaults, fp32, its learning rate and warm-up."""
-    return TrainingArguments(output_dir=tempfile.mkdtemp(), learning_rate=5e-5, warmup_steps=200, report_to="none", save_strategy="no",
-                             use_cpu=not on_gpu(), seed=0, disable_tqdm=True, **settings)
+    return TrainingArguments(
+        output_dir=tempfile.mkdtemp(),
+        learning_rate=5e-5,
+        warmup_steps=200,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=not on_gpu(),
+        seed=0,
+        disable_tqdm=True,
+        **settings,
+    )
 
 
 def project_arguments(steps, batch, log_every, precision, compile_model):
     """The train stage's TrainingArguments for the tutorial's optimizer settings, without evaluations or checkpoints."""
     train_params = {**PARAMS["train"], **TUTORIAL_OPTIMIZER, "logging_steps": log_every}
     plan = SimpleNamespace(micro_batch=batch, grad_accum=1, precision=precision, compile=compile_model)
-    args = training_arguments(train_params, plan, steps, batch)
-    return dataclasses.replace(args, output_dir=tempfile.mkdtemp(), eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
+    args = training_arguments(train_params, plan, steps, batch, tempfile.mkdtemp())
+    return dataclasses.replace(args, eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
 
 
 class StepTimer(TrainerCallback):
@@ -160,9 +197,15 @@ def timed_training(model, blocks, args, precision):
     tokens_per_sec = args.per_device_train_batch_size * block_size / seconds_per_step
     peak = measured_peak(precision)
     mfu = tokens_per_sec * model_flops_per_token(model, block_size) / peak
-    return {"tokens_per_sec": round(tokens_per_sec, 1), "mfu_%": round(100 * mfu, 1),
-            "peak_gflops": round(peak / 1e9, 1), "mfu_check": "OVER 100%: peak probe low" if mfu > 1 else "", "warmup_s": round(warmup_seconds, 1),
-            "seconds_per_step": seconds_per_step, "losses": timer.losses}
+    return {
+        "tokens_per_sec": round(tokens_per_sec, 1),
+        "mfu_%": round(100 * mfu, 1),
+        "peak_gflops": round(peak / 1e9, 1),
+        "mfu_check": "OVER 100%: peak probe low" if mfu > 1 else "",
+        "warmup_s": round(warmup_seconds, 1),
+        "seconds_per_step": seconds_per_step,
+        "losses": timer.losses,
+    }
 
 
 def train_run(shape, recipe, precision="fp32", compile_model=False, arguments=None, **model_options):
@@ -176,5 +219,12 @@ def train_run(shape, recipe, precision="fp32", compile_model=False, arguments=No
         args = tutorial_arguments(per_device_train_batch_size=shape.batch, max_steps=shape.bench_steps, logging_steps=1)
     else:
         model = project_model(shape.model_params, shape.tokens, **model_options)
-        args = dataclasses.replace(project_arguments(shape.bench_steps, shape.batch, 1, precision, compile_model), **(arguments or {}))
-    return {"recipe": recipe, "precision": precision, "compile": compile_model, **timed_training(model, blocks, args, precision)}
+        args = dataclasses.replace(
+            project_arguments(shape.bench_steps, shape.batch, 1, precision, compile_model), **(arguments or {})
+        )
+    return {
+        "recipe": recipe,
+        "precision": precision,
+        "compile": compile_model,
+        **timed_training(model, blocks, args, precision),
+    }

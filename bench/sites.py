@@ -7,6 +7,7 @@
   indented first line, centred headings, a site title line and source/OCR lines.
 bench/clean_fidelity.py renders corpus texts with these builders; the tests build their local
 sites with them."""
+
 import html
 import random
 import textwrap
@@ -38,7 +39,15 @@ SENTENCES = [
     "Где-то ударили в колокол, и звон поплыл над рекой.",
 ]
 
-CHROME_MARKERS = ["Реклама", "Книги почтой", "Оценить", "Copyright", "Техподдержка", "Комментарии", "Последние комментарии"]
+CHROME_MARKERS = [
+    "Реклама",
+    "Книги почтой",
+    "Оценить",
+    "Copyright",
+    "Техподдержка",
+    "Комментарии",
+    "Последние комментарии",
+]
 
 
 WORDS = sorted({w.strip(".,-?") for s in SENTENCES for w in s.split()} - {""})
@@ -114,8 +123,10 @@ def page_wikisource(title, chapters, note_every=25):
                 n = len(notes)
                 marker = f'<sup id="cite_ref-{n}" class="reference"><a href="#cite_note-{n}">[{n}]</a></sup>'
             body.append(f"<p>{html.escape(paragraph, quote=False)}{marker}</p>")
-    note_items = "".join(f'<li id="cite_note-{n}"><a href="#cite_ref-{n}">↑</a> <span class="reference-text">{note}</span></li>'
-                         for n, note in enumerate(notes, 1))
+    note_items = "".join(
+        f'<li id="cite_note-{n}"><a href="#cite_ref-{n}">↑</a> <span class="reference-text">{note}</span></li>'
+        for n, note in enumerate(notes, 1)
+    )
     return f"""<!DOCTYPE html>
 <html lang="ru"><head><meta charset="UTF-8"><title>{html.escape(title)} — Викитека</title></head>
 <body>

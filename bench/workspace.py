@@ -1,6 +1,7 @@
 """Copies of this checkout to run the pipeline in, apart from it (the tests' temporary repositories,
 the GPU check): the environment for the project's subprocesses, a git repository of the working
 tree, and params.yaml with overrides."""
+
 import os
 import shutil
 import subprocess
@@ -11,32 +12,63 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 # Folders left out where git cannot list the working tree (what .gitignore leaves out)
-NOT_COPIED = (".git", ".venv", ".whl", ".gpu_mirror", "data", "models", "cache", "tmp", "results", "__pycache__", "dvc_plots", "metrics")
+NOT_COPIED = (
+    ".git",
+    ".venv",
+    ".whl",
+    ".gpu_mirror",
+    "data",
+    "models",
+    "cache",
+    "tmp",
+    "results",
+    "__pycache__",
+    "dvc_plots",
+    "metrics",
+)
 
 
 def python_env(**extra):
     """Environment for subprocesses: this interpreter's bin first on PATH, offline hub, this checkout importable."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", DVC_NO_ANALYTICS="1", **extra)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # packages installed beside, e.g. on a GPU machine
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+    )  # packages installed beside, e.g. on a GPU machine
     return env
 
 
 def git_env(**extra):
-    return python_env(GIT_AUTHOR_NAME="workspace", GIT_AUTHOR_EMAIL="workspace@localhost",
-                      GIT_COMMITTER_NAME="workspace", GIT_COMMITTER_EMAIL="workspace@localhost", **extra)
+    return python_env(
+        GIT_AUTHOR_NAME="workspace",
+        GIT_AUTHOR_EMAIL="workspace@localhost",
+        GIT_COMMITTER_NAME="workspace",
+        GIT_COMMITTER_EMAIL="workspace@localhost",
+        **extra,
+    )
 
 
 def working_tree_files():
-    """The working tree's tracked and untracked, not ignored, files (relative paths); without git, all outside NOT_COPIED."""
+    """The working tree's tracked and untracked, not ignored, files (relative paths); without git, all
+    outside NOT_COPIED."""
     if shutil.which("git") and (ROOT / ".git").exists():
-        listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True)
+        listing = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
         return [name for name in listing.stdout.decode().split("\0") if name and (ROOT / name).is_file()]
-    return [str(f.relative_to(ROOT)) for f in ROOT.rglob("*") if f.is_file() and not set(f.relative_to(ROOT).parts) & set(NOT_COPIED)]
+    return [
+        str(f.relative_to(ROOT))
+        for f in ROOT.rglob("*")
+        if f.is_file() and not set(f.relative_to(ROOT).parts) & set(NOT_COPIED)
+    ]
 
 
 def make_repo(directory):
-    """A fresh git repository of the working tree's files, committed (where git is missing, a DVC project without git)."""
+    """A fresh git repository of the working tree's files, committed (where git is missing, a DVC
+    project without git)."""
     directory = Path(directory)
     for name in working_tree_files():
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +88,9 @@ def shared_beside(directory, target):
 
 
 def write_params(directory, params):
-    (Path(directory) / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    (Path(directory) / "params.yaml").write_text(
+        yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8"
+    )
 
 
 def with_overrides(directory, *overrides):

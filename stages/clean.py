@@ -1,16 +1,17 @@
 """clean: raw pages -> one table of documents (data/clean/docs.parquet) and metrics.
 
 Decode each page (the charset its server or its <meta> declared when the text reads as Russian,
-else the Cyrillic encoding whose text does; see stages/charset.py), join hard-wrapped <pre>/plain
-text into paragraphs, parse it (stages/page_tree.py), extract the work with
+else the Cyrillic encoding whose text does; see tolstoy/data/charset.py), join hard-wrapped <pre>/plain
+text into paragraphs, parse it (tolstoy/data/page_tree.py), extract the work with
 trafilatura tuned for recall with the site's chrome pruned by XPath, unescape entities, NFC,
 collapse whitespace, one paragraph per line; report (optionally drop) editorial apparatus,
 optionally drop footnote markers and duplicates across documents. A warning names each page whose
 text lost part of it: cut short mid-character, parsing stopped at libxml2's limits, or bytes that
 do not decode (U+FFFD). Pages are cleaned in worker
-processes side by side (stages.common.workers), duplicates then dropped in page order, so the
+processes side by side (tolstoy.data.pool.workers), duplicates then dropped in page order, so the
 outputs are those of one process.
 """
+
 import functools
 import hashlib
 import html
@@ -34,7 +35,9 @@ from tolstoy.data.pool import ordered_map
 from tolstoy.files import atomic_path, read_json, reading, write_json
 
 FOOTNOTE_MARKER = re.compile(r"\s?\[\d{1,3}\]")
-DOCS_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("title", pa.string()), ("text", pa.string()), ("chars", pa.int64())])
+DOCS_SCHEMA = pa.schema(
+    [("id", pa.string()), ("url", pa.string()), ("title", pa.string()), ("text", pa.string()), ("chars", pa.int64())]
+)
 MARK_OPEN, MARK_CLOSE = "⟦", "⟧"  # mathematical brackets: not in prose (trafilatura strips private-use characters)
 PARAGRAPH_MARK = re.compile(f"{MARK_OPEN}\\d+{MARK_CLOSE}")
 PARAGRAPH_TAG = re.compile(r"<(/?)(?:dd|h[3-6])\b", re.I)  # tags that become <p>
@@ -92,12 +95,24 @@ def warn_of_losses(url, decoded, cut, paragraphs):
     if decoded.unfinished:
         log.warning("%s: ends in the middle of a %s character, which is left out: cut short?", url, decoded.encoding)
     if cut:
-        log.warning("%s: the HTML parser stopped at its limit (%s): the last %d characters of the page (%.0f%%) "
-                    "are not in its text", url, cut.limit, cut.lost, 100 * cut.lost / cut.chars)
+        log.warning(
+            "%s: the HTML parser stopped at its limit (%s): the last %d characters of the page (%.0f%%) "
+            "are not in its text",
+            url,
+            cut.limit,
+            cut.lost,
+            100 * cut.lost / cut.chars,
+        )
     replaced = sum(paragraph.count(REPLACEMENT) for paragraph in paragraphs)
     if replaced > FEW_REPLACEMENTS:
-        log.warning("%s: %d characters of its text are U+FFFD (%s), for bytes that do not decode as %s: "
-                    "does the page mix encodings?", url, replaced, REPLACEMENT, decoded.encoding)
+        log.warning(
+            "%s: %d characters of its text are U+FFFD (%s), for bytes that do not decode as %s: "
+            "does the page mix encodings?",
+            url,
+            replaced,
+            REPLACEMENT,
+            decoded.encoding,
+        )
 
 
 class Deduplicator:
@@ -137,17 +152,30 @@ def clean_page(record, params):
     warn_of_losses(record["url"], decoded, cut, paragraphs)
     chars = sum(map(len, paragraphs))
     if chars < params["min_chars"]:
-        raise StageError(f"{record['url']} yields {chars} characters of text (min_chars={params['min_chars']}): not a page with a work on it?")
+        raise StageError(
+            f"{record['url']} yields {chars} characters of text (min_chars={params['min_chars']}): "
+            "not a page with a work on it?"
+        )
     return {
-        "id": record["file"], "url": record["url"], "title": page_title(tree), "declared_encoding": declared,
-        "encoding": encoding, "encoding_note": note, "chars_in": len(page), "paragraphs": paragraphs,
-        "apparatus_chars": sum(map(len, apparatus)), "duplicate_paragraphs": 0, "dropped": "",
+        "id": record["file"],
+        "url": record["url"],
+        "title": page_title(tree),
+        "declared_encoding": declared,
+        "encoding": encoding,
+        "encoding_note": note,
+        "chars_in": len(page),
+        "paragraphs": paragraphs,
+        "apparatus_chars": sum(map(len, apparatus)),
+        "duplicate_paragraphs": 0,
+        "dropped": "",
     }
 
 
 def document_table(doc_id, url, title, text):
     """One document as a table of DOCS_SCHEMA, written as a row group of its own (readers stream them)."""
-    return pa.table({"id": [doc_id], "url": [url], "title": [title], "text": [text], "chars": [len(text)]}, schema=DOCS_SCHEMA)
+    return pa.table(
+        {"id": [doc_id], "url": [url], "title": [title], "text": [text], "chars": [len(text)]}, schema=DOCS_SCHEMA
+    )
 
 
 def write_documents(records, params):
@@ -176,8 +204,22 @@ def main():
     report = write_documents(records, params)
     kept = report[report["dropped"] == ""]
     with atomic_path(CLEAN_REPORT) as tmp:
-        report[["id", "url", "title", "declared_encoding", "encoding", "encoding_note", "chars_in", "chars",
-                "n_paragraphs", "apparatus_chars", "duplicate_paragraphs", "dropped"]].to_csv(tmp, index=False)
+        report[
+            [
+                "id",
+                "url",
+                "title",
+                "declared_encoding",
+                "encoding",
+                "encoding_note",
+                "chars_in",
+                "chars",
+                "n_paragraphs",
+                "apparatus_chars",
+                "duplicate_paragraphs",
+                "dropped",
+            ]
+        ].to_csv(tmp, index=False)
     metrics = {
         "documents": len(kept),
         "chars_in": int(report["chars_in"].sum()),
@@ -190,7 +232,9 @@ def main():
         "dropped_duplicate_paragraphs": int(report["duplicate_paragraphs"].sum()),
     }
     write_json(CLEAN_METRICS, metrics)
-    log.info("clean: %(documents)d documents, %(chars_in)d -> %(chars_out)d characters, %(paragraphs)d paragraphs", metrics)
+    log.info(
+        "clean: %(documents)d documents, %(chars_in)d -> %(chars_out)d characters, %(paragraphs)d paragraphs", metrics
+    )
 
 
 if __name__ == "__main__":

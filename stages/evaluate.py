@@ -5,6 +5,7 @@ a group's bits per character minus groups.reference's (the trained author's unse
 Bits per character divide the total loss by the characters the tokens encode, so models with
 different tokenizers compare fairly.
 """
+
 import math
 
 import numpy as np
@@ -26,7 +27,9 @@ def validation_loss(model, blocks, batch_size):
     total = 0.0
     starts = range(0, len(blocks), batch_size)
     for start in progress(starts, len(starts), f"evaluate: batches of {batch_size} blocks"):
-        ids = torch.from_numpy(np.stack([blocks[i]["input_ids"] for i in range(start, min(start + batch_size, len(blocks)))])).to(model.device)
+        ids = torch.from_numpy(
+            np.stack([blocks[i]["input_ids"] for i in range(start, min(start + batch_size, len(blocks)))])
+        ).to(model.device)
         total += causal_lm_loss(model, ids, ids).item() * len(ids)  # blocks are equal length
     return total / len(blocks)
 
@@ -63,8 +66,14 @@ def main():
     }
     write_json(EVAL_METRICS, metrics)
     groups = "".join(f"; {name} {bits:.4f}" for name, bits in metrics.get("groups", {}).items())
-    log.info("evaluate: loss %.4f, perplexity %.2f, %.4f bits/char over %d tokens%s", loss, metrics["perplexity"], metrics["bits_per_char"],
-             metrics["val_tokens"], groups)
+    log.info(
+        "evaluate: loss %.4f, perplexity %.2f, %.4f bits/char over %d tokens%s",
+        loss,
+        metrics["perplexity"],
+        metrics["bits_per_char"],
+        metrics["val_tokens"],
+        groups,
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """fetch: download the source pages listed in params into data/raw/, plus a manifest.
 
 Raw bytes are stored exactly as received, with what the server said (status, content type,
-ETag, Last-Modified); decoding them is the clean stage's. The HTTP session (stages/web.py)
+ETag, Last-Modified); decoding them is the clean stage's. The HTTP session (tolstoy/data/web.py)
 retries, backs off, bounds redirects, sizes and times and waits between requests to a host; several
 hosts are fetched side by side, so one slow host holds up only its own pages. A rerun
 sends If-None-Match / If-Modified-Since and keeps the stored bytes on 304; a rerun that fails
@@ -12,10 +12,11 @@ FETCH_MIRROR="FROM=TO [FROM=TO ...]" rewrites URL prefixes before fetching, e.g.
 FETCH_MIRROR="http://az.lib.ru/=http://127.0.0.1:8765/" for an offline mirror served over HTTP,
 "http://az.lib.ru/=file:///path/to/mirror/az.lib.ru/" for one on disk, or
 "http://=https://web.archive.org/web/2024/http://" for a web archive. A mirror on disk must be in
-the project or ../shared, as every local source (stages/local.py). Credentials in a URL
+the project or ../shared, as every local source (tolstoy/data/local.py). Credentials in a URL
 (http://user:password@host/, best given in FETCH_MIRROR: params.yaml and dvc.lock keep fetch.urls
 as written) are sent, and left out of the manifest, the file names and the log.
 """
+
 import datetime
 import hashlib
 import os
@@ -50,7 +51,7 @@ def mirror_rules(spec):
 def apply_mirror(url, rules):
     for prefix, replacement in rules:
         if url.startswith(prefix):
-            return replacement + url[len(prefix):]
+            return replacement + url[len(prefix) :]
     return url
 
 
@@ -92,8 +93,12 @@ def fetch_page(fetcher, url, source, stored, project):
     try:
         record, body = fetch_one(fetcher, source, stored, project)
     except FetchFailure as failure:
-        failed = {"error": str(failure), "error_source": recorded_source, "error_at": started,
-                  "attempts": getattr(failure, "attempts", 1)}
+        failed = {
+            "error": str(failure),
+            "error_source": recorded_source,
+            "error_at": started,
+            "attempts": getattr(failure, "attempts", 1),
+        }
         kept = f" (keeping the page fetched from {stored['source']} at {stored['fetched_at']})" if stored else ""
         log.warning("fetch %s failed: %s%s", recorded_source, failure, kept)
         return {**stored, **failed} if stored else {"url": url, "source": recorded_source, "file": None, **failed}
@@ -175,7 +180,9 @@ def main(project=Path(".")):
     params = load_params("fetch")
     manifest = fetch_all(params, os.environ.get("FETCH_MIRROR", ""), project)
     failed = [r for r in manifest if r["error"]]
-    failures = "; ".join(f"{r['error_source']} ({r['error']}{', stored page kept' if r['file'] else ''})" for r in failed)
+    failures = "; ".join(
+        f"{r['error_source']} ({r['error']}{', stored page kept' if r['file'] else ''})" for r in failed
+    )
     if failed and params["on_error"] == "fail":
         raise StageError(f"could not fetch: {failures}")
     stored = [r for r in manifest if r["file"]]
@@ -183,7 +190,10 @@ def main(project=Path(".")):
         raise StageError(f"every source failed: {failures}")
     log.info(
         "fetch: %d pages, %d bytes, %d not modified, %d failed (%d of them kept from an earlier fetch)",
-        len(stored), sum(r["bytes"] for r in stored), sum(r.get("status") == 304 for r in stored if not r["error"]), len(failed),
+        len(stored),
+        sum(r["bytes"] for r in stored),
+        sum(r.get("status") == 304 for r in stored if not r["error"]),
+        len(failed),
         sum(bool(r["file"]) for r in failed),
     )
 

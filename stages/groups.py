@@ -6,6 +6,7 @@ params.yaml's fetch and clean settings, in a work directory of its own; its docu
 encoded whole (no validation split) with models/tokenizer, each followed by end-of-text, into
 data/groups/<name>/tokens/text.bin, which Blocks reads as the split "text".
 """
+
 import contextlib
 import os
 import shutil
@@ -54,7 +55,9 @@ def prepare_group(directory, sources, settings, tokenizer, eot_id, block_size):
         for doc in iter_documents(DOCS, ["text"]):
             writer.write(encoded(tokenizer, eot_id, doc["text"]), len(doc["text"]), len(doc["text"].encode()))
             documents += 1
-        stats = close_split(writer, "the group's text", block_size, "add text to the group, or use a smaller block_size")
+        stats = close_split(
+            writer, "the group's text", block_size, "add text to the group, or use a smaller block_size"
+        )
         write_json(Path("tokens/meta.json"), tokens_meta(tokenizer, eot_id, block_size, {SPLIT: stats}))
     for prepared in ("data", "metrics"):  # the pages, the table and their reports: what is scored is in tokens/
         shutil.rmtree(directory / prepared)
@@ -77,7 +80,11 @@ def main():
             except StageError as error:
                 raise StageError(f"groups.sources.{name}: {error}") from None
         write_json(tmp / "groups.json", prepared)  # the directory is never empty: DVC tracks it either way
-    log.info("groups: %d prepared (%s)", len(prepared), ", ".join(f"{name} {g['chars']:,} characters" for name, g in prepared.items()) or "none set")
+    log.info(
+        "groups: %d prepared (%s)",
+        len(prepared),
+        ", ".join(f"{name} {g['chars']:,} characters" for name, g in prepared.items()) or "none set",
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Where every stage reads and writes (dvc.yaml declares the same paths as deps and outs), by the stage that writes them."""
+"""Where every stage reads and writes (dvc.yaml declares the same paths as deps and outs), by the
+stage that writes them."""
+
 from pathlib import Path
 
 PARAMS_CHECKED = Path("data/params.ok")  # validate

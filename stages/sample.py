@@ -1,6 +1,7 @@
 """sample: continue the prompts in params with models/model -> metrics/samples.md (for people to
 read) and metrics/samples.json (statistics of the continuations, per prompt and overall, for
-`dvc exp show` to compare: see stages/words.py)."""
+`dvc exp show` to compare: see tolstoy/data/words.py)."""
+
 import time
 
 import torch
@@ -20,15 +21,18 @@ SETTINGS = (*GENERATION_KEYS, "seed")
 def fit_context(input_ids, max_new_tokens, context):
     """Keep the prompt's end and the number of new tokens within the model's positions."""
     max_new_tokens = min(max_new_tokens, context - 1)
-    return input_ids[:, -(context - max_new_tokens):], max_new_tokens
+    return input_ids[:, -(context - max_new_tokens) :], max_new_tokens
 
 
 @torch.inference_mode()
 def generate(model, tokenizer, prompt, params):
     """(continuation, number of new tokens) of `prompt` with the sampling params, within the context."""
     set_seed(params["seed"])
-    input_ids, max_new_tokens = fit_context(tokenizer(prompt, return_tensors="pt")["input_ids"], params["max_new_tokens"],
-                                            model.config.max_position_embeddings)
+    input_ids, max_new_tokens = fit_context(
+        tokenizer(prompt, return_tensors="pt")["input_ids"],
+        params["max_new_tokens"],
+        model.config.max_position_embeddings,
+    )
     input_ids = input_ids.to(model.device)
     sampling = params["temperature"] > 0
     output = model.generate(
@@ -43,12 +47,15 @@ def generate(model, tokenizer, prompt, params):
         pad_token_id=tokenizer.pad_token_id,
         use_cache=True,
     )
-    new_tokens = output[0, input_ids.shape[1]:]
+    new_tokens = output[0, input_ids.shape[1] :]
     return tokenizer.decode(new_tokens, skip_special_tokens=True), len(new_tokens)
 
 
 def sample_statistics(prompts, continuations, vocabulary):
-    by_prompt = {str(i): {"prompt": prompt, **text_statistics([text], vocabulary)} for i, (prompt, text) in enumerate(zip(prompts, continuations), 1)}
+    by_prompt = {
+        str(i): {"prompt": prompt, **text_statistics([text], vocabulary)}
+        for i, (prompt, text) in enumerate(zip(prompts, continuations), 1)
+    }
     return {"overall": text_statistics(continuations, vocabulary), "prompts": by_prompt}
 
 
@@ -71,9 +78,17 @@ def main():
     with atomic_path(SAMPLES) as tmp:
         tmp.write_text("\n".join(lines), encoding="utf-8")
     write_json(SAMPLE_STATISTICS, statistics)
-    write_json(SAMPLE_METRICS, {f"sample_{key}": value for key, value in statistics["overall"].items()})  # compared across runs
-    log.info("sample: %d prompts, %d new tokens, %.1f tokens/s; distinct-2 %s, known words %s", len(params["prompts"]), tokens, tokens / seconds,
-             statistics["overall"]["distinct_2"], statistics["overall"]["known_words"])
+    write_json(
+        SAMPLE_METRICS, {f"sample_{key}": value for key, value in statistics["overall"].items()}
+    )  # compared across runs
+    log.info(
+        "sample: %d prompts, %d new tokens, %.1f tokens/s; distinct-2 %s, known words %s",
+        len(params["prompts"]),
+        tokens,
+        tokens / seconds,
+        statistics["overall"]["distinct_2"],
+        statistics["overall"]["known_words"],
+    )
 
 
 if __name__ == "__main__":

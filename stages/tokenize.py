@@ -4,10 +4,11 @@ Each document is cut into contiguous spans of about `span_chars` characters at p
 boundaries, and a seeded random `val_fraction` of all spans becomes validation. Validation
 thus samples every part of every work (not each work's tail, which holds editorial notes),
 and no span is in both splits. Runs of spans of one split are encoded as segments, each
-followed by the end-of-text token, and appended to a flat token file per split (stages/token_files.py;
+followed by the end-of-text token, and appended to a flat token file per split (tolstoy/data/tokens.py;
 streamed: a worker process holds one segment at a time). Training reads block i as
 tokens[i*block_size:(i+1)*block_size]. The train split's words are listed too.
 """
+
 import multiprocessing
 import random
 
@@ -42,7 +43,10 @@ def spans(text, span_chars):
 
 def choose_validation(n_spans, val_fraction, seed):
     if n_spans < 2:
-        raise StageError(f"the corpus makes {n_spans} span(s) of tokenize.span_chars: too small to split off a non-empty validation set")
+        raise StageError(
+            f"the corpus makes {n_spans} span(s) of tokenize.span_chars: too small to split off a "
+            "non-empty validation set"
+        )
     k = min(n_spans - 1, max(1, round(n_spans * val_fraction)))
     return set(random.Random(seed).sample(range(n_spans), k))
 
@@ -101,15 +105,27 @@ def main():
         span_counts = [sum(1 for _ in spans(text, params["span_chars"])) for text in document_texts()]
         val = choose_validation(sum(span_counts), params["val_fraction"], params["seed"])
         # Segments are encoded in worker processes (where there are enough documents) and written in order.
-        encoding = ordered_map(encode_segment, segments(document_texts(), params["span_chars"], val), len(span_counts),
-                               setup=start_encoder, setup_args=(TOKENIZER,))
+        encoding = ordered_map(
+            encode_segment,
+            segments(document_texts(), params["span_chars"], val),
+            len(span_counts),
+            setup=start_encoder,
+            setup_args=(TOKENIZER,),
+        )
         train_words = set()  # what the sample stage counts as real words
-        for split, ids, chars, n_bytes, text_words in progress(encoding, count_segments(span_counts, val), "tokenize: segments"):
+        for split, ids, chars, n_bytes, text_words in progress(
+            encoding, count_segments(span_counts, val), "tokenize: segments"
+        ):
             writers[split].write(ids, chars, n_bytes)
             train_words |= text_words
         (tmp / TRAIN_WORDS.name).write_text("".join(f"{word}\n" for word in sorted(train_words)), encoding="utf-8")
         for split, writer in writers.items():
-            stats[split] = close_split(writer, f"the {split} split", block_size, "use a smaller block_size, a different val_fraction, or more text")
+            stats[split] = close_split(
+                writer,
+                f"the {split} split",
+                block_size,
+                "use a smaller block_size, a different val_fraction, or more text",
+            )
         write_json(tmp / "meta.json", tokens_meta(tokenizer, eot_id, block_size, stats))
     total_tokens = sum(s["tokens"] for s in stats.values())
     metrics = {
@@ -118,7 +134,11 @@ def main():
         "chars_per_token": round(sum(s["chars"] for s in stats.values()) / total_tokens, 4),
     }
     write_json(TOKENIZE_METRICS, metrics)
-    log.info("tokenize: train %(train_tokens)d tokens (%(train_blocks)d blocks), val %(val_tokens)d tokens, %(bytes_per_token).2f bytes/token", metrics)
+    log.info(
+        "tokenize: train %(train_tokens)d tokens (%(train_blocks)d blocks), val %(val_tokens)d "
+        "tokens, %(bytes_per_token).2f bytes/token",
+        metrics,
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 With model.base set (a directory under bases/, or a hub id at model.revision) the base model's
 own tokenizer is saved instead: a pretrained model only understands the tokenizer it was trained with.
 """
+
 import sys
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -42,7 +43,9 @@ def train_bpe(texts, vocab_size, min_frequency, show_progress=False):
     )
     bpe.train_from_iterator(texts, trainer)
     # clean_up_tokenization_spaces would turn " ," into "," on decode: not lossless.
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=EOT, eos_token=EOT, pad_token=EOT, clean_up_tokenization_spaces=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token=EOT, eos_token=EOT, pad_token=EOT, clean_up_tokenization_spaces=False
+    )
 
 
 def base_tokenizer(model_params):
@@ -64,12 +67,21 @@ def main():
         tokenizer = base_tokenizer(model_params)
     else:
         large = count_documents(DOCS) >= 50
-        shown_as = "tokenizer: documents read" if large and not sys.stderr.isatty() else None  # a terminal shows the trainer's own bars
+        shown_as = (
+            "tokenizer: documents read" if large and not sys.stderr.isatty() else None
+        )  # a terminal shows the trainer's own bars
         lines = (line for doc in iter_documents(DOCS, ["text"], shown_as) for line in with_newlines(doc["text"]))
-        tokenizer = train_bpe(lines, params["vocab_size"], params["min_frequency"], show_progress=large and sys.stderr.isatty())
+        tokenizer = train_bpe(
+            lines, params["vocab_size"], params["min_frequency"], show_progress=large and sys.stderr.isatty()
+        )
     with atomic_path(TOKENIZER) as tmp:
         tokenizer.save_pretrained(tmp)
-    log.info("tokenizer: %s, %d tokens, end-of-text %r", f"from {base}" if base else "trained byte-level BPE", len(tokenizer), tokenizer.eos_token)
+    log.info(
+        "tokenizer: %s, %d tokens, end-of-text %r",
+        f"from {base}" if base else "trained byte-level BPE",
+        len(tokenizer),
+        tokenizer.eos_token,
+    )
 
 
 if __name__ == "__main__":

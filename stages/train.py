@@ -4,6 +4,7 @@ under `accelerate launch`, each process running `python -m stages.train --proces
 
 Bad params stop here, before any process starts: one `error:` line, exit status 2.
 """
+
 import os
 import sys
 
@@ -29,12 +30,24 @@ def main():
 def train_process():
     from tolstoy.training import distributed, run  # torch and transformers: imported once the params pass
 
-    files = run.RunFiles(tokenizer=TOKENIZER, tokens=TOKENS, checkpoints=CHECKPOINTS, model=MODEL, live=TRAIN_LIVE,
-                         cost=TRAIN_COST, metrics=TRAIN_METRICS)
+    files = run.RunFiles(
+        tokenizer=TOKENIZER,
+        tokens=TOKENS,
+        checkpoints=CHECKPOINTS,
+        model=MODEL,
+        live=TRAIN_LIVE,
+        cost=TRAIN_COST,
+        metrics=TRAIN_METRICS,
+    )
     sample_params = load_params("sample")
     with distributed.leaving_together():  # the group PartialState opens is closed however the process ends
-        run.train(files, load_params("model"), load_params("train"), load_params("tokenize")["block_size"],
-                  {key: sample_params[key] for key in GENERATION_KEYS})
+        run.train(
+            files,
+            load_params("model"),
+            load_params("train"),
+            load_params("tokenize")["block_size"],
+            {key: sample_params[key] for key in GENERATION_KEYS},
+        )
 
 
 if __name__ == "__main__":

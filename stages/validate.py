@@ -5,6 +5,7 @@ stage itself would already have cost its previous outputs. Every stage depends o
 output instead: a bad value stops `dvc repro` here, with one `error:` line naming the key, and
 nothing is removed. The output never changes, so passing re-runs nothing downstream.
 """
+
 from stages.paths import PARAMS_CHECKED
 from tolstoy.config.params import SCHEMA, check_all, read_params
 from tolstoy.console import log, run_stage

@@ -1,5 +1,6 @@
 """The tests' fixtures: a local site served over HTTP on 127.0.0.1 (with injectable faults), a
 scratch project, the tiny pipeline run once, and git repositories of this working tree."""
+
 import os
 import shutil
 

@@ -1,5 +1,6 @@
 """Helpers of the tests: tiny params, stages called in this process, subprocesses with the
 project's environment, git repositories of this working tree and the real `dvc` CLI in them."""
+
 import random
 import re
 import shutil
@@ -23,13 +24,25 @@ SHARED = ROOT.parent / "shared"
 def tiny_params(urls):
     """The repository's params.yaml, shrunk so the whole pipeline runs in seconds."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["fetch"].update(urls=urls, delay=0, retries=1, backoff=0.05, backoff_max=1, connect_timeout=2, read_timeout=2)
+    params["fetch"].update(
+        urls=urls, delay=0, retries=1, backoff=0.05, backoff_max=1, connect_timeout=2, read_timeout=2
+    )
     params["tokenizer"].update(vocab_size=400)
     params["tokenize"].update(block_size=32, span_chars=3000, val_fraction=0.1)
     params["model"].update(n_layer=1, n_head=2, n_embd=32, n_positions=64)
     # fp32: tests that compare numbers compare exact arithmetic, on every CPU (auto would pick bf16 where it is native)
-    params["train"].update(max_steps=8, batch_size=4, warmup_steps=2, eval_steps=4, save_steps=4, logging_steps=2, eval_blocks=8, compile=False,
-                           precision="fp32", accelerate_config="configs/accelerate/single.yaml")  # see with_configs
+    params["train"].update(
+        max_steps=8,
+        batch_size=4,
+        warmup_steps=2,
+        eval_steps=4,
+        save_steps=4,
+        logging_steps=2,
+        eval_blocks=8,
+        compile=False,
+        precision="fp32",
+        accelerate_config="configs/accelerate/single.yaml",
+    )  # see with_configs
     params["evaluate"].update(max_blocks=16)
     params["sample"].update(prompts=["Пьер закашлялся и", "Наташа"], max_new_tokens=10)
     return params
@@ -78,7 +91,12 @@ def accelerate_config(directory, name, saved_as=None, **changes):
 def file_bytes(directory, roots):
     """The bytes of every file under `roots` (files or folders, relative to directory), by relative path."""
     paths = [directory / root for root in roots]
-    return {str(f.relative_to(directory)): f.read_bytes() for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*"))) if f.is_file()}
+    return {
+        str(f.relative_to(directory)): f.read_bytes()
+        for p in paths
+        for f in ([p] if p.is_file() else sorted(p.rglob("*")))
+        if f.is_file()
+    }
 
 
 def damage(path, how="cut short"):
@@ -138,7 +156,9 @@ def copy_of(reproduced, directory):
 
 
 # Training runs of the tiny project
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (python -m bench.gpu_check runs these on one)")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (python -m bench.gpu_check runs these on one)"
+)
 
 
 def params_with(**sections):
@@ -157,9 +177,19 @@ def differing_weights(a, b, rtol, atol):
     (micro-batches, processes). The attention's key bias (the middle third of c_attn.bias) is left
     out: softmax ignores a constant added to all of a query's scores, so its gradient is rounding
     noise, which Adam scales to steps of the learning rate's size, differently for each order."""
+
     def comparable(name, tensor):
-        return torch.cat([tensor[: len(tensor) // 3], tensor[2 * len(tensor) // 3:]]) if name.endswith("attn.c_attn.bias") else tensor
-    return [name for name in a if not torch.allclose(comparable(name, a[name]), comparable(name, b[name]), rtol=rtol, atol=atol)]
+        return (
+            torch.cat([tensor[: len(tensor) // 3], tensor[2 * len(tensor) // 3 :]])
+            if name.endswith("attn.c_attn.bias")
+            else tensor
+        )
+
+    return [
+        name
+        for name in a
+        if not torch.allclose(comparable(name, a[name]), comparable(name, b[name]), rtol=rtol, atol=atol)
+    ]
 
 
 def train_copy(built, directory, **train_values):

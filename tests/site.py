@@ -2,6 +2,7 @@
 and /fault/... paths that misbehave on purpose (flaky, rate-limited, reset, redirects, gzip,
 lying about their length or charset, slow, dripping, malformed headers, ETag-aware), and
 serve_site, which runs one."""
+
 import contextlib
 import gzip
 import http.server
@@ -54,7 +55,11 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         if fault == "flaky":  # two 503s, then the page
             return self.send_body(page) if n > 2 else self.send_error(503)
         if fault == "ratelimited":  # 429 with Retry-After, then the page
-            return self.send_body(page) if n > 1 else self.send_body(b"slow down", status=429, headers=[("Retry-After", "1")])
+            return (
+                self.send_body(page)
+                if n > 1
+                else self.send_body(b"slow down", status=429, headers=[("Retry-After", "1")])
+            )
         if fault in ("reset", "truncated"):  # headers promise the page, half of it arrives, connection drops
             if fault == "reset" and n > 1:
                 return self.send_body(page)
@@ -114,7 +119,7 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
             self.send_header("Content-Length", str(len(page)))
             self.end_headers()
             for i in range(0, len(page), len(page) // 10 + 1):
-                self.wfile.write(page[i:i + len(page) // 10 + 1])
+                self.wfile.write(page[i : i + len(page) // 10 + 1])
                 self.wfile.flush()
                 time.sleep(0.1)
             return None
@@ -163,7 +168,7 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
         self.close_connection = True
         with contextlib.suppress(OSError):
             for i in range(len(data)):
-                self.wfile.write(data[i:i + 1])
+                self.wfile.write(data[i : i + 1])
                 self.wfile.flush()
                 time.sleep(pause)
 

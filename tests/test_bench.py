@@ -1,5 +1,6 @@
 """The GPU check's settings rows: bench.gpu --settings runs each setting on a tiny model (here on
 the CPU), and bench.gpu_check's summary words them, the TF32 rows without an MFU."""
+
 import json
 import math
 import subprocess
@@ -17,8 +18,13 @@ from tests.helpers import ROOT
 def test_gpu_settings_rows_each_train_and_the_tf32_ones_carry_no_mfu(tmp_path):
     result = tmp_path / "settings.json"
     tiny = ["--n-layer", "1", "--n-embd", "64", "--steps", "4", "--batch", "1"]
-    subprocess.run([sys.executable, "-m", "bench.gpu", "--settings", "--json", str(result), *tiny], cwd=ROOT, env=python_env(),
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--settings", "--json", str(result), *tiny],
+        cwd=ROOT,
+        env=python_env(),
+        check=True,
+        capture_output=True,
+    )
     rows = json.loads(result.read_text())
     assert [row["variant"] for row in rows] == list(SETTINGS)
     assert all(row["tokens_per_sec"] > 0 and math.isfinite(row["loss_after"]) for row in rows)

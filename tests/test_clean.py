@@ -74,10 +74,11 @@ def test_keeps_every_heading_and_paragraph_of_a_long_page_and_drops_chrome(proje
     assert metrics["chars_in"] > metrics["chars_out"]
 
 
-
 def test_each_document_is_a_row_group_of_its_own(project):
     # so that readers (tokenizer, tokenize) hold one document at a time, not the whole corpus
-    pages = [sites.page_html(f"Том {i}", sites.work(str(i), chapters=1, per_chapter=20)).encode("cp1251") for i in range(3)]
+    pages = [
+        sites.page_html(f"Том {i}", sites.work(str(i), chapters=1, per_chapter=20)).encode("cp1251") for i in range(3)
+    ]
     docs, _ = run_clean(pages)
     assert len(docs) == 3 and pq.ParquetFile(paths.DOCS).num_row_groups == 3
 
@@ -85,7 +86,13 @@ def test_each_document_is_a_row_group_of_its_own(project):
 def test_entities_unicode_and_whitespace_are_normalised(project):
     decomposed = unicodedata.normalize("NFD", "Войн\u0430 й мир")
     paragraph = f"&laquo;Да&raquo;,&nbsp;&nbsp;сказал   он &#189; &amp;mdash; {decomposed}"
-    docs, _ = run_clean([sites.page_html("Том", [("Глава 1", [paragraph] + sites.paragraphs(1, 5))]).encode("cp1251", "xmlcharrefreplace")])
+    docs, _ = run_clean(
+        [
+            sites.page_html("Том", [("Глава 1", [paragraph] + sites.paragraphs(1, 5))]).encode(
+                "cp1251", "xmlcharrefreplace"
+            )
+        ]
+    )
     first = docs.loc[0, "text"].split("\n")[1]
     assert first == "«Да», сказал он ½ — " + unicodedata.normalize("NFC", decomposed)
     assert unicodedata.is_normalized("NFC", docs.loc[0, "text"])
@@ -133,14 +140,30 @@ def test_failed_fetches_are_skipped(project):
 
 def russian_page(charset_meta=None):
     """An az.lib.ru page (optionally without its <meta> charset) with enough text to judge."""
-    page = sites.page_html("Том", sites.work("charset", chapters=1, per_chapter=20) + [("Глава 2", [sites.SENTENCES[0]])])
-    return page if charset_meta else page.replace('<meta http-equiv="Content-Type" content="text/html; charset=windows-1251">', "")
+    page = sites.page_html(
+        "Том", sites.work("charset", chapters=1, per_chapter=20) + [("Глава 2", [sites.SENTENCES[0]])]
+    )
+    return (
+        page
+        if charset_meta
+        else page.replace('<meta http-equiv="Content-Type" content="text/html; charset=windows-1251">', "")
+    )
 
 
-@pytest.mark.parametrize("declared, actual", [
-    ("windows-1251", "koi8-r"), ("koi8-r", "utf-8"), ("utf-8", "cp1251"), (None, "koi8-r"), (None, "cp866"),
-    (None, "iso8859-5"), (None, "mac-cyrillic"), ("windows-1251", "utf-8"), ("iso-8859-1", "cp1251"),
-])
+@pytest.mark.parametrize(
+    "declared, actual",
+    [
+        ("windows-1251", "koi8-r"),
+        ("koi8-r", "utf-8"),
+        ("utf-8", "cp1251"),
+        (None, "koi8-r"),
+        (None, "cp866"),
+        (None, "iso8859-5"),
+        (None, "mac-cyrillic"),
+        ("windows-1251", "utf-8"),
+        ("iso-8859-1", "cp1251"),
+    ],
+)
 def test_a_misdeclared_cyrillic_charset_is_decoded_by_evidence_and_reported(project, caplog, declared, actual):
     write_raw([russian_page().encode(actual, "xmlcharrefreplace")], declared=declared)
     write_params(".", {"clean": clean_params()})
@@ -151,12 +174,21 @@ def test_a_misdeclared_cyrillic_charset_is_decoded_by_evidence_and_reported(proj
     assert report["encoding"] == codecs.lookup(actual).name and report["declared_encoding"] == (declared or "")
     assert report["encoding_note"].startswith(f"declared {declared}" if declared else "no charset declared")
     assert read_json(paths.CLEAN_METRICS)["encodings_not_as_declared"] == (1 if declared else 0)
-    [record] = [r for r in caplog.records if r.getMessage().startswith(f"http://az.lib.ru/p0: decoded as {codecs.lookup(actual).name}")]
-    assert record.levelno == (logging.WARNING if declared else logging.INFO)  # a warning when a declaration was overruled
+    [record] = [
+        r
+        for r in caplog.records
+        if r.getMessage().startswith(f"http://az.lib.ru/p0: decoded as {codecs.lookup(actual).name}")
+    ]
+    assert record.levelno == (
+        logging.WARNING if declared else logging.INFO
+    )  # a warning when a declaration was overruled
 
 
 def test_a_true_declaration_is_used_without_a_note(project):
-    write_raw([russian_page(charset_meta="koi8-r").replace("windows-1251", "koi8-r").encode("koi8-r", "xmlcharrefreplace")], declared=None)
+    write_raw(
+        [russian_page(charset_meta="koi8-r").replace("windows-1251", "koi8-r").encode("koi8-r", "xmlcharrefreplace")],
+        declared=None,
+    )
     write_params(".", {"clean": clean_params()})
     call_stage("clean")
     report = pd.read_csv(paths.CLEAN_REPORT, keep_default_na=False).loc[0]
@@ -169,7 +201,9 @@ def test_two_equally_plausible_decodings_are_an_error_naming_the_page(project):
     text = " ".join(["Где Полина? Она пела и ела блин, а кабан ел мак."] * 30)
     write_raw([f"<html><body><p>{text}</p></body></html>".encode("cp1251")], declared=None)
     write_params(".", {"clean": clean_params()})
-    with pytest.raises(StageError, match=r"http://az.lib.ru/p0: cannot tell its encoding: .*(cp1251|iso8859-5).*(cp1251|iso8859-5)"):
+    with pytest.raises(
+        StageError, match=r"http://az.lib.ru/p0: cannot tell its encoding: .*(cp1251|iso8859-5).*(cp1251|iso8859-5)"
+    ):
         call_stage("clean")
     assert not paths.DOCS.exists()
 
@@ -177,7 +211,10 @@ def test_two_equally_plausible_decodings_are_an_error_naming_the_page(project):
 def chapters_with_dialogue(seed):
     chapters = sites.work(seed, chapters=3, per_chapter=12)
     for _, paras in chapters:
-        paras[3:3] = ["- Отчего же вы не хотите? - спросил он тихо.", "- Ну что же, - сказала она, - поедем завтра утром."]
+        paras[3:3] = [
+            "- Отчего же вы не хотите? - спросил он тихо.",
+            "- Ну что же, - сказала она, - поедем завтра утром.",
+        ]
     return chapters
 
 
@@ -193,23 +230,33 @@ def test_hard_wrapped_pre_page_comes_out_paragraph_by_paragraph(project):
     assert docs.loc[0, "text"].split("\n") == expected_lines(chapters)
     assert metrics["apparatus_chars_found"] > 0 and metrics["apparatus_chars_kept"] == 0
     kept, metrics = run_clean([page], drop_apparatus=False)
-    assert {"Антон Павлович Чехов. Повесть", "Источник: Полное собрание сочинений. Москва, 1980."} <= set(kept.loc[0, "text"].split("\n"))
+    assert {"Антон Павлович Чехов. Повесть", "Источник: Полное собрание сочинений. Москва, 1980."} <= set(
+        kept.loc[0, "text"].split("\n")
+    )
     assert metrics["apparatus_chars_kept"] == metrics["apparatus_chars_found"] > 0
 
 
 def test_wikisource_page_loses_its_footnote_markers_and_notes(project):
     chapters = sites.work("wiki", chapters=2, per_chapter=30)
     docs, metrics = run_clean([sites.page_wikisource("Повесть", chapters, note_every=10).encode("utf-8")])
-    assert docs.loc[0, "text"].split("\n") == ["Повесть", *expected_lines(chapters)]  # the page's heading, the work's title
+    assert docs.loc[0, "text"].split("\n") == [
+        "Повесть",
+        *expected_lines(chapters),
+    ]  # the page's heading, the work's title
     assert metrics["apparatus_chars_found"] > 6 * len("Примечание редакции")
 
 
 def test_plain_text_with_blank_lines_keeps_dialogue_lines_apart():
-    text = ("ГЛАВА I\n\nОн вошел в комнату и долго смотрел\nна нее.\n- Здравствуйте, - сказал он.\n"
-            "- Здравствуйте, - ответила она и,\nпомолчав, прибавила: - Садитесь.\n\nОни сели у северо-\nзападного окна, и разговор\n"
-            "- как всегда - сделался общим.\n")
+    text = (
+        "ГЛАВА I\n\nОн вошел в комнату и долго смотрел\nна нее.\n- Здравствуйте, - сказал он.\n"
+        "- Здравствуйте, - ответила она и,\nпомолчав, прибавила: - Садитесь.\n\nОни сели у "
+        "северо-\nзападного окна, и разговор\n"
+        "- как всегда - сделался общим.\n"
+    )
     paragraphs = [
-        "ГЛАВА I", "Он вошел в комнату и долго смотрел на нее.", "- Здравствуйте, - сказал он.",
+        "ГЛАВА I",
+        "Он вошел в комнату и долго смотрел на нее.",
+        "- Здравствуйте, - сказал он.",
         "- Здравствуйте, - ответила она и, помолчав, прибавила: - Садитесь.",
         "Они сели у северо-западного окна, и разговор - как всегда - сделался общим.",
     ]
@@ -241,27 +288,39 @@ def test_an_undeclared_page_that_reads_as_utf8_is_not_news(project, caplog):
     write_params(".", {"clean": clean_params()})
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("clean")
-    assert pd.read_csv(paths.CLEAN_REPORT, keep_default_na=False).loc[0, "encoding_note"].startswith("no charset declared")
+    assert (
+        pd.read_csv(paths.CLEAN_REPORT, keep_default_na=False).loc[0, "encoding_note"].startswith("no charset declared")
+    )
     assert "decoded as" not in caplog.text
 
 
 def test_outputs_are_the_same_bytes_with_one_worker_or_two(project):
-    pages = [sites.page_html(f"Work {i}", sites.work(f"parallel-{i}", chapters=2, per_chapter=30)).encode("cp1251") for i in range(10)]
+    pages = [
+        sites.page_html(f"Work {i}", sites.work(f"parallel-{i}", chapters=2, per_chapter=30)).encode("cp1251")
+        for i in range(10)
+    ]
     write_raw(pages + pages[:1])  # a duplicate: dropped in page order, whichever worker cleans it
     write_params(".", {"clean": clean_params()})
     outputs = []
     for workers in ("1", "2"):
         run([sys.executable, "-m", "stages.clean"], project, env=python_env(TOLSTOY_WORKERS=workers))
-        outputs.append({path: (project / path).read_bytes() for path in (paths.DOCS, paths.CLEAN_REPORT, paths.CLEAN_METRICS)})
+        outputs.append(
+            {path: (project / path).read_bytes() for path in (paths.DOCS, paths.CLEAN_REPORT, paths.CLEAN_METRICS)}
+        )
     assert outputs[0] == outputs[1] and read_json(paths.CLEAN_METRICS)["documents"] == 10
 
 
 def test_a_page_that_fails_in_a_worker_is_named(project):
-    pages = [sites.page_html(f"Work {i}", sites.work(f"failing-{i}", chapters=1, per_chapter=20)).encode("cp1251") for i in range(9)]
+    pages = [
+        sites.page_html(f"Work {i}", sites.work(f"failing-{i}", chapters=1, per_chapter=20)).encode("cp1251")
+        for i in range(9)
+    ]
     write_raw(pages + [b"<html><body><p>tiny</p></body></html>"])
     write_params(".", {"clean": clean_params()})
     result = run([sys.executable, "-m", "stages.clean"], project, check=False, env=python_env(TOLSTOY_WORKERS="2"))
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: http://az.lib.ru/p9 yields ")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
+        "error: http://az.lib.ru/p9 yields "
+    )
     assert not paths.DOCS.exists()
 
 
@@ -286,14 +345,14 @@ def hostile_pages():
     """{what: (page bytes, declared charset)}, each about HOSTILE_CHARS characters, each with a work
     of enough text to pass min_chars."""
     work = work_page("hostile", 100)
-    untitled = work.replace(work[work.index("<title>"): work.index("</title>") + len("</title>")], "")
+    untitled = work.replace(work[work.index("<title>") : work.index("</title>") + len("</title>")], "")
     half, plain = len(work) // 2, plain_page()
     return {
         "unclosed <title>": (filled(untitled, "<title>Глава ").encode("cp1251"), "windows-1251"),
         "unclosed <pre>": (filled(work, "<pre>Глава ").encode("cp1251"), "windows-1251"),
         "<p without >": (filled(work, "<p class=x ").encode("cp1251"), "windows-1251"),
         "nesting deeper than the parser's limit": (filled(work[:half], "<div>Глава ").encode("cp1251"), "windows-1251"),
-        "mixed encodings": (plain[:len(plain) // 2].encode("cp1251") + plain[len(plain) // 2:].encode("utf-8"), None),
+        "mixed encodings": (plain[: len(plain) // 2].encode("cp1251") + plain[len(plain) // 2 :].encode("utf-8"), None),
         "truncated UTF-16": (plain.encode("utf-16")[:-1], None),
     }
 
@@ -334,9 +393,12 @@ def test_text_nested_past_the_parser_limit_is_named_with_what_it_lost(project, c
     text = pd.read_parquet(paths.DOCS).loc[0, "text"]
     assert first[-1] in text and second[0] not in text
     [warning] = warnings_of(caplog)
-    said = re.fullmatch(r"http://az.lib.ru/p0: the HTML parser stopped at its limit "
-                        r"\(Excessive depth in document: 256\): the last (\d+) characters of the page \((\d+)%\) "
-                        r"are not in its text", warning)
+    said = re.fullmatch(
+        r"http://az.lib.ru/p0: the HTML parser stopped at its limit "
+        r"\(Excessive depth in document: 256\): the last (\d+) characters of the page \((\d+)%\) "
+        r"are not in its text",
+        warning,
+    )
     lost, percent = map(int, said.groups())
     after_the_work = len(page) - page.index("</div>\n<hr")
     assert after_the_work + len("".join(second)) < lost < after_the_work + len(nested)
@@ -345,7 +407,7 @@ def test_text_nested_past_the_parser_limit_is_named_with_what_it_lost(project, c
 
 def test_replacement_characters_past_a_few_are_counted_in_a_warning(project, caplog):
     page = russian_page()
-    mixed = page[:len(page) // 2].encode("cp1251") + page[len(page) // 2:].encode("utf-8")
+    mixed = page[: len(page) // 2].encode("cp1251") + page[len(page) // 2 :].encode("utf-8")
     stray = page.replace(sites.SENTENCES[0], sites.SENTENCES[0] + "\ufffd\ufffd\ufffd").encode("utf-8")
     write_raw([mixed, stray], declared=None)
     write_params(".", {"clean": clean_params(dedup=False)})
@@ -353,8 +415,10 @@ def test_replacement_characters_past_a_few_are_counted_in_a_warning(project, cap
         call_stage("clean")
     texts = pd.read_parquet(paths.DOCS)["text"]
     assert texts[0].count("\ufffd") > 1000 and texts[1].count("\ufffd") == 3
-    assert f"http://az.lib.ru/p0: {texts[0].count(chr(0xfffd))} characters of its text are U+FFFD (\ufffd), " \
-           "for bytes that do not decode as utf-8: does the page mix encodings?" in warnings_of(caplog)
+    assert (
+        f"http://az.lib.ru/p0: {texts[0].count(chr(0xFFFD))} characters of its text are U+FFFD (\ufffd), "
+        "for bytes that do not decode as utf-8: does the page mix encodings?" in warnings_of(caplog)
+    )
     assert warnings_of(caplog, "http://az.lib.ru/p1") == []  # three are a few
 
 
@@ -367,12 +431,18 @@ def test_a_utf16_page_cut_mid_character_keeps_its_text_with_a_warning(project, c
         call_stage("clean")
     assert pd.read_parquet(paths.DOCS).loc[0, "text"].split("\n") == expected_lines(chapters)
     assert warnings_of(caplog) == [
-        "http://az.lib.ru/p0: ends in the middle of a utf-16 character, which is left out: cut short?"]
+        "http://az.lib.ru/p0: ends in the middle of a utf-16 character, which is left out: cut short?"
+    ]
 
 
-@pytest.mark.parametrize("body", [
-    russian_page().encode("utf-16-le"), russian_page().replace("</title>", "\0</title>").encode("cp1251"),
-], ids=["UTF-16 with no byte order mark", "a stray NUL byte"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        russian_page().encode("utf-16-le"),
+        russian_page().replace("</title>", "\0</title>").encode("cp1251"),
+    ],
+    ids=["UTF-16 with no byte order mark", "a stray NUL byte"],
+)
 def test_text_with_nul_bytes_is_still_text(body):
     assert sites.SENTENCES[0] in decode_page(body).text
 
@@ -385,5 +455,6 @@ def test_a_page_that_is_not_text_is_one_error_naming_it(project):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if "error" in line.lower()] == [
         "error: http://az.lib.ru/p1: is not text: 43 of its 10256 bytes are NUL, as in an image or an archive "
-        "(declared: windows-1251)"]
+        "(declared: windows-1251)"
+    ]
     assert not paths.DOCS.exists()

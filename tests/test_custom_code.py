@@ -1,6 +1,7 @@
 """A model directory whose config asks for code of its own (auto_map) is refused, with one error
 line naming the config, before anything is loaded: nothing prompts "[y/N]", whatever standard
 input holds, and the directory's code never runs."""
+
 import json
 import re
 import shutil
@@ -29,8 +30,10 @@ class MarkerModel(GPT2LMHeadModel):
     config_class = MarkerConfig
 """
 AUTO_MAP = {"AutoConfig": "modeling_marker.MarkerConfig", "AutoModelForCausalLM": "modeling_marker.MarkerModel"}
-REFUSED = ("asks to run code of its own (auto_map: AutoConfig, AutoModelForCausalLM); "
-           "only transformers' own model code is used")
+REFUSED = (
+    "asks to run code of its own (auto_map: AutoConfig, AutoModelForCausalLM); "
+    "only transformers' own model code is used"
+)
 
 
 def with_custom_code(directory, tokenizer, marker):
@@ -47,19 +50,33 @@ def with_custom_code(directory, tokenizer, marker):
     return directory
 
 
-@pytest.mark.parametrize("command, stdin", [
-    (["-m", "stages.evaluate"], "y\n"),
-    (["-m", "stages.sample"], "y\n"),
-    (["-m", "tools.generate", "--model", "custom", "Наташа"], "y\n"),
-    (["-m", "tools.generate", "--model", "custom", "--interactive"], "y\nНаташа\n"),  # a first prompt that answers "y"
-], ids=["evaluate", "sample", "generate", "generate --interactive"])
+@pytest.mark.parametrize(
+    "command, stdin",
+    [
+        (["-m", "stages.evaluate"], "y\n"),
+        (["-m", "stages.sample"], "y\n"),
+        (["-m", "tools.generate", "--model", "custom", "Наташа"], "y\n"),
+        (
+            ["-m", "tools.generate", "--model", "custom", "--interactive"],
+            "y\nНаташа\n",
+        ),  # a first prompt that answers "y"
+    ],
+    ids=["evaluate", "sample", "generate", "generate --interactive"],
+)
 def test_a_model_with_code_of_its_own_is_refused_before_it_is_loaded(built_copy, tmp_path, command, stdin):
     marker = tmp_path / "custom code ran"
     model = "custom" if "tools.generate" in command else "models/model"
     shutil.rmtree(model, ignore_errors=True)
     with_custom_code(Path(model), "models/tokenizer", marker)
-    result = subprocess.run([sys.executable, *command], cwd=built_copy, input=stdin, capture_output=True, text=True,
-                            timeout=300, env=python_env(HF_MODULES_CACHE=str(tmp_path / "modules")))
+    result = subprocess.run(
+        [sys.executable, *command],
+        cwd=built_copy,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=python_env(HF_MODULES_CACHE=str(tmp_path / "modules")),
+    )
     assert result.returncode == 2 and "[y/N]" not in result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert errors == [f"error: {model}/config.json: {REFUSED}"]

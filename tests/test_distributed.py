@@ -1,6 +1,7 @@
 """Training over several machines, as the README's "Several machines" section runs it, with two
 "machines" on 127.0.0.1: two checkouts, one gloo process each; rank 0 runs `dvc repro`, the
 other checkout runs the worker command."""
+
 import contextlib
 import os
 import re
@@ -37,8 +38,16 @@ WORKER = [sys.executable, "-m", "tools.train_worker", "configs/accelerate/two-no
 def machine(reproduced, directory, rank, port, **train):
     """A checkout set up as machine `rank` of two: its copy of cpu-ddp.yaml, batch halved."""
     directory, env = copy_of(reproduced, directory)
-    accelerate_config(directory, "cpu-ddp.yaml", "two-nodes.yaml", num_machines=2, num_processes=2, machine_rank=rank,
-                      main_process_ip="127.0.0.1", main_process_port=port)
+    accelerate_config(
+        directory,
+        "cpu-ddp.yaml",
+        "two-nodes.yaml",
+        num_machines=2,
+        num_processes=2,
+        machine_rank=rank,
+        main_process_ip="127.0.0.1",
+        main_process_port=port,
+    )
     for key, value in {"accelerate_config": "configs/accelerate/two-nodes.yaml", "batch_size": 2, **train}.items():
         set_param(directory, "train", key, value)
     return directory, env
@@ -50,15 +59,28 @@ def workspace(directory):
 
 
 def start_worker(directory, wait=120):
-    return subprocess.Popen([*WORKER, "--wait", str(wait)], cwd=directory, env=python_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [*WORKER, "--wait", str(wait)],
+        cwd=directory,
+        env=python_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def alongside(worker, command, directory, env, timeout=600):
     """Run rank 0's command while the worker runs; (rank 0's result, the worker's stderr). Rank 0
     is killed a minute after a worker that failed (it would wait for the worker for minutes)."""
-    rank0 = subprocess.Popen(command, cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
+    rank0 = subprocess.Popen(
+        command,
+        cwd=directory,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + timeout
     while rank0.poll() is None and (worker.poll() in (None, 0)) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -104,7 +126,11 @@ def test_machines_with_other_params_stop_together_naming_the_difference(reproduc
     repro, err = alongside(worker, ["dvc", "repro", "train"], rank0, env)
     assert repro.returncode != 0 and worker.returncode == 2
     assert "process 1: its train differ from rank 0's" in repro.stderr + repro.stdout
-    assert err.strip().splitlines()[-1].startswith("error: training processes disagree with rank 0: process 1: its train differ")
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("error: training processes disagree with rank 0: process 1: its train differ")
+    )
 
 
 def test_a_worker_without_rank_0_stops_with_a_clear_error(reproduced, tmp_path):
@@ -125,8 +151,11 @@ def training_process(launcher):
     """The training process (stages.train) that a worker command started, once it runs."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        found = [p for p in psutil.Process(launcher.pid).children(recursive=True) 
-                 if "--process" in p.cmdline() and "accelerate.commands.launch" not in p.cmdline()]
+        found = [
+            p
+            for p in psutil.Process(launcher.pid).children(recursive=True)
+            if "--process" in p.cmdline() and "accelerate.commands.launch" not in p.cmdline()
+        ]
         if found:
             return found[0]
         time.sleep(0.2)
@@ -135,11 +164,15 @@ def training_process(launcher):
 
 def test_a_worker_killed_mid_run_stops_rank_0_naming_it_and_the_next_run_resumes(reproduced, tmp_path):
     port, timeout = free_port(), 30
-    settings = dict(max_steps=200, save_steps=100, eval_steps=10000, keep="last", logging_steps=100, peer_timeout=timeout)
+    settings = dict(
+        max_steps=200, save_steps=100, eval_steps=10000, keep="last", logging_steps=100, peer_timeout=timeout
+    )
     rank0, env = machine(reproduced, tmp_path / "rank0", 0, port, **settings)
     other, _ = machine(reproduced, tmp_path / "rank1", 1, port, **settings)
     worker = start_worker(other)
-    repro = subprocess.Popen(["dvc", "repro"], cwd=rank0, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    repro = subprocess.Popen(
+        ["dvc", "repro"], cwd=rank0, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     victim = training_process(worker)
     while not (rank0 / "models/checkpoints/checkpoint-100/sealed.json").exists():
         assert repro.poll() is None, repro.stdout.read()[-3000:]
@@ -151,13 +184,19 @@ def test_a_worker_killed_mid_run_stops_rank_0_naming_it_and_the_next_run_resumes
     worker.communicate(timeout=60)
     assert repro.returncode != 0 and stopped_after < timeout + 60, output[-3000:]
     errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: training process 0 of 2: process 1 stopped"), output[-3000:]
+    assert len(errors) == 1 and errors[0].startswith("error: training process 0 of 2: process 1 stopped"), output[
+        -3000:
+    ]
     assert not (rank0 / "models/checkpoints/checkpoint-200").exists()
 
     worker = start_worker(other)
-    without, err = alongside(worker, ["dvc", "repro"], rank0, env)  # the worker lacks the checkpoint rank 0 resumes from
+    without, err = alongside(
+        worker, ["dvc", "repro"], rank0, env
+    )  # the worker lacks the checkpoint rank 0 resumes from
     assert without.returncode != 0 and worker.returncode == 2
-    assert re.search(r"error: training processes disagree with rank 0: process 1: it lacks models/checkpoints/checkpoint-\d+", err)
+    assert re.search(
+        r"error: training processes disagree with rank 0: process 1: it lacks models/checkpoints/checkpoint-\d+", err
+    )
 
     shutil.rmtree(other / "models/checkpoints")
     shutil.copytree(rank0 / "models/checkpoints", other / "models/checkpoints")
@@ -167,7 +206,10 @@ def test_a_worker_killed_mid_run_stops_rank_0_naming_it_and_the_next_run_resumes
     worker = start_worker(other)
     damaged, err = alongside(worker, ["dvc", "repro"], rank0, env)
     assert damaged.returncode != 0 and worker.returncode == 2
-    assert f"process 1: its copy of models/checkpoints/{resumed_from.name} fails verification: optimizer.pt has 1,000 bytes" in err
+    assert (
+        f"process 1: its copy of models/checkpoints/{resumed_from.name} fails verification: "
+        "optimizer.pt has 1,000 bytes" in err
+    )
 
     (resumed_from / "optimizer.pt").write_bytes(intact)
     again, err = alongside(start_worker(other), ["dvc", "repro", "train"], rank0, env)
@@ -183,9 +225,15 @@ def test_rank_0_without_its_workers_stops_within_the_peer_timeout(reproduced, tm
     waited = time.monotonic() - started
     assert result.returncode != 0 and waited < 15 + 60, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: 1 of 2 machines joined within train.peer_timeout (15s): start "
-                      "`python -m stages.train.worker configs/accelerate/two-nodes.yaml` on every other machine of "
-                      "configs/accelerate/two-nodes.yaml"] and "Traceback" not in result.stderr
+    assert (
+        errors
+        == [
+            "error: 1 of 2 machines joined within train.peer_timeout (15s): start "
+            "`python -m tools.train_worker configs/accelerate/two-nodes.yaml` on every other machine of "
+            "configs/accelerate/two-nodes.yaml"
+        ]
+        and "Traceback" not in result.stderr
+    )
 
 
 def test_the_roll_call_names_the_ranks_that_do_not_answer(monkeypatch):

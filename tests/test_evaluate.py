@@ -48,9 +48,13 @@ def test_each_group_is_scored_and_the_style_gap_is_against_the_reference(built_c
     model = AutoModelForCausalLM.from_pretrained("models/model").eval()
     for name in ("unseen", "foreign"):
         blocks = Blocks(f"data/groups/{name}/tokens", "text")
-        assert metrics["groups"][name] == pytest.approx(bits_per_char(validation_loss(model, blocks, 16), blocks.chars_per_token), abs=1e-5)
+        assert metrics["groups"][name] == pytest.approx(
+            bits_per_char(validation_loss(model, blocks, 16), blocks.chars_per_token), abs=1e-5
+        )
     assert read_json("data/groups/groups.json")["unseen"]["documents"] == 2
-    assert metrics["style_gap"]["foreign"] == pytest.approx(metrics["groups"]["foreign"] - metrics["groups"]["unseen"], abs=1e-5)
+    assert metrics["style_gap"]["foreign"] == pytest.approx(
+        metrics["groups"]["foreign"] - metrics["groups"]["unseen"], abs=1e-5
+    )
     assert metrics["style_gap"]["mean"] == metrics["style_gap"]["foreign"] and metrics["style_gap"]["foreign"] > 0
 
 
@@ -62,17 +66,23 @@ def test_a_group_too_short_for_a_block_is_named(built_copy, tmp_path):
     short = write_author(tmp_path / "shared/short", [["Да."] * 1])
     with_groups(sources={"short": [short]})
     clean = read_json("metrics/clean.json")
-    with pytest.raises(StageError, match=r"groups.sources.short: .*yields \d+ characters of text|groups.sources.short: the group's text has"):
+    with pytest.raises(
+        StageError,
+        match=r"groups.sources.short: .*yields \d+ characters of text|groups.sources.short: the group's text has",
+    ):
         call_stage("groups")
     assert read_json("metrics/clean.json") == clean  # the training pages' outputs are untouched
 
 
-@pytest.mark.parametrize("groups, message", [
-    ({"sources": {"a": ["no/such/*.txt"]}}, r"groups.sources.a: no/such/\*.txt matches no file"),
-    ({"sources": {"bad name": ["x.txt"]}}, r"groups.sources=.* must be a mapping of group names"),
-    ({"reference": "b"}, r"groups.reference='b' must be '' or one of groups.sources"),
-    ({"sources": {"a": ["x.txt", "./x.txt"]}}, r"groups.sources.a lists the same page twice: x.txt and ./x.txt"),
-])
+@pytest.mark.parametrize(
+    "groups, message",
+    [
+        ({"sources": {"a": ["no/such/*.txt"]}}, r"groups.sources.a: no/such/\*.txt matches no file"),
+        ({"sources": {"bad name": ["x.txt"]}}, r"groups.sources=.* must be a mapping of group names"),
+        ({"reference": "b"}, r"groups.reference='b' must be '' or one of groups.sources"),
+        ({"sources": {"a": ["x.txt", "./x.txt"]}}, r"groups.sources.a lists the same page twice: x.txt and ./x.txt"),
+    ],
+)
 def test_bad_group_params(built_copy, tmp_path, groups, message):
     with_groups(**groups)
     with pytest.raises(StageError, match=message):

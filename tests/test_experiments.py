@@ -1,6 +1,7 @@
 """Reading and comparing experiments offline: a queued sweep, `dvc exp show` and `dvc metrics diff`
 in a terminal, the plots page, the comparison table, samples side by side (the real `dvc` CLI in a
 temporary git repository, tiny params)."""
+
 import json
 import re
 import shutil
@@ -18,21 +19,35 @@ pytestmark = pytest.mark.slow  # end to end: the real dvc CLI in temporary git r
 SERIES = ["train/loss", "eval/loss", "eval/bits_per_char", "train/learning_rate"]
 
 
-SWEEP = {"hot": ["train.lr=0.01", "sample.temperature=1.0"], "wide": ["model.n_embd=64", "sample.seed=7", "evaluate.max_blocks=8"]}
+SWEEP = {
+    "hot": ["train.lr=0.01", "sample.temperature=1.0"],
+    "wide": ["model.n_embd=64", "sample.seed=7", "evaluate.max_blocks=8"],
+}
 
 
 @pytest.fixture(scope="session")
 def swept(reproduced, tmp_path_factory, worker_id):
     """The tiny run's repository with SWEEP queued and run, as the README's sweep is: built once
     for the whole test run, whichever worker asks first."""
-    return built_once(tmp_path_factory, worker_id, "swept", lambda directory: run_sweep(reproduced, directory)), reproduced[1]
+    return built_once(
+        tmp_path_factory, worker_id, "swept", lambda directory: run_sweep(reproduced, directory)
+    ), reproduced[1]
 
 
 def run_sweep(reproduced, directory):
     shutil.rmtree(directory)
     directory, env = copy_of(reproduced, directory)
     for name, settings in SWEEP.items():
-        dvc(directory, "exp", "run", "--queue", "-n", name, *[a for setting in settings for a in ("-S", setting)], env=env)
+        dvc(
+            directory,
+            "exp",
+            "run",
+            "--queue",
+            "-n",
+            name,
+            *[a for setting in settings for a in ("-S", setting)],
+            env=env,
+        )
     dvc(directory, "exp", "run", "--run-all", env=env)
 
 
@@ -58,9 +73,14 @@ def test_a_sweep_compares_in_a_terminal(sweep):
     rows = experiment_rows(directory, env)
     assert set(rows) == set(SWEEP)
     wide = rows["wide"]
-    assert wide["params"]["params.yaml"]["data"]["sample"]["seed"] == 7 and wide["metrics"]["metrics/eval.json"]["data"]["val_blocks"] == 8
+    assert (
+        wide["params"]["params.yaml"]["data"]["sample"]["seed"] == 7
+        and wide["metrics"]["metrics/eval.json"]["data"]["val_blocks"] == 8
+    )
     for name, data in rows.items():
-        metrics = {f"{path}:{key}" for path, found in data["metrics"].items() for key in found["data"]}  # one level: the files are flat
+        metrics = {
+            f"{path}:{key}" for path, found in data["metrics"].items() for key in found["data"]
+        }  # one level: the files are flat
         assert len(metrics) <= 16 and "metrics/eval.json:bits_per_char" in metrics, (name, sorted(metrics))
     shown = dvc(directory, "exp", "show", "--only-changed", "--no-pager", env={**env, "COLUMNS": "200"}).stdout
     lines = shown.splitlines()
@@ -68,7 +88,7 @@ def test_a_sweep_compares_in_a_terminal(sweep):
     column = header.index("bits_per_char")
     for name, data in rows.items():
         row = next(line for line in lines if f"[{name}]" in line)  # "├── 68d0d1c [hot]"
-        cell = row[column - 2:column + len("bits_per_char") + 2]
+        cell = row[column - 2 : column + len("bits_per_char") + 2]
         assert "…" not in cell and re.search(r"\d\.\d{3}", cell), f"{name}: {cell!r}\n{shown}"
     diff = dvc(directory, "metrics", "diff", "hot", "wide", env=env).stdout
     assert re.search(r"metrics/eval\.json\s+bits_per_char\s+[\d.]+\s+[\d.]+\s+-?[\d.]+", diff), diff
@@ -82,14 +102,21 @@ def external_references(html):
 def series_rows(directory, env, series, rev):
     """The value column of one DVCLive series, as the workspace (rev None) or a commit holds it."""
     path = f"metrics/train/plots/metrics/{series}.tsv"
-    text = (directory / path).read_text() if rev is None else run(["git", "show", f"{rev}:{path}"], directory, env=env).stdout
+    text = (
+        (directory / path).read_text()
+        if rev is None
+        else run(["git", "show", f"{rev}:{path}"], directory, env=env).stdout
+    )
     return [line.split("\t")[1] for line in text.splitlines()[1:]]
 
 
 def test_the_plots_page_draws_every_series_with_no_network(sweep, tmp_path):
     directory, env = sweep
     revs = {name: data["rev"] for name, data in experiment_revs(directory, env).items()}
-    for command, shown in ((["plots", "show"], [None]), (["plots", "diff", "hot", "wide"], [revs["hot"], revs["wide"]])):
+    for command, shown in (
+        (["plots", "show"], [None]),
+        (["plots", "diff", "hot", "wide"], [revs["hot"], revs["wide"]]),
+    ):
         out = tmp_path / command[1]
         dvc(directory, *command, "-o", str(out), env=env)
         html = (out / "index.html").read_text(encoding="utf-8")
@@ -107,8 +134,22 @@ def test_the_comparison_fits_a_terminal(sweep):
     directory, env = sweep
     output = run(["python", "-m", "tools.compare"], directory, env=env).stdout
     header, *rows = output.splitlines()
-    assert header.split() == ["experiment", "model.n_embd", "train.lr", "evaluate.max_blocks", "sample.temperature", "sample.seed",
-                              "bits/char", "style", "gap", "perplexity", "train", "s", "tokens/s", "distinct-2"]
+    assert header.split() == [
+        "experiment",
+        "model.n_embd",
+        "train.lr",
+        "evaluate.max_blocks",
+        "sample.temperature",
+        "sample.seed",
+        "bits/char",
+        "style",
+        "gap",
+        "perplexity",
+        "train",
+        "s",
+        "tokens/s",
+        "distinct-2",
+    ]
     names = [row.split()[0] for row in rows]
     assert {"workspace", *SWEEP} <= set(names)
     hot = rows[names.index("hot")].split()
@@ -150,7 +191,10 @@ def test_a_base_trained_on_other_texts_then_fine_tuned_on_the_pages_and_replaced
     card = (directory / "models/model/README.md").read_text(encoding="utf-8")
     base = base_identity({"base": "bases/other", "revision": ""})
     assert f"Fine-tuned from `bases/other`, whose model files have sha256 {base['sha256']}." in card
-    assert read_json("models/tokenizer/tokenizer.json")["model"]["vocab"] == read_json("bases/other/tokenizer.json")["model"]["vocab"]
+    assert (
+        read_json("models/tokenizer/tokenizer.json")["model"]["vocab"]
+        == read_json("bases/other/tokenizer.json")["model"]["vocab"]
+    )
     assert "bases" in (directory / "dvc.lock").read_text() and read_json("metrics/eval.json")["bits_per_char"] > 0
     assert "up to date" in dvc(directory, "status", env=env).stdout
 
@@ -159,7 +203,9 @@ def test_a_base_trained_on_other_texts_then_fine_tuned_on_the_pages_and_replaced
     assert "its model and cost record are restored" in forced.stdout + forced.stderr
     assert file_bytes(directory, ["models/model", "metrics/train_cost.json"]) == before
 
-    shutil.copy(directory / "models/model/model.safetensors", directory / "bases/other/model.safetensors")  # other weights, same shape
+    shutil.copy(
+        directory / "models/model/model.safetensors", directory / "bases/other/model.safetensors"
+    )  # other weights, same shape
     status = dvc(directory, "status", env=env).stdout
     assert "train:" in status and "modified:           bases" in status
     rerun = dvc(directory, "repro", "train", env=env)

@@ -1,6 +1,7 @@
 """Faults a real machine has, each as the README's fault table describes it: damaged checkpoints
 and finished runs, a hub base's commit, duplicate sources, and unreadable inputs. On the real
 `dvc` CLI in a temporary repository where the fault is in the pipeline, else the stage's own command."""
+
 import shutil
 import sys
 
@@ -32,7 +33,10 @@ def test_a_truncated_checkpoint_is_set_aside_and_repro_resumes_from_the_one_befo
     result = dvc(directory, "repro", env=env)
     assert ran_stages(result.stdout)[:1] == ["train"]  # evaluate and sample run only if the model differs
     output = result.stdout + result.stderr
-    assert f"checkpoint-8 fails verification: {name} has " in output and "set aside as models/checkpoints/corrupt-checkpoint-8" in output
+    assert (
+        f"checkpoint-8 fails verification: {name} has " in output
+        and "set aside as models/checkpoints/corrupt-checkpoint-8" in output
+    )
     assert "resuming from models/checkpoints/checkpoint-4" in output and "Traceback" not in output
     assert same_weights(weights(directory), uninterrupted)
     assert (directory / CHECKPOINTS / "corrupt-checkpoint-8" / name).stat().st_size > 0  # kept under its new name
@@ -46,13 +50,22 @@ def test_a_damaged_final_run_trains_again(reproduced_copy):
     result = dvc(directory, "repro", "-f", "-s", "train", env=env)
     output = result.stdout + result.stderr
     assert "final fails verification: model/model.safetensors is not the file that was saved" in output
-    assert "resuming from models/checkpoints/checkpoint-4" in output and "its model and cost record are restored" not in output
+    assert (
+        "resuming from models/checkpoints/checkpoint-4" in output
+        and "its model and cost record are restored" not in output
+    )
     assert same_weights(weights(directory), uninterrupted)
 
 
 def test_a_page_listed_twice_is_one_error_line_and_costs_nothing(reproduced_copy):
     directory, env = reproduced_copy
-    outputs = ["data/raw", "data/clean", "data/tokens", "models", "metrics"]  # validate's own data/params.ok is DVC's to remove
+    outputs = [
+        "data/raw",
+        "data/clean",
+        "data/tokens",
+        "models",
+        "metrics",
+    ]  # validate's own data/params.ok is DVC's to remove
     before = file_bytes(directory, outputs)
     params = yaml.safe_load((directory / "params.yaml").read_text(encoding="utf-8"))
     set_param(directory, "fetch", "urls", params["fetch"]["urls"] + params["fetch"]["urls"][:1])
@@ -67,19 +80,51 @@ def garble(path):
     path.write_text('{"version": "1.0", "trunc', encoding="utf-8")
 
 
-@pytest.mark.parametrize("module, path, spoil, culprit", [
-    ("stages.clean", "data/raw/manifest.json", garble, "data/raw/manifest.json: cannot be read as the fetch manifest"),
-    ("stages.tokenize", "data/clean/docs.parquet", damage, "data/clean/docs.parquet: cannot be read as the documents table"),
-    ("stages.tokenize", "models/tokenizer/tokenizer.json", garble, "models/tokenizer: cannot be read as a tokenizer"),
-    ("stages.evaluate", "data/tokens/val.bin", damage, "data/tokens/val.bin has "),
-    ("stages.evaluate", "data/tokens/meta.json", garble, "data/tokens/meta.json: cannot be read as the token files' description"),
-    ("stages.evaluate", "models/model/model.safetensors", damage, "models/model: cannot be read as a model"),
-    ("stages.sample", "models/model/config.json", garble, "models/model: cannot be read as a model and its tokenizer"),
-    ("stages.train", "data/tokens/train.bin", damage, "data/tokens/train.bin has "),
-    ("stages.train", "models/tokenizer/tokenizer.json", garble, "models/tokenizer: cannot be read as a tokenizer"),
-    ("stages.train", "bases/pretrained/model.safetensors", damage,
-     "bases/pretrained: cannot be read as the model of model.base='bases/pretrained'"),
-])
+@pytest.mark.parametrize(
+    "module, path, spoil, culprit",
+    [
+        (
+            "stages.clean",
+            "data/raw/manifest.json",
+            garble,
+            "data/raw/manifest.json: cannot be read as the fetch manifest",
+        ),
+        (
+            "stages.tokenize",
+            "data/clean/docs.parquet",
+            damage,
+            "data/clean/docs.parquet: cannot be read as the documents table",
+        ),
+        (
+            "stages.tokenize",
+            "models/tokenizer/tokenizer.json",
+            garble,
+            "models/tokenizer: cannot be read as a tokenizer",
+        ),
+        ("stages.evaluate", "data/tokens/val.bin", damage, "data/tokens/val.bin has "),
+        (
+            "stages.evaluate",
+            "data/tokens/meta.json",
+            garble,
+            "data/tokens/meta.json: cannot be read as the token files' description",
+        ),
+        ("stages.evaluate", "models/model/model.safetensors", damage, "models/model: cannot be read as a model"),
+        (
+            "stages.sample",
+            "models/model/config.json",
+            garble,
+            "models/model: cannot be read as a model and its tokenizer",
+        ),
+        ("stages.train", "data/tokens/train.bin", damage, "data/tokens/train.bin has "),
+        ("stages.train", "models/tokenizer/tokenizer.json", garble, "models/tokenizer: cannot be read as a tokenizer"),
+        (
+            "stages.train",
+            "bases/pretrained/model.safetensors",
+            damage,
+            "bases/pretrained: cannot be read as the model of model.base='bases/pretrained'",
+        ),
+    ],
+)
 def test_an_unreadable_input_is_one_error_line_naming_it(built, tmp_path, module, path, spoil, culprit):
     directory = tmp_path / "project"
     shutil.copytree(built, directory)
@@ -89,7 +134,9 @@ def test_an_unreadable_input_is_one_error_line_naming_it(built, tmp_path, module
     spoil(directory / path)
     result = run([sys.executable, "-m", module], directory, check=False, env=python_env())
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert result.returncode == 2 and len(errors) == 1 and errors[0].startswith(f"error: {culprit}"), result.stderr[-2000:]
+    assert result.returncode == 2 and len(errors) == 1 and errors[0].startswith(f"error: {culprit}"), result.stderr[
+        -2000:
+    ]
     assert "Traceback" not in result.stderr
 
 
@@ -106,7 +153,9 @@ def test_a_hub_base_is_pinned_to_the_commit_it_resolved_to(built, tmp_path):
     directory = tmp_path / "project"
     shutil.copytree(built, directory)
     commit = "0123456789abcdef0123456789abcdef01234567"
-    env = dict(python_env(), HF_HUB_CACHE=str(hub_cache(tmp_path / "hub", built / "models/model", "tolstoy/tiny", commit)))
+    env = dict(
+        python_env(), HF_HUB_CACHE=str(hub_cache(tmp_path / "hub", built / "models/model", "tolstoy/tiny", commit))
+    )
     set_param(directory, "model", "base", "tolstoy/tiny")
     set_param(directory, "train", "max_steps", 2)
     for module in ("stages.tokenizer", "stages.train"):
@@ -118,7 +167,11 @@ def test_a_hub_base_is_pinned_to_the_commit_it_resolved_to(built, tmp_path):
     set_param(directory, "model", "revision", "v2")
     result = run([sys.executable, "-m", "stages.train"], directory, check=False, env=env)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: model.base='tolstoy/tiny' at model.revision='v2' cannot be had: ")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: model.base='tolstoy/tiny' at model.revision='v2' cannot be had: ")
+    )
 
 
 def test_a_truncated_token_file_is_rebuilt_by_dvc(reproduced_copy):
@@ -142,4 +195,6 @@ def test_broken_yaml_in_params_is_dvcs_own_error_line_and_costs_nothing(reproduc
 
 def test_an_empty_prompt_is_a_usage_error(built):
     result = run([sys.executable, "-m", "tools.generate", ""], built, check=False)
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith("error: give a prompt, or --interactive")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith(
+        "error: give a prompt, or --interactive"
+    )

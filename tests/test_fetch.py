@@ -91,12 +91,16 @@ def test_a_local_path_pattern_fetches_every_matching_file_in_order(site, project
 
 
 def test_file_names_are_safe_and_distinct():
-    names = {fetch.file_name(u) for u in ["http://a/../../etc/passwd", "http://a/x?y=1", "http://a/x?y=2", "http://a/x/"]}
+    names = {
+        fetch.file_name(u) for u in ["http://a/../../etc/passwd", "http://a/x?y=1", "http://a/x?y=2", "http://a/x/"]
+    }
     assert len(names) == 4
     assert all("/" not in n and not n.startswith(".") and ".." not in n for n in names)
 
 
-@pytest.mark.parametrize("fault, attempts", [("flaky", 3), ("ratelimited", 2), ("reset", 2), ("redirect/3", 1), ("gzip", 1), ("liar", 1)])
+@pytest.mark.parametrize(
+    "fault, attempts", [("flaky", 3), ("ratelimited", 2), ("reset", 2), ("redirect/3", 1), ("gzip", 1), ("liar", 1)]
+)
 def test_recovers(site, project, fault, attempts):
     base, server, _ = site
     record = only(fetch.fetch_all(fetch_params([f"{base}fault/{fault}"], retries=3)))
@@ -111,14 +115,17 @@ def test_retry_after_is_honoured(site, project):
     assert time.monotonic() - started >= 1.0  # the server asked for one second
 
 
-@pytest.mark.parametrize("fault, reason", [
-    ("missing", "HTTP 404"),
-    ("binary", "content type 'image/png' is not HTML or text"),
-    ("loop", "too many redirects"),
-    ("huge", "over max_bytes"),
-    ("truncated", "ChunkedEncodingError|truncated"),
-    ("stall", "ConnectionError|ReadTimeout"),
-])
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        ("missing", "HTTP 404"),
+        ("binary", "content type 'image/png' is not HTML or text"),
+        ("loop", "too many redirects"),
+        ("huge", "over max_bytes"),
+        ("truncated", "ChunkedEncodingError|truncated"),
+        ("stall", "ConnectionError|ReadTimeout"),
+    ],
+)
 def test_fails_with_the_reason_and_stores_nothing(site, project, fault, reason):
     base, _, _ = site
     url = f"{base}fault/{fault}"
@@ -204,7 +211,9 @@ def test_killed_fetch_leaves_no_partial_page_and_a_rerun_completes(site, project
     base, server, _ = site
     urls = [f"{base}fault/slow/{i}" for i in range(4)]
     write_params(".", {"fetch": fetch_params(urls)})
-    process = subprocess.Popen([sys.executable, "-m", "stages.fetch"], env=python_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stages.fetch"], env=python_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 30
     while not (RAW.exists() and len(stored_files()) >= 1) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -222,9 +231,11 @@ def test_killed_fetch_leaves_no_partial_page_and_a_rerun_completes(site, project
     assert stored_files() == sorted(r["file"] for r in manifest)  # temporaries of the killed run are gone
 
 
-
-@pytest.mark.parametrize("failing_mirror", ["http://127.0.0.1:9/", "{base}fault/missing/", "file:///nonexistent/mirror/"],
-                         ids=["server down", "404", "missing mirror directory"])
+@pytest.mark.parametrize(
+    "failing_mirror",
+    ["http://127.0.0.1:9/", "{base}fault/missing/", "file:///nonexistent/mirror/"],
+    ids=["server down", "404", "missing mirror directory"],
+)
 def test_failed_refetch_keeps_the_stored_pages(site, project, monkeypatch, failing_mirror):
     base, _, pages = site
     urls = ["http://az.lib.ru/" + path for path, _ in pages]
@@ -238,7 +249,9 @@ def test_failed_refetch_keeps_the_stored_pages(site, project, monkeypatch, faili
     manifest = read_json(RAW / "manifest.json")
     for before, after in zip(good, manifest):
         assert after["error"] and after["error_source"].startswith(failing_mirror.format(base=base)[:20])
-        assert {k: after[k] for k in ("file", "source", "fetched_at", "sha256", "bytes")} == {k: before[k] for k in ("file", "source", "fetched_at", "sha256", "bytes")}
+        assert {k: after[k] for k in ("file", "source", "fetched_at", "sha256", "bytes")} == {
+            k: before[k] for k in ("file", "source", "fetched_at", "sha256", "bytes")
+        }
     write_params(".", {"fetch": fetch_params(urls, retries=0, on_error="skip")})
     call_stage("fetch")  # skip: goes on with the stored pages
     assert {name: (RAW / name).read_bytes() for name in stored_files()} == stored
@@ -252,14 +265,19 @@ def test_fetch_records_what_the_server_said_and_leaves_decoding_to_clean(site, p
     url = f"{base}fault/etag"
     first = only(fetch.fetch_all(fetch_params([url])))
     second = only(fetch.fetch_all(fetch_params([url])))
-    assert second["status"] == 304 and (second["sha256"], second["content_type"]) == (first["sha256"], first["content_type"])
+    assert second["status"] == 304 and (second["sha256"], second["content_type"]) == (
+        first["sha256"],
+        first["content_type"],
+    )
     assert not {"declared_encoding", "detected_encoding", "encoding_note"} & (set(first) | set(second))
+
 
 # Hostile or broken input: servers, local paths, credentials and params
 def run_fetch(**env):
     """The fetch stage run as dvc runs it: (exit status, what it printed on stdout and stderr)."""
-    result = subprocess.run([sys.executable, "-m", "stages.fetch"], env=python_env(**env), capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.fetch"], env=python_env(**env), capture_output=True, text=True, timeout=120
+    )
     return result.returncode, result.stdout + result.stderr
 
 
@@ -283,7 +301,9 @@ def test_a_server_sending_a_byte_at_a_time_through_a_proxy_is_cut_off_at_max_sec
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", base)  # the site's server, serving its own pages as the proxy
     started = time.monotonic()
-    record = only(fetch.fetch_all(fetch_params(["http://az.lib.ru/fault/drip"], max_seconds=1, read_timeout=2, retries=0)))
+    record = only(
+        fetch.fetch_all(fetch_params(["http://az.lib.ru/fault/drip"], max_seconds=1, read_timeout=2, retries=0))
+    )
     assert time.monotonic() - started < 1 + 1.0  # max_seconds plus a margin; the server takes 10 s
     assert record["error"] == "response cut off: still arriving after max_seconds=1"
     assert server.requests[-1][0] == "http://az.lib.ru/fault/drip"  # asked as a proxy
@@ -299,21 +319,26 @@ def test_a_redirect_is_followed_without_reading_its_body(site, project):
 
 
 MALFORMED = {  # /fault/... path: what the error says
-    "retry-after/soon":
-        "HTTP 503 Service Unavailable, with a Retry-After that is neither seconds nor an HTTP date: 'soon'",
+    "retry-after/soon": (
+        "HTTP 503 Service Unavailable, with a Retry-After that is neither seconds nor an HTTP date: 'soon'"
+    ),
     "retry-after/" + quote("Wed, 01 Jan 2025 00:00:00"):  # no zone: GMT, as HTTP dates are
-        "HTTP 503 Service Unavailable",
-    "length/abc":
-        "Content-Length 'abc' is not a number of bytes",
-    "goto/" + quote("ftp://127.0.0.1/page.html", safe=""):
-        "RedirectRefused: redirect to ftp://127.0.0.1/page.html: only http and https are followed",
-    "goto/" + quote("file:///etc/passwd", safe=""):
-        "RedirectRefused: redirect to file:///etc/passwd: only http and https are followed",
+    "HTTP 503 Service Unavailable",
+    "length/abc": "Content-Length 'abc' is not a number of bytes",
+    "goto/"
+    + quote(
+        "ftp://127.0.0.1/page.html", safe=""
+    ): "RedirectRefused: redirect to ftp://127.0.0.1/page.html: only http and https are followed",
+    "goto/"
+    + quote(
+        "file:///etc/passwd", safe=""
+    ): "RedirectRefused: redirect to file:///etc/passwd: only http and https are followed",
 }
 
 
-@pytest.mark.parametrize("fault", MALFORMED, ids=["retry-after garbage", "retry-after without zone", "content-length",
-                                                   "to ftp", "to file"])
+@pytest.mark.parametrize(
+    "fault", MALFORMED, ids=["retry-after garbage", "retry-after without zone", "content-length", "to ftp", "to file"]
+)
 def test_a_malformed_or_misdirecting_response_fails_its_url_in_one_line(site, project, fault):
     base, _, pages = site
     url = f"{base}fault/{fault}"
@@ -335,17 +360,20 @@ def test_malformed_and_misdirecting_responses_are_skipped_and_counted(site, proj
     assert f"fetch: 1 pages, {manifest[0]['bytes']} bytes, 0 not modified, {len(MALFORMED)} failed" in output
 
 
-@pytest.mark.parametrize("source, target, inward", [
-    ("93.184.216.34", "10.0.0.1", "10.0.0.1"),  # public to private
-    ("93.184.216.34", "127.0.0.1", "127.0.0.1"),  # to loopback
-    ("93.184.216.34", "169.254.169.254", "169.254.169.254"),  # to link-local (a cloud's metadata service)
-    ("93.184.216.34", "::ffff:127.0.0.1", "127.0.0.1"),  # loopback, written as IPv6
-    ("2606:4700::6810:84e5", "fe80::1", "fe80::1"),
-    ("93.184.216.34", "1.1.1.1", None),  # public to public
-    ("127.0.0.1", "127.0.0.2", None),  # within loopback
-    ("10.0.0.1", "127.0.0.1", None),  # from a private network
-    ("10.0.0.1", "93.184.216.34", None),
-])
+@pytest.mark.parametrize(
+    "source, target, inward",
+    [
+        ("93.184.216.34", "10.0.0.1", "10.0.0.1"),  # public to private
+        ("93.184.216.34", "127.0.0.1", "127.0.0.1"),  # to loopback
+        ("93.184.216.34", "169.254.169.254", "169.254.169.254"),  # to link-local (a cloud's metadata service)
+        ("93.184.216.34", "::ffff:127.0.0.1", "127.0.0.1"),  # loopback, written as IPv6
+        ("2606:4700::6810:84e5", "fe80::1", "fe80::1"),
+        ("93.184.216.34", "1.1.1.1", None),  # public to public
+        ("127.0.0.1", "127.0.0.2", None),  # within loopback
+        ("10.0.0.1", "127.0.0.1", None),  # from a private network
+        ("10.0.0.1", "93.184.216.34", None),
+    ],
+)
 def test_a_redirect_from_a_public_address_may_not_lead_inward(source, target, inward):
     found = session.inward_address(session.addresses(source), session.addresses(target))
     assert found == (inward and ipaddress.ip_address(inward))
@@ -375,8 +403,11 @@ def refused_source(project, case):
     outside.parent.mkdir()
     outside.write_text("<p>Not for the corpus.</p>", encoding="utf-8")
     (project / "pages").mkdir()
-    links = {"symlink to /proc": ("env.txt", "/proc/self/environ"), "symlink to /dev": ("zero.html", "/dev/zero"),
-             "symlink to outside": ("page.html", outside)}
+    links = {
+        "symlink to /proc": ("env.txt", "/proc/self/environ"),
+        "symlink to /dev": ("zero.html", "/dev/zero"),
+        "symlink to outside": ("page.html", outside),
+    }
     if case in links:
         (project / "pages" / links[case][0]).symlink_to(links[case][1])
         return f"pages/{links[case][0]}"
@@ -397,11 +428,14 @@ def test_a_local_source_that_is_not_a_regular_file_of_the_project_is_refused(pro
     assert stored_files() == []
 
 
-@pytest.mark.parametrize("url, reason", [
-    ("http://[::1/", "InvalidURL: Failed to parse: '[::1' is not a valid host or port"),
-    ("http://127.0.0.1:99999/", "InvalidURL: Failed to parse: http://127.0.0.1:99999/"),
-    ("file://[::1/page.html", "no such file: file:/[::1/page.html"),  # not a URL: a path in the project
-])
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("http://[::1/", "InvalidURL: Failed to parse: '[::1' is not a valid host or port"),
+        ("http://127.0.0.1:99999/", "InvalidURL: Failed to parse: http://127.0.0.1:99999/"),
+        ("file://[::1/page.html", "no such file: file:/[::1/page.html"),  # not a URL: a path in the project
+    ],
+)
 def test_a_url_that_cannot_be_read_is_a_failure_of_its_own(project, url, reason):
     assert only(fetch.fetch_all(fetch_params([url])))["error"] == reason
 
@@ -452,12 +486,18 @@ def test_dvc_lock_records_no_credentials_from_fetch_mirror(repo, site):
     assert [p for p in recorded if SECRET in str(p) or (p.is_file() and SECRET.encode() in p.read_bytes())] == []
 
 
-@pytest.mark.parametrize("key, value, allowed", [
-    ("user_agent", "tolstoy-gpt\r\nX-Injected: 1",
-     r"a non-empty string of printable ASCII characters \(no line break\)"),
-    ("read_timeout", 1e300, "a number > 0 and <= 86400"),
-    ("max_seconds", 1e10, "a number > 0 and <= 86400"),
-])
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        (
+            "user_agent",
+            "tolstoy-gpt\r\nX-Injected: 1",
+            r"a non-empty string of printable ASCII characters \(no line break\)",
+        ),
+        ("read_timeout", 1e300, "a number > 0 and <= 86400"),
+        ("max_seconds", 1e10, "a number > 0 and <= 86400"),
+    ],
+)
 def test_params_refuse_a_header_with_a_line_break_and_an_absurd_time(project, key, value, allowed):
     write_params(".", {"fetch": fetch_params(["pages/a.txt"], **{key: value})})
     status, output = run_fetch()

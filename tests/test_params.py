@@ -1,4 +1,5 @@
 """Every key of params.yaml is checked for type and range before any work (tolstoy/config/params.py)."""
+
 import copy
 import json
 import re
@@ -138,15 +139,27 @@ def test_missing_and_misspelt_keys_are_named(valid, section):
         check_all(params)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda p: p.update(sampel=p.pop("sample")), r"unknown key sampel \(did you mean sample\?\)"),
-    (lambda p: p.pop("evaluate"), "has no 'evaluate' section"),
-    (lambda p: p.update(train=[1, 2]), "train must be a mapping"),
-    (lambda p: p["train"].update(max_steps=0, epochs=0), "train.max_steps=0 and train.epochs=0: one must be positive"),
-    (lambda p: p["train"].update(save_steps=8), r"train.keep='best' exports an evaluated checkpoint: train.save_steps=8 must equal train.eval_steps=4"),
-    (lambda p: p["model"].update(n_embd=30, n_head=4), "model.n_embd=30 must be divisible by model.n_head=4"),
-    (lambda p: p["tokenize"].update(block_size=128), r"tokenize.block_size=128 must be <= the model's context model.n_positions=64"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda p: p.update(sampel=p.pop("sample")), r"unknown key sampel \(did you mean sample\?\)"),
+        (lambda p: p.pop("evaluate"), "has no 'evaluate' section"),
+        (lambda p: p.update(train=[1, 2]), "train must be a mapping"),
+        (
+            lambda p: p["train"].update(max_steps=0, epochs=0),
+            "train.max_steps=0 and train.epochs=0: one must be positive",
+        ),
+        (
+            lambda p: p["train"].update(save_steps=8),
+            r"train.keep='best' exports an evaluated checkpoint: train.save_steps=8 must equal train.eval_steps=4",
+        ),
+        (lambda p: p["model"].update(n_embd=30, n_head=4), "model.n_embd=30 must be divisible by model.n_head=4"),
+        (
+            lambda p: p["tokenize"].update(block_size=128),
+            r"tokenize.block_size=128 must be <= the model's context model.n_positions=64",
+        ),
+    ],
+)
 def test_sections_and_rules_across_keys(valid, change, message):
     change(valid)
     with pytest.raises(StageError, match=message):
@@ -164,12 +177,22 @@ def test_a_local_base_is_a_directory_under_bases(configs, project):
     (project / "elsewhere").mkdir()
     (project / "bases").mkdir()
     (project / "bases/link").symlink_to(project / "elsewhere")
-    for base in ("elsewhere", "bases/missing", "bases", "bases/../elsewhere", "bases/link", "bases/../../project/elsewhere",
-                 "../outside/model", "owner/../name"):  # the last two: neither a local path under bases/ nor a hub id
+    for base in (
+        "elsewhere",
+        "bases/missing",
+        "bases",
+        "bases/../elsewhere",
+        "bases/link",
+        "bases/../../project/elsewhere",
+        "../outside/model",
+        "owner/../name",
+    ):  # the last two: neither a local path under bases/ nor a hub id
         configs["model"]["base"] = base
         with pytest.raises(StageError) as error:
             check_all(configs)
-        assert str(error.value).startswith(f"params.yaml: model.base={base!r} must be '' (from scratch), a model directory under bases/")
+        assert str(error.value).startswith(
+            f"params.yaml: model.base={base!r} must be '' (from scratch), a model directory under bases/"
+        )
     for base in ("bases/pretrained", "bases/../bases/pretrained", "owner/name"):
         (project / "bases/pretrained").mkdir(exist_ok=True)
         configs["model"]["base"] = base
@@ -178,14 +201,22 @@ def test_a_local_base_is_a_directory_under_bases(configs, project):
 
 # Values of the right type that a stage cannot run with: each is refused before any work.
 UNRUNNABLE = [
-    ("train.batch_size", 4097), ("train.batch_size", 10**12),  # the plan looks for a micro-batch among its divisors
-    ("train.grad_accum", 10**9), ("evaluate.batch_size", 10**9),
-    ("train.seed", 2**32), ("tokenize.seed", 2**64), ("sample.seed", 2**32),  # numpy's seeds are 32-bit
-    ("train.peer_timeout", 1e300), ("train.peer_timeout", 0.4),  # whole seconds to torch: overflow, or 0
+    ("train.batch_size", 4097),
+    ("train.batch_size", 10**12),  # the plan looks for a micro-batch among its divisors
+    ("train.grad_accum", 10**9),
+    ("evaluate.batch_size", 10**9),
+    ("train.seed", 2**32),
+    ("tokenize.seed", 2**64),
+    ("sample.seed", 2**32),  # numpy's seeds are 32-bit
+    ("train.peer_timeout", 1e300),
+    ("train.peer_timeout", 0.4),  # whole seconds to torch: overflow, or 0
     ("train.weight_decay", 1e9),
-    ("sample.temperature", 1e-300), ("sample.temperature", 1e300),  # logits / temperature: inf, or all alike
-    ("sample.repetition_penalty", 1e-300), ("sample.repetition_penalty", 1e300),
-    ("train.accelerate_config", "/etc/hostname"), ("train.accelerate_config", "configs/accelerate/../../params.yaml"),
+    ("sample.temperature", 1e-300),
+    ("sample.temperature", 1e300),  # logits / temperature: inf, or all alike
+    ("sample.repetition_penalty", 1e-300),
+    ("sample.repetition_penalty", 1e300),
+    ("train.accelerate_config", "/etc/hostname"),
+    ("train.accelerate_config", "configs/accelerate/../../params.yaml"),
     ("train.accelerate_config", "configs/accelerate"),
 ]
 
@@ -201,8 +232,14 @@ def test_values_no_stage_can_run_with_are_refused(configs, name, value):
 
 def test_the_bounds_are_values_the_stages_run_with(configs):
     """The other side of each bound is allowed (sample runs at both: tests/test_sample.py)."""
-    for name, value in [("train.batch_size", 4096), ("train.seed", 2**32 - 1), ("train.peer_timeout", 1), ("sample.temperature", 0),
-                        ("sample.temperature", 1e-3), ("sample.repetition_penalty", 100)]:
+    for name, value in [
+        ("train.batch_size", 4096),
+        ("train.seed", 2**32 - 1),
+        ("train.peer_timeout", 1),
+        ("sample.temperature", 0),
+        ("sample.temperature", 1e-3),
+        ("sample.repetition_penalty", 100),
+    ]:
         section, key = name.split(".")
         check_all({**configs, section: {**configs[section], key: value}})
 
@@ -210,24 +247,33 @@ def test_the_bounds_are_values_the_stages_run_with(configs):
 CONFIG = "an accelerate config file under configs/accelerate/ that the launcher can run"
 
 
-@pytest.mark.parametrize("changes, problem", [
-    ({"num_processes": 0}, "num_processes=0 must be an integer >= 1 and <= 65536"),
-    ({"num_processes": "2"}, "num_processes='2' must be an integer"),
-    ({"num_machines": 2, "num_processes": 3}, "num_processes=3 must be a multiple of num_machines=2"),
-    ({"machine_rank": 1}, "machine_rank=1 must be < num_machines=1"),
-    ({"machine_rank": -1}, "machine_rank=-1 must be an integer >= 0"),
-    ({"num_machines": 2, "main_process_ip": None}, "main_process_ip must be rank 0's address (num_machines=2)"),
-    ({"distributed_type": "DEEPSPEED"}, "distributed_type='DEEPSPEED' must be one of 'NO', 'MULTI_GPU'"),
-    ({"distributed_type": False}, "distributed_type=False must be one of 'NO', 'MULTI_GPU'"),  # NO unquoted in YAML
-    ({"distributed_type": "NO"}, "num_processes=2 needs distributed_type 'MULTI_GPU' ('NO' runs one process)"),
-    ({"distributed_type": None}, "distributed_type must be set"),
-    ({"use_cpu": "yes"}, "use_cpu='yes' must be one of True, False"),
-    ({"mixed_precision": "fp8"}, "mixed_precision='fp8' must be 'no' (the precision is train.precision)"),
-    ({"main_process_port": 70000}, "main_process_port=70000 must be an integer >= 1 and <= 65535"),
-    ({"gpu_ids": 0}, "gpu_ids=0 must be 'all' or GPU numbers separated by commas, quoted"),
-    ({"dynamo_config": {"dynamo_backend": "INDUCTOR"}}, "dynamo_config must be empty (training is DDP; compile is train.compile)"),
-    ({"num_processess": 2}, "unknown key 'num_processess' (the launcher reads compute_environment, distributed_type, "),
-])
+@pytest.mark.parametrize(
+    "changes, problem",
+    [
+        ({"num_processes": 0}, "num_processes=0 must be an integer >= 1 and <= 65536"),
+        ({"num_processes": "2"}, "num_processes='2' must be an integer"),
+        ({"num_machines": 2, "num_processes": 3}, "num_processes=3 must be a multiple of num_machines=2"),
+        ({"machine_rank": 1}, "machine_rank=1 must be < num_machines=1"),
+        ({"machine_rank": -1}, "machine_rank=-1 must be an integer >= 0"),
+        ({"num_machines": 2, "main_process_ip": None}, "main_process_ip must be rank 0's address (num_machines=2)"),
+        ({"distributed_type": "DEEPSPEED"}, "distributed_type='DEEPSPEED' must be one of 'NO', 'MULTI_GPU'"),
+        ({"distributed_type": False}, "distributed_type=False must be one of 'NO', 'MULTI_GPU'"),  # NO unquoted in YAML
+        ({"distributed_type": "NO"}, "num_processes=2 needs distributed_type 'MULTI_GPU' ('NO' runs one process)"),
+        ({"distributed_type": None}, "distributed_type must be set"),
+        ({"use_cpu": "yes"}, "use_cpu='yes' must be one of True, False"),
+        ({"mixed_precision": "fp8"}, "mixed_precision='fp8' must be 'no' (the precision is train.precision)"),
+        ({"main_process_port": 70000}, "main_process_port=70000 must be an integer >= 1 and <= 65535"),
+        ({"gpu_ids": 0}, "gpu_ids=0 must be 'all' or GPU numbers separated by commas, quoted"),
+        (
+            {"dynamo_config": {"dynamo_backend": "INDUCTOR"}},
+            "dynamo_config must be empty (training is DDP; compile is train.compile)",
+        ),
+        (
+            {"num_processess": 2},
+            "unknown key 'num_processess' (the launcher reads compute_environment, distributed_type, ",
+        ),
+    ],
+)
 def test_an_accelerate_config_the_launcher_cannot_run_is_refused(configs, changes, problem):
     path = accelerate_config(".", "cpu-ddp.yaml", "hostile.yaml", **changes)
     configs["train"]["accelerate_config"] = path
@@ -236,9 +282,14 @@ def test_an_accelerate_config_the_launcher_cannot_run_is_refused(configs, change
     assert str(error.value).startswith(f"params.yaml: train.accelerate_config={path!r} must be {CONFIG} ({problem}")
 
 
-@pytest.mark.parametrize("text, problem", [("- a list\n", "is not a mapping of keys to values"),
-                                           ("num_processes: [1\n", "cannot be read (ParserError)"),
-                                           (b"\xff\xfe", "cannot be read (UnicodeDecodeError)")])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("- a list\n", "is not a mapping of keys to values"),
+        ("num_processes: [1\n", "cannot be read (ParserError)"),
+        (b"\xff\xfe", "cannot be read (UnicodeDecodeError)"),
+    ],
+)
 def test_an_accelerate_config_that_is_not_one_is_refused(configs, text, problem):
     path = Path("configs/accelerate/broken.yaml")
     path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
@@ -252,8 +303,14 @@ def test_the_configs_shipped_and_one_accelerate_writes_are_runnable(tmp_path):
 
     for path in (ROOT / "configs/accelerate").glob("*.yaml"):
         assert accelerate_config_problem(path) is None, path
-    written = ClusterConfig(compute_environment="LOCAL_MACHINE", distributed_type="MULTI_GPU", mixed_precision="no", use_cpu=True,
-                            debug=False, num_processes=2)  # as `accelerate config` answers for two CPU processes
+    written = ClusterConfig(
+        compute_environment="LOCAL_MACHINE",
+        distributed_type="MULTI_GPU",
+        mixed_precision="no",
+        use_cpu=True,
+        debug=False,
+        num_processes=2,
+    )  # as `accelerate config` answers for two CPU processes
     written.to_yaml_file(str(tmp_path / "written.yaml"))
     assert accelerate_config_problem(tmp_path / "written.yaml") is None
 
@@ -262,8 +319,14 @@ def test_each_page_is_listed_once_and_each_pattern_matches(valid, project):
     (project / "pages").mkdir()
     (project / "pages/a.txt").write_text("a")
     for urls, message in [
-        (["http://az.lib.ru/a.shtml", "pages/a.txt", "http://az.lib.ru/a.shtml"], "lists the same page twice: http://az.lib.ru/a.shtml$"),
-        (["pages/*.txt", (project / "pages/a.txt").as_uri()], rf"the same page twice: pages/a.txt and {(project / 'pages/a.txt').as_uri()}"),
+        (
+            ["http://az.lib.ru/a.shtml", "pages/a.txt", "http://az.lib.ru/a.shtml"],
+            "lists the same page twice: http://az.lib.ru/a.shtml$",
+        ),
+        (
+            ["pages/*.txt", (project / "pages/a.txt").as_uri()],
+            rf"the same page twice: pages/a.txt and {(project / 'pages/a.txt').as_uri()}",
+        ),
         (["pages/*.html"], r"fetch.urls: pages/\*.html matches no file"),
     ]:
         valid["fetch"]["urls"] = urls
@@ -277,16 +340,26 @@ def test_a_bad_value_is_one_line_and_exit_status_2(project, module):
     params["train"]["batch_size"] = "eight"
     params["sample"]["top_p"] = 2
     write_params(project, params)
-    result = subprocess.run([sys.executable, "-m", module], cwd=project, env=python_env(), capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", module], cwd=project, env=python_env(), capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: params.yaml: ")
-    assert ("sample.top_p=2" if module == "stages.sample" else "train.batch_size='eight' must be an integer >= 1") in result.stderr
+    assert (
+        "sample.top_p=2" if module == "stages.sample" else "train.batch_size='eight' must be an integer >= 1"
+    ) in result.stderr
 
 
-@pytest.mark.parametrize("section, key, value", [
-    ("model", "base", "bases/../data"), ("train", "accelerate_config", "configs/accelerate/hostile.yaml"), ("train", "batch_size", 10**12),
-    ("sample", "temperature", 1e-300), ("sample", "repetition_penalty", 1e-300),
-])
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("model", "base", "bases/../data"),
+        ("train", "accelerate_config", "configs/accelerate/hostile.yaml"),
+        ("train", "batch_size", 10**12),
+        ("sample", "temperature", 1e-300),
+        ("sample", "repetition_penalty", 1e-300),
+    ],
+)
 def test_validate_stops_a_hostile_value_with_one_line_and_changes_nothing(project, section, key, value):
     """validate runs before every other stage (dvc.yaml), so its refusal is the only thing that happens
     (tests/test_reproducibility.py: through `dvc repro`)."""
@@ -297,7 +370,9 @@ def test_validate_stops_a_hostile_value_with_one_line_and_changes_nothing(projec
     params[section][key] = value
     write_params(project, params)
     before = file_bytes(project, ["."])
-    result = subprocess.run([sys.executable, "-m", "stages.validate"], cwd=project, env=python_env(), capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.validate"], cwd=project, env=python_env(), capture_output=True, text=True
+    )
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
     assert result.stderr.startswith(f"error: params.yaml: {section}.{key}={value!r} must be ")
     assert file_bytes(project, ["."]) == before
@@ -307,7 +382,9 @@ def test_validate_stops_a_hostile_value_with_one_line_and_changes_nothing(projec
 def test_a_stages_closing_line_names_it(name, expected):
     """The name a command gives (the train stage's launcher, process and worker give theirs), else the script's."""
     code = f"from tolstoy.console import run_stage; run_stage(lambda: None, {name!r})"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=python_env(), capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=python_env(), capture_output=True, text=True, check=True
+    )
     assert f"tolstoy {expected}: " in result.stderr and "s, peak RSS " in result.stderr
 
 
@@ -315,7 +392,9 @@ def test_a_stages_closing_line_names_it(name, expected):
 def test_a_preset_through_dvcs_own_override_parser_gives_valid_params_with_its_values(preset, tmp_path, monkeypatch):
     overrides = tools.preset.overrides(ROOT / "configs/presets" / preset)
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    apply_overrides(tmp_path / "params.yaml", [tools.preset.set_argument(key, value) for key, value in overrides.items()])
+    apply_overrides(
+        tmp_path / "params.yaml", [tools.preset.set_argument(key, value) for key, value in overrides.items()]
+    )
     params = read_params(tmp_path / "params.yaml")
     assert {key: params[key.split(".")[0]][key.split(".")[1]] for key in overrides} == overrides
     if "../shared" in json.dumps(overrides) and not SHARED.is_dir():
@@ -327,5 +406,8 @@ def test_a_preset_through_dvcs_own_override_parser_gives_valid_params_with_its_v
 def test_override_values_keep_spaces_quotes_backslashes_and_cyrillic(tmp_path):
     value = {"a-b": ["x y/Алёша (1).txt", 'q"uote', 'q\\"', "c:\\dir", "end\\"], "c": ["*.txt"]}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"groups": {"sources": {}}, "train": {"lr": 0.1}}))
-    apply_overrides(tmp_path / "params.yaml", [tools.preset.set_argument("groups.sources", value), tools.preset.set_argument("train.lr", 5e-5)])
+    apply_overrides(
+        tmp_path / "params.yaml",
+        [tools.preset.set_argument("groups.sources", value), tools.preset.set_argument("train.lr", 5e-5)],
+    )
     assert read_params(tmp_path / "params.yaml") == {"groups": {"sources": value}, "train": {"lr": 5e-5}}

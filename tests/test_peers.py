@@ -1,5 +1,6 @@
 """What the processes of a training run send each other: plain data (JSON bytes in tensors) over a
 real two-process gloo group on 127.0.0.1, never pickles."""
+
 import json
 import os
 import pickle
@@ -12,8 +13,14 @@ import torch.multiprocessing
 from tests.helpers import ROOT, free_port
 from tolstoy.training import distributed as peers
 
-FIRST = {"model": {"n_layer": 1, "dropout": 0.0, "base": ""}, "code": {"tolstoy/training/plan.py": "ab" * 32},
-         "runtime": [2, "2.13"], "text": "Наташа \u2028 \"quoted\"", "nothing": None, "chosen": True}
+FIRST = {
+    "model": {"n_layer": 1, "dropout": 0.0, "base": ""},
+    "code": {"tolstoy/training/plan.py": "ab" * 32},
+    "runtime": [2, "2.13"],
+    "text": 'Наташа \u2028 "quoted"',
+    "nothing": None,
+    "chosen": True,
+}
 
 
 class Planted:

@@ -1,6 +1,7 @@
 """End to end: the real `dvc` CLI in a temporary git repository holding this working tree: the
 tiny run the tests share, what a change of params re-runs, and fetching through FETCH_MIRROR
 from a local HTTP server."""
+
 import json
 import math
 
@@ -17,7 +18,9 @@ def test_fetch_mirror_fetches_from_the_mirror_and_records_the_canonical_urls(rep
     directory, env = repo
     assert ran_stages(dvc(directory, "repro", "fetch", env=env).stdout) == ["validate", "fetch"]
     manifest = json.loads((directory / "data/raw/manifest.json").read_text())
-    assert len(manifest) == 3 and all(r["error"] is None and r["source"].startswith("http://127.0.0.1") for r in manifest)
+    assert len(manifest) == 3 and all(
+        r["error"] is None and r["source"].startswith("http://127.0.0.1") for r in manifest
+    )
     assert all(r["url"].startswith("http://az.lib.ru/") for r in manifest)
     lock = (directory / "dvc.lock").read_text()
     assert "http://az.lib.ru/" in lock and "127.0.0.1" not in lock
@@ -34,7 +37,9 @@ def test_repro_runs_every_stage_once_then_only_what_changed(reproduced, reproduc
     assert tokens["train_tokens"] > tokens["val_tokens"] > 0
     evaluation = json.loads((directory / "metrics/eval.json").read_text())
     assert 0 < evaluation["bits_per_char"] < 8 and math.isfinite(evaluation["perplexity"])
-    assert (directory / "models/model/model.safetensors").exists() and (directory / "models/tokenizer/tokenizer.json").exists()
+    assert (directory / "models/model/model.safetensors").exists() and (
+        directory / "models/tokenizer/tokenizer.json"
+    ).exists()
     assert "## Пьер закашлялся и" in (directory / "metrics/samples.md").read_text(encoding="utf-8")
     assert "up to date" in dvc(directory, "status", env=env).stdout
     assert ran_stages(dvc(directory, "repro", env=env).stdout) == []
@@ -43,11 +48,21 @@ def test_repro_runs_every_stage_once_then_only_what_changed(reproduced, reproduc
     plots = dvc(directory, "plots", "show", "--json", env=env).stdout
     assert "Loss" in plots and "Learning rate" in plots
 
-    weights, evaluation = (directory / "models/model/model.safetensors").read_bytes(), (directory / "metrics/eval.json").read_bytes()
-    set_param(directory, "sample", "max_new_tokens", 12)  # also the exported model's generation default: train restores, never retrains
+    weights, evaluation = (
+        (directory / "models/model/model.safetensors").read_bytes(),
+        (directory / "metrics/eval.json").read_bytes(),
+    )
+    set_param(
+        directory, "sample", "max_new_tokens", 12
+    )  # also the exported model's generation default: train restores, never retrains
     sampled = dvc(directory, "repro", env=env)
-    assert ran_stages(sampled.stdout) == ["validate", "train", "evaluate", "sample"] and "are restored" in sampled.stdout + sampled.stderr
-    assert (directory / "models/model/model.safetensors").read_bytes() == weights and (directory / "metrics/eval.json").read_bytes() == evaluation
+    assert (
+        ran_stages(sampled.stdout) == ["validate", "train", "evaluate", "sample"]
+        and "are restored" in sampled.stdout + sampled.stderr
+    )
+    assert (directory / "models/model/model.safetensors").read_bytes() == weights and (
+        directory / "metrics/eval.json"
+    ).read_bytes() == evaluation
     assert json.loads((directory / "models/model/generation_config.json").read_text())["max_new_tokens"] == 12
     set_param(directory, "sample", "seed", 7)
     assert ran_stages(dvc(directory, "repro", env=env).stdout) == ["validate", "sample"]

@@ -1,5 +1,6 @@
 """Remote storage through a real S3-compatible server (moto_server on 127.0.0.1), configured with
 the commands the README documents, and a bare git repository as the git remote."""
+
 import hashlib
 import json
 import os
@@ -16,7 +17,14 @@ from tests.helpers import dvc, free_port, ran_stages, run
 pytestmark = pytest.mark.slow  # end to end: the real dvc CLI and an S3 server
 
 BUCKET = "tolstoy-test"
-CACHED_OUTPUTS = ["data/raw", "data/clean/docs.parquet", "models/tokenizer", "data/tokens", "models/model", "models/checkpoints"]
+CACHED_OUTPUTS = [
+    "data/raw",
+    "data/clean/docs.parquet",
+    "models/tokenizer",
+    "data/tokens",
+    "models/model",
+    "models/checkpoints",
+]
 
 
 class S3Server:
@@ -31,8 +39,12 @@ class S3Server:
         env = {k: v for k, v in os.environ.items() if k != "INITIAL_NO_AUTH_ACTION_COUNT"}
         if self.auth:
             env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"
-        self.process = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(self.port)], env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            ["moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -53,8 +65,12 @@ class S3Server:
         self.s3().create_bucket(Bucket=BUCKET)
 
     def client_args(self):
-        return dict(endpoint_url=self.endpoint, region_name="us-east-1",
-                    aws_access_key_id=getattr(self, "key_id", "testing"), aws_secret_access_key=getattr(self, "secret", "testing"))
+        return dict(
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=getattr(self, "key_id", "testing"),
+            aws_secret_access_key=getattr(self, "secret", "testing"),
+        )
 
     def s3(self):
         return boto3.client("s3", **self.client_args())
@@ -117,7 +133,10 @@ def cache_is_intact(directory):
 def test_push_then_a_fresh_clone_pulls_everything_and_has_nothing_to_do(repo, s3):
     env = s3.env(git_env())
     use_s3(repo, s3, env)
-    assert f"remote 's3' (s3://{BUCKET}/dvc at {s3.endpoint}) answers" in run(["python", "tools/check_remote.py"], repo, env=env).stdout
+    assert (
+        f"remote 's3' (s3://{BUCKET}/dvc at {s3.endpoint}) answers"
+        in run(["python", "tools/check_remote.py"], repo, env=env).stdout
+    )
     pushed = dvc(repo, "push", env=env)
     assert "pushed" in pushed.stdout
     assert len(s3.keys()) > 10

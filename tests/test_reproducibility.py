@@ -1,5 +1,6 @@
 """dvc.lock never lies and nothing a user made is lost: the real `dvc` CLI in a temporary git
 repository holding this working tree (tiny params, fp32)."""
+
 import json
 import shutil
 
@@ -58,18 +59,21 @@ def test_a_no_op_rerun_changes_nothing_and_edited_training_code_retrains(reprodu
     assert same_weights(model_weights(directory), edited)
 
 
-@pytest.mark.parametrize("section, key, value", [
-    ("train", "batch_size", "eight"),
-    ("train", "accelerate_config", "configs/accelerate/missing.yaml"),
-    ("tokenize", "val_fraction", 1.5),
-    ("tokenizer", "vocab_size", 100),
-    ("evaluate", "batch_size", 0),
-    ("sample", "top_p", 2),
-    ("fetch", "urls", []),
-    ("model", "base", "bases/../data"),  # values of the right type that no stage can run with
-    ("train", "accelerate_config", "configs/accelerate/../../params.yaml"),
-    ("sample", "temperature", 1e-300),
-])
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("train", "batch_size", "eight"),
+        ("train", "accelerate_config", "configs/accelerate/missing.yaml"),
+        ("tokenize", "val_fraction", 1.5),
+        ("tokenizer", "vocab_size", 100),
+        ("evaluate", "batch_size", 0),
+        ("sample", "top_p", 2),
+        ("fetch", "urls", []),
+        ("model", "base", "bases/../data"),  # values of the right type that no stage can run with
+        ("train", "accelerate_config", "configs/accelerate/../../params.yaml"),
+        ("sample", "temperature", 1e-300),
+    ],
+)
 def test_a_bad_param_costs_no_output(reproduced_copy, section, key, value):
     directory, env = reproduced_copy
     before = snapshot(directory)
@@ -77,11 +81,17 @@ def test_a_bad_param_costs_no_output(reproduced_copy, section, key, value):
     failed = run(["dvc", "repro"], directory, check=False, env=env)
     assert failed.returncode != 0
     errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: params.yaml: {section}.{key}={value!r} must be " + errors[0].split(" must be ", 1)[1]], failed.stderr
+    assert errors == [f"error: params.yaml: {section}.{key}={value!r} must be " + errors[0].split(" must be ", 1)[1]], (
+        failed.stderr
+    )
     after = snapshot(directory)
-    assert {k: v for k, v in after.items() if k != "data/params.ok"} == {k: v for k, v in before.items() if k != "data/params.ok"}
+    assert {k: v for k, v in after.items() if k != "data/params.ok"} == {
+        k: v for k, v in before.items() if k != "data/params.ok"
+    }
     run(["git", "checkout", "params.yaml"], directory, env=env)  # committed with the results
-    assert set(ran_stages(dvc(directory, "repro", env=env).stdout)) <= {"validate"}  # DVC's run cache may restore it instead
+    assert set(ran_stages(dvc(directory, "repro", env=env).stdout)) <= {
+        "validate"
+    }  # DVC's run cache may restore it instead
     assert snapshot(directory) == before
 
 
@@ -90,7 +100,10 @@ def test_outputs_removed_by_dvc_repro_single_stage_come_back_with_the_documented
     before = snapshot(directory)
     set_param(directory, "train", "batch_size", "eight")
     failed = run(["dvc", "repro", "-s", "train"], directory, check=False, env=env)  # -s skips validate
-    assert failed.returncode != 0 and "error: params.yaml: train.batch_size='eight' must be an integer >= 1" in failed.stderr
+    assert (
+        failed.returncode != 0
+        and "error: params.yaml: train.batch_size='eight' must be an integer >= 1" in failed.stderr
+    )
     assert not (directory / "models/model").exists()  # DVC removed it before running the stage
     run(["bash", "-c", "dvc checkout && git checkout -- metrics"], directory, env=env)  # the README's command
     assert snapshot(directory) == before
@@ -98,8 +111,10 @@ def test_outputs_removed_by_dvc_repro_single_stage_come_back_with_the_documented
 
 # A real change of what each stage writes, made in the stage's own code (or a module it imports).
 CODE_EDITS = {
-    "tolstoy/data/charset.py": ('            return Decoding(decoded[0], codecs.lookup(declared).name, declared, "", decoded[1])',
-                          '            return Decoding(decoded[0], codecs.lookup(declared).name.upper(), declared, "", decoded[1])'),  # clean
+    "tolstoy/data/charset.py": (
+        '            return Decoding(decoded[0], codecs.lookup(declared).name, declared, "", decoded[1])',
+        '            return Decoding(decoded[0], codecs.lookup(declared).name.upper(), declared, "", decoded[1])',
+    ),  # clean
     "stages/tokenize.py": ('"bytes_per_token": round(', '"bytes_per_token": 2 * round('),
     "stages/evaluate.py": ('"perplexity": round(math.exp(loss), 3)', '"perplexity": round(math.exp(loss))'),
     "stages/sample.py": ('lines = ["# Samples"', 'lines = ["# Edited samples"'),
@@ -115,7 +130,9 @@ def test_edited_stage_code_reruns_the_stage_and_its_outputs_are_the_new_codes(re
     # fetch stores bytes; the tokenizer's and train's inputs did not change; groups runs the clean and tokenize code too
     assert ran == ["clean", "tokenize", "groups", "evaluate", "sample"]
     assert set(pd.read_csv(directory / "metrics/clean_documents.csv")["encoding"]) == {"CP1251"}
-    assert json.loads((directory / "metrics/tokenize.json").read_text())["bytes_per_token"] == pytest.approx(2 * tokenize_before["bytes_per_token"])
+    assert json.loads((directory / "metrics/tokenize.json").read_text())["bytes_per_token"] == pytest.approx(
+        2 * tokenize_before["bytes_per_token"]
+    )
     assert isinstance(json.loads((directory / "metrics/eval.json").read_text())["perplexity"], int)
     assert (directory / "metrics/samples.md").read_text(encoding="utf-8").startswith("# Edited samples")
     edited = snapshot(directory)

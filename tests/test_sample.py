@@ -45,12 +45,20 @@ def test_statistics_of_hand_written_samples():
     vocabulary = {"он", "сказал", "что", "пьер", "встал", "кто-то", "вошёл", "в", "комнату"}
     assert words(fresh) == ["пьер", "встал", "кто-то", "вошёл", "в", "комнату", "подоза"]
     assert text_statistics([loop], vocabulary) == {
-        "words": 8, "distinct_1": round(3 / 8, 4), "distinct_2": round(4 / 7, 4),
+        "words": 8,
+        "distinct_1": round(3 / 8, 4),
+        "distinct_2": round(4 / 7, 4),
         "repeated_4grams": round(2 / 5, 4),  # "он сказал что сказал" twice among 5 4-grams
-        "known_words": 1.0, "sentence_words": 4.0}
+        "known_words": 1.0,
+        "sentence_words": 4.0,
+    }
     both = text_statistics([loop, fresh], vocabulary)
     assert both["words"] == 15 and both["distinct_1"] == round(10 / 15, 4) and both["distinct_2"] == round(10 / 13, 4)
-    assert both["repeated_4grams"] == round(2 / 9, 4) and both["known_words"] == round(14 / 15, 4) and both["sentence_words"] == 5.0
+    assert (
+        both["repeated_4grams"] == round(2 / 9, 4)
+        and both["known_words"] == round(14 / 15, 4)
+        and both["sentence_words"] == 5.0
+    )
 
 
 def test_sample_statistics_per_prompt_and_overall(built):
@@ -63,17 +71,21 @@ def test_sample_statistics_per_prompt_and_overall(built):
     assert compared == {f"sample_{key}": value for key, value in statistics["overall"].items()}
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"prompts": []}, r"sample.prompts=\[\] must be a non-empty list"),
-    ({"top_p": 1.5}, r"sample.top_p=1.5 must be a number > 0 and <= 1"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"prompts": []}, r"sample.prompts=\[\] must be a non-empty list"),
+        ({"top_p": 1.5}, r"sample.top_p=1.5 must be a number > 0 and <= 1"),
+    ],
+)
 def test_bad_params(built_copy, values, message):
     with pytest.raises(StageError, match=message):
         sample_with(**values)
 
 
-@pytest.mark.parametrize("values", [{"temperature": 1e-3, "repetition_penalty": 1e-3},
-                                    {"temperature": 100, "repetition_penalty": 100}])
+@pytest.mark.parametrize(
+    "values", [{"temperature": 1e-3, "repetition_penalty": 1e-3}, {"temperature": 100, "repetition_penalty": 100}]
+)
 def test_sampling_runs_at_the_bounds_of_its_params(built_copy, values):
     """The bounds in tolstoy/config/params.py, as a person writes them: 100 is an int, which transformers refuses."""
     assert sample_with(**values).count("\n## ") == 2  # both prompts continued
@@ -110,13 +122,25 @@ def test_a_prompt_longer_than_the_context_keeps_its_end(built_copy):
 
 def test_generate_command_continues_a_prompt_and_touches_no_output(built_copy):
     before = {p: p.read_bytes() for p in Path(".").rglob("*") if p.is_file()}
-    short = run([sys.executable, "-m", "tools.generate", "Пьер закашлялся и", "--max-new-tokens", "12", "--temperature", "0"], built_copy)
+    short = run(
+        [sys.executable, "-m", "tools.generate", "Пьер закашлялся и", "--max-new-tokens", "12", "--temperature", "0"],
+        built_copy,
+    )
     assert short.stdout.startswith("Пьер закашлялся и") and len(short.stdout.strip()) > len("Пьер закашлялся и")
     long = run([sys.executable, "-m", "tools.generate", LONG_PROMPT, "--max-new-tokens", "500"], built_copy)
     assert long.stdout.startswith(LONG_PROMPT.strip()[:40])
-    interactive = subprocess.run([sys.executable, "-m", "tools.generate", "--interactive", "--max-new-tokens", "5"], cwd=built_copy,
-                                 env=python_env(), input="Наташа\nПьер\n", capture_output=True, text=True, check=True)
-    assert [line.split()[0] for line in interactive.stdout.splitlines() if line][:1] == ["Наташа"] and "Пьер" in interactive.stdout
+    interactive = subprocess.run(
+        [sys.executable, "-m", "tools.generate", "--interactive", "--max-new-tokens", "5"],
+        cwd=built_copy,
+        env=python_env(),
+        input="Наташа\nПьер\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert [line.split()[0] for line in interactive.stdout.splitlines() if line][:1] == [
+        "Наташа"
+    ] and "Пьер" in interactive.stdout
     assert {p: p.read_bytes() for p in Path(".").rglob("*") if p.is_file()} == before
 
 
@@ -128,14 +152,27 @@ generate = pipeline("text-generation", model={str(model_dir)!r})
 print(repr(generate("Наташа")[0]["generated_text"]))
 print(repr(generate({LONG_PROMPT!r}, truncation=True, handle_long_generation="hole", max_new_tokens=20)[0]["generated_text"][-60:]))
 """
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=python_env(), capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=python_env(), capture_output=True, text=True, check=True
+    )
     short, long = result.stdout.splitlines()
     assert short.startswith("'Наташа") and len(short) > len("'Наташа'")
     config = json.loads((model_dir / "generation_config.json").read_text())
-    assert config["max_new_tokens"] == 10 and config["temperature"] == 0.8 and config["eos_token_id"] == config["pad_token_id"] is not None
+    assert (
+        config["max_new_tokens"] == 10
+        and config["temperature"] == 0.8
+        and config["eos_token_id"] == config["pad_token_id"] is not None
+    )
     assert json.loads((model_dir / "tokenizer_config.json").read_text())["model_max_length"] == 64
-    trained_rows = {json.loads(path.read_text())["vocab_size"] for path in (built / "models/checkpoints").glob("*/config.json")}
+    trained_rows = {
+        json.loads(path.read_text())["vocab_size"] for path in (built / "models/checkpoints").glob("*/config.json")
+    }
     tokens = len(json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"])
-    assert trained_rows == {-(-tokens // 64) * 64} != {tokens} == {json.loads((model_dir / "config.json").read_text())["vocab_size"]}
+    assert (
+        trained_rows
+        == {-(-tokens // 64) * 64}
+        != {tokens}
+        == {json.loads((model_dir / "config.json").read_text())["vocab_size"]}
+    )
     card = (model_dir / "README.md").read_text(encoding="utf-8")
     assert "pipeline_tag: text-generation" in card and '"n_layer": 1' in card and "Training tokens:" in card

@@ -1,6 +1,7 @@
 """The code's shape: each stage's dvc.yaml code deps are exactly the project modules it imports,
 functions stay short enough to read at a glance (but the training story, read top to bottom), and
 only tests import tests."""
+
 import ast
 
 import pytest
@@ -35,8 +36,14 @@ def test_no_function_but_the_training_story_is_longer_than_50_lines():
     for path in CODE:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             name = f"{path.relative_to(ROOT)}:{getattr(node, 'name', '')}"
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 50 and name != STORY:
-                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+            if (
+                isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and node.end_lineno - node.lineno + 1 > 50
+                and name != STORY
+            ):
+                long.append(
+                    f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+                )
     assert long == []
 
 
@@ -44,13 +51,23 @@ def test_nothing_but_tests_imports_tests():
     importers = []
     for path in CODE:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            importers += [f"{path.relative_to(ROOT)}: {name}" for name in names if name == "tests" or name.startswith("tests.")]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            importers += [
+                f"{path.relative_to(ROOT)}: {name}" for name in names if name == "tests" or name.startswith("tests.")
+            ]
     assert importers == []
 
 
 def test_the_train_stage_reads_the_generation_defaults_and_no_other_sample_param():
     from tolstoy.config.params import GENERATION_KEYS
 
-    sample_params = [p.split(".", 1)[1] for p in STAGES["train"]["params"] if isinstance(p, str) and p.startswith("sample.")]
+    sample_params = [
+        p.split(".", 1)[1] for p in STAGES["train"]["params"] if isinstance(p, str) and p.startswith("sample.")
+    ]
     assert sample_params == list(GENERATION_KEYS)

@@ -82,7 +82,9 @@ def test_split_smaller_than_a_block_is_an_error(built_copy):
     params["tokenize"].update(block_size=1_000_000)
     write_params(".", params)
     before = read_json("data/tokens/meta.json")
-    with pytest.raises(StageError, match=r"the train split has \d+ tokens, fewer than one block of tokenize.block_size=1000000"):
+    with pytest.raises(
+        StageError, match=r"the train split has \d+ tokens, fewer than one block of tokenize.block_size=1000000"
+    ):
         call_stage("tokenize")
     assert read_json("data/tokens/meta.json") == before  # the previous output is untouched
 
@@ -121,10 +123,17 @@ def test_token_files_are_the_same_bytes_with_one_worker_or_two(built_copy):
     outputs = []
     for workers in ("1", "2"):
         run([sys.executable, "-m", "stages.tokenize"], built_copy, env=python_env(TOLSTOY_WORKERS=workers))
-        outputs.append({p.name: p.read_bytes() for p in [*Path("data/tokens").iterdir(), Path("metrics/tokenize.json")]})
+        outputs.append(
+            {p.name: p.read_bytes() for p in [*Path("data/tokens").iterdir(), Path("metrics/tokenize.json")]}
+        )
     assert outputs[0] == outputs[1] and len(outputs[0]) == 5
 
 
 def test_a_worker_count_that_is_not_a_positive_integer_is_named(built_copy):
-    result = run([sys.executable, "-m", "stages.tokenize"], built_copy, check=False, env=python_env(TOLSTOY_WORKERS="two"))
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == "error: TOLSTOY_WORKERS='two' must be a positive integer"
+    result = run(
+        [sys.executable, "-m", "stages.tokenize"], built_copy, check=False, env=python_env(TOLSTOY_WORKERS="two")
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr.strip().splitlines()[-1] == "error: TOLSTOY_WORKERS='two' must be a positive integer"
+    )

@@ -64,7 +64,9 @@ def test_base_without_a_tokenizer_is_named(project):
     params = tiny_params([])
     params["model"]["base"] = "bases/empty"
     write_params(".", params)
-    with pytest.raises(StageError, match=r"^bases/empty: cannot be read as the tokenizer of model.base='bases/empty' \("):
+    with pytest.raises(
+        StageError, match=r"^bases/empty: cannot be read as the tokenizer of model.base='bases/empty' \("
+    ):
         call_stage("tokenizer")
 
 

@@ -3,6 +3,7 @@ validation loss must fall and then rise: it trains on one paragraph repeated and
 other paragraphs of the same words. Once the paragraph is memorised the model predicts its
 continuations with near certainty, and the validation loss rises by nats, on every CPU's arithmetic
 far beyond the margin the tests ask for."""
+
 import logging
 import os
 import re
@@ -42,8 +43,16 @@ def small_params(urls=()):
     params["clean"].update(dedup=False)  # the training paragraph repeats
     params["tokenize"].update(span_chars=1, val_fraction=0.3)  # a span per line: the heading, then each paragraph
     params["model"].update(n_layer=2, n_embd=128, n_head=2)
-    params["train"].update(max_steps=STEPS, lr=0.01, lr_scheduler="constant", warmup_steps=0, eval_steps=EVERY, save_steps=EVERY,
-                           logging_steps=EVERY, eval_blocks=EVAL_BLOCKS)
+    params["train"].update(
+        max_steps=STEPS,
+        lr=0.01,
+        lr_scheduler="constant",
+        warmup_steps=0,
+        eval_steps=EVERY,
+        save_steps=EVERY,
+        logging_steps=EVERY,
+        eval_blocks=EVAL_BLOCKS,
+    )
     params["evaluate"].update(max_blocks=EVAL_BLOCKS)
     return params
 
@@ -54,7 +63,9 @@ def small(tmp_path_factory):
     training spans, soon memorised, and distinct paragraphs where it draws validation spans."""
     directory = tmp_path_factory.mktemp("small")
     params = small_params([(directory / "site/page.shtml").as_uri()])
-    val_lines = choose_validation(1 + PARAGRAPHS, params["tokenize"]["val_fraction"], params["tokenize"]["seed"])  # line 0: the heading
+    val_lines = choose_validation(
+        1 + PARAGRAPHS, params["tokenize"]["val_fraction"], params["tokenize"]["seed"]
+    )  # line 0: the heading
     memorised, *others = sites.paragraphs("small", 1 + PARAGRAPHS)
     paragraphs = [others[i] if 1 + i in val_lines else memorised for i in range(PARAGRAPHS)]
     (directory / "site").mkdir()
@@ -68,10 +79,14 @@ def small(tmp_path_factory):
     finally:
         os.chdir(cwd)
     cleaned = pd.read_parquet(directory / "data/clean/docs.parquet")["text"][0].split("\n")
-    assert cleaned == ["Глава 1", *paragraphs], "premise: the cleaned page is the heading and the paragraphs, a line each"
+    assert cleaned == ["Глава 1", *paragraphs], (
+        "premise: the cleaned page is the heading and the paragraphs, a line each"
+    )
     val_chars = sum(len(line) for i, line in enumerate(cleaned) if i in val_lines)
     tokens = read_json(directory / "data/tokens/meta.json")["val"]
-    assert tokens["blocks"] >= EVAL_BLOCKS and 0 <= tokens["chars"] - val_chars < len(val_lines), f"premise: the validation split is the distinct paragraphs ({tokens})"
+    assert tokens["blocks"] >= EVAL_BLOCKS and 0 <= tokens["chars"] - val_chars < len(val_lines), (
+        f"premise: the validation split is the distinct paragraphs ({tokens})"
+    )
     return directory
 
 
@@ -103,11 +118,22 @@ def test_the_step_with_the_lowest_validation_loss_is_exported(small, tmp_path, m
     best = min(evals, key=evals.get)
     assert evals[STEPS] > evals[best] + RISE, f"premise: training raises the validation loss {evals}"
     assert exported == same_loss(evals[best])
-    assert outcome == {"steps": STEPS, "stopped": f"max_steps reached ({STEPS})", "stopped_by": "max_steps", "kept": "best", "kept_step": best,
-                       "kept_eval_loss": pytest.approx(evals[best], abs=1e-6), "kept_bits_per_char": outcome["kept_bits_per_char"],
-                       "evaluations": STEPS // EVERY}
-    assert f"train: step {best} of {STEPS} kept (the lowest validation loss of {STEPS // EVERY} evaluations" in caplog.text
-    assert f"Exported: step {best} of {STEPS} kept" in (directory / "models/model/README.md").read_text(encoding="utf-8")
+    assert outcome == {
+        "steps": STEPS,
+        "stopped": f"max_steps reached ({STEPS})",
+        "stopped_by": "max_steps",
+        "kept": "best",
+        "kept_step": best,
+        "kept_eval_loss": pytest.approx(evals[best], abs=1e-6),
+        "kept_bits_per_char": outcome["kept_bits_per_char"],
+        "evaluations": STEPS // EVERY,
+    }
+    assert (
+        f"train: step {best} of {STEPS} kept (the lowest validation loss of {STEPS // EVERY} evaluations" in caplog.text
+    )
+    assert f"Exported: step {best} of {STEPS} kept" in (directory / "models/model/README.md").read_text(
+        encoding="utf-8"
+    )
     # save_total_limit=1 never deletes the best checkpoint; at the end Trainer deletes the last one
     assert (directory / f"models/checkpoints/checkpoint-{best}").is_dir()
     assert not (directory / f"models/checkpoints/checkpoint-{STEPS}").exists()
@@ -132,7 +158,10 @@ def test_patience_stops_early_and_says_so(small, tmp_path, monkeypatch, caplog):
     evals = logged_evals(directory)
     best = min(evals, key=evals.get)
     assert outcome["steps"] == max(evals) == best + 2 * EVERY < STEPS
-    assert outcome["stopped"] == f"no lower validation loss in 2 evaluations after step {best}" and outcome["kept_step"] == best
+    assert (
+        outcome["stopped"] == f"no lower validation loss in 2 evaluations after step {best}"
+        and outcome["kept_step"] == best
+    )
     assert outcome["stopped_by"] == "patience"
     assert f"stopped: no lower validation loss in 2 evaluations after step {best}" in caplog.text
     assert exported == same_loss(evals[best])
@@ -151,8 +180,11 @@ def test_patience_stops_early_and_says_so(small, tmp_path, monkeypatch, caplog):
     resumed = re.search(r"resuming from models/checkpoints/checkpoint-(\d+)", caplog.text)
     assert resumed and int(resumed[1]) < outcome["steps"], caplog.text[-2000:]
     again = read_json("metrics/train_cost.json")["outcome"]
-    assert {**again, "kept_eval_loss": pytest.approx(outcome["kept_eval_loss"], rel=1e-4),
-            "kept_bits_per_char": pytest.approx(outcome["kept_bits_per_char"], rel=1e-4)} == outcome
+    assert {
+        **again,
+        "kept_eval_loss": pytest.approx(outcome["kept_eval_loss"], rel=1e-4),
+        "kept_bits_per_char": pytest.approx(outcome["kept_bits_per_char"], rel=1e-4),
+    } == outcome
 
 
 def test_killed_after_its_best_checkpoint_resumes_to_the_same_model(small, tmp_path, monkeypatch, caplog):
@@ -161,9 +193,16 @@ def test_killed_after_its_best_checkpoint_resumes_to_the_same_model(small, tmp_p
     best = read_json(reference / "metrics/train_cost.json")["outcome"]["kept_step"]
     assert best < STEPS - EVERY, "premise: the best step comes before the kill"
     killed = overfit_copy(small, tmp_path / "killed")
-    process = subprocess.Popen([sys.executable, "-m", "stages.train", "--process"], cwd=killed, env=python_env(),
-                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"))
-    while not (killed / f"models/checkpoints/checkpoint-{best + EVERY}/sealed.json").exists() and process.poll() is None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", "--process"],
+        cwd=killed,
+        env=python_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "killed.log", "w"),
+    )
+    while (
+        not (killed / f"models/checkpoints/checkpoint-{best + EVERY}/sealed.json").exists() and process.poll() is None
+    ):
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -174,7 +213,10 @@ def test_killed_after_its_best_checkpoint_resumes_to_the_same_model(small, tmp_p
     resumed = re.search(r"resuming from models/checkpoints/checkpoint-(\d+)", caplog.text)
     assert resumed and int(resumed[1]) > best, caplog.text[-2000:]
     assert read_json(killed / "metrics/train_cost.json")["outcome"]["kept_step"] == best
-    reference_weights, resumed = load_file(reference / "models/model/model.safetensors"), load_file(killed / "models/model/model.safetensors")
+    reference_weights, resumed = (
+        load_file(reference / "models/model/model.safetensors"),
+        load_file(killed / "models/model/model.safetensors"),
+    )
     for name, tensor in reference_weights.items():
         assert torch.allclose(resumed[name], tensor, rtol=1e-4, atol=1e-6), name
 

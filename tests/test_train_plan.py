@@ -1,4 +1,5 @@
 """The train stage's plan: micro-batches that fit, precision and compile by measurement, peak memory, GPU policies."""
+
 import shutil
 import sys
 
@@ -30,8 +31,15 @@ def test_explicit_settings_are_obeyed_and_auto_is_measured():
     model = tiny_model()
     explicit = {"precision": "fp32", "compile": False}
     best, choice = plan.choose_settings(model, explicit, micro_batch=2, grad_accum=1, block_size=32, steps=10**6)
-    assert (best["precision"], best["compile"], choice["chosen_by"], list(choice["measured"])) == ("fp32", False, "params", ["fp32"])
-    best, choice = plan.choose_settings(model, {"precision": "auto", "compile": "auto"}, micro_batch=2, grad_accum=1, block_size=32, steps=10)
+    assert (best["precision"], best["compile"], choice["chosen_by"], list(choice["measured"])) == (
+        "fp32",
+        False,
+        "params",
+        ["fp32"],
+    )
+    best, choice = plan.choose_settings(
+        model, {"precision": "auto", "compile": "auto"}, micro_batch=2, grad_accum=1, block_size=32, steps=10
+    )
     assert choice["chosen_by"] == "measurement"
     assert list(choice["measured"]) == device.precision_candidates("auto")  # eager only: too short a run to compile
     fastest = min(choice["measured"], key=lambda name: choice["measured"][name]["expected_seconds"])
@@ -42,11 +50,17 @@ def test_auto_compile_counts_compilation_against_the_run_length():
     """A long run also times compiled steps; the expected run is warm-up plus steps at steady speed,
     and a compiled candidate must be COMPILE_MARGIN shorter to be chosen."""
     torch._dynamo.reset()  # compiled from cold, whatever this process compiled before
-    best, choice = plan.choose_settings(tiny_model(), {"precision": "fp32", "compile": "auto"}, micro_batch=2, grad_accum=1, block_size=32, steps=10**6)
+    best, choice = plan.choose_settings(
+        tiny_model(), {"precision": "fp32", "compile": "auto"}, micro_batch=2, grad_accum=1, block_size=32, steps=10**6
+    )
     eager, compiled = choice["measured"]["fp32"], choice["measured"]["fp32+compile"]
-    assert compiled["warmup_seconds"] > eager["warmup_seconds"]  # compilation (however fast, with a warm inductor cache)
+    assert (
+        compiled["warmup_seconds"] > eager["warmup_seconds"]
+    )  # compilation (however fast, with a warm inductor cache)
     for candidate in (eager, compiled):
-        assert candidate["expected_seconds"] == pytest.approx(candidate["warmup_seconds"] + 10**6 * candidate["seconds_per_step"], rel=1e-3)
+        assert candidate["expected_seconds"] == pytest.approx(
+            candidate["warmup_seconds"] + 10**6 * candidate["seconds_per_step"], rel=1e-3
+        )
     assert best["compile"] == (compiled["expected_seconds"] * plan.COMPILE_MARGIN < eager["expected_seconds"])
 
 
@@ -62,8 +76,10 @@ def test_a_run_keeps_the_choice_its_checkpoints_were_made_with(tmp_path):
 def test_predicted_peak_memory_matches_measured_peak_rss(built, tmp_path, batch_size):
     directory = tmp_path / "memory"
     shutil.copytree(built, directory)
-    params = params_with(model={"n_layer": 2, "n_embd": 128, "n_head": 2, "n_positions": 64},
-                         train={"batch_size": batch_size, "max_steps": 2, "eval_steps": 100, "save_steps": 100})
+    params = params_with(
+        model={"n_layer": 2, "n_embd": 128, "n_head": 2, "n_positions": 64},
+        train={"batch_size": batch_size, "max_steps": 2, "eval_steps": 100, "save_steps": 100},
+    )
     params["tokenize"]["block_size"] = 64
     write_params(directory, params)
     run([sys.executable, "-m", "stages.tokenize"], directory)
@@ -71,7 +87,9 @@ def test_predicted_peak_memory_matches_measured_peak_rss(built, tmp_path, batch_
     # varying part of freed tensors in the heap (the peak varies by up to a fifth between runs); with
     # the threshold fixed, freed tensors go back at once and the peak is the same in every run.
     cpu = dict(python_env(), ACCELERATE_USE_CPU="true", MALLOC_MMAP_THRESHOLD_="131072")
-    run([sys.executable, "-m", "stages.train", "--process"], directory, env=cpu)  # a fresh process: its peak RSS is this run's
+    run(
+        [sys.executable, "-m", "stages.train", "--process"], directory, env=cpu
+    )  # a fresh process: its peak RSS is this run's
     cost = read_json(directory / "metrics/train_cost.json")
     assert cost["estimate"]["micro_batch"] == batch_size
     # what the arithmetic needs, without the heap's cache: the prediction covers it and the cache (measured 18-22% here)
@@ -84,7 +102,15 @@ def test_gpu_policies_and_use_cpu_in_the_accelerate_config(monkeypatch):
     assert device.torch_device() == "cuda"
     assert device.precision_candidates("auto") == ["bf16" if torch.cuda.is_bf16_supported() else "fp16", "fp32"]
     assert plan.memory_budget(processes_here=2) == torch.cuda.mem_get_info()[1]
-    datasheet = [peaks["bf16"] for model, peaks in device.GPU_PEAK_TFLOPS.items() if model in torch.cuda.get_device_name() and "bf16" in peaks]
-    assert device.peak_flops("bf16") == datasheet[0] * 1e12 if datasheet else device.peak_flops("bf16") > 1e12  # measured: any GPU passes 1 TFLOP/s
-    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # what the train stage's launcher sets for a config with use_cpu: true
+    datasheet = [
+        peaks["bf16"]
+        for model, peaks in device.GPU_PEAK_TFLOPS.items()
+        if model in torch.cuda.get_device_name() and "bf16" in peaks
+    ]
+    assert (
+        device.peak_flops("bf16") == datasheet[0] * 1e12 if datasheet else device.peak_flops("bf16") > 1e12
+    )  # measured: any GPU passes 1 TFLOP/s
+    monkeypatch.setenv(
+        "ACCELERATE_USE_CPU", "true"
+    )  # what the train stage's launcher sets for a config with use_cpu: true
     assert device.torch_device() == "cpu" and "fp16" not in device.precision_candidates("auto")

@@ -1,4 +1,6 @@
-"""Checkpoints of the train stage: resumed when made by the same run and sealed, set aside when damaged, the finished run restored."""
+"""Checkpoints of the train stage: resumed when made by the same run and sealed, set aside when damaged,
+the finished run restored."""
+
 import logging
 import re
 import shutil
@@ -41,7 +43,9 @@ def test_interrupted_run_resumes_to_the_same_model(built_copy, caplog):
 
 
 def test_a_checkpoint_never_sealed_is_removed(built_copy, caplog):
-    (built_copy / "models/checkpoints/checkpoint-8/sealed.json").unlink()  # killed while saving: the seal is written last
+    (
+        built_copy / "models/checkpoints/checkpoint-8/sealed.json"
+    ).unlink()  # killed while saving: the seal is written last
     shutil.rmtree(built_copy / "models/checkpoints/final")  # ... so the run never finished
     write_params(".", tiny_params([]))
     with caplog.at_level(logging.INFO, logger="tolstoy"):
@@ -50,7 +54,10 @@ def test_a_checkpoint_never_sealed_is_removed(built_copy, caplog):
     assert "resuming from models/checkpoints/checkpoint-4" in caplog.text
 
 
-@pytest.mark.parametrize("name, how", [("model.safetensors", "cut short"), ("optimizer.pt", "cut short"), ("optimizer.pt", "one bit flipped")])
+@pytest.mark.parametrize(
+    "name, how",
+    [("model.safetensors", "cut short"), ("optimizer.pt", "cut short"), ("optimizer.pt", "one bit flipped")],
+)
 def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_resumed(built_copy, caplog, name, how):
     uninterrupted = weights()
     damage(built_copy / "models/checkpoints/checkpoint-8" / name, how)
@@ -58,7 +65,11 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_resumed(built_copy
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("train")
     reason = "bytes, " if how == "cut short" else "is not the file that was saved"
-    assert re.search(rf"checkpoint-8 fails verification: {name} (has [\d,]+ bytes, [\d,]+ when saved|is not the file that was saved)", caplog.text)
+    assert re.search(
+        rf"checkpoint-8 fails verification: {name} (has [\d,]+ bytes, [\d,]+ when saved|is not the "
+        r"file that was saved)",
+        caplog.text,
+    )
     assert reason in caplog.text and "set aside as models/checkpoints/corrupt-checkpoint-8" in caplog.text
     assert "resuming from models/checkpoints/checkpoint-4" in caplog.text
     assert (built_copy / "models/checkpoints/corrupt-checkpoint-8" / name).is_file()  # kept, not deleted
@@ -74,7 +85,10 @@ def test_with_no_checkpoint_that_verifies_training_starts_from_the_first_step(bu
         call_stage("train")
     assert "no checkpoint in models/checkpoints verifies: training starts from the first step" in caplog.text
     assert "from the start" in caplog.text
-    assert sorted(p.name for p in (built_copy / "models/checkpoints").glob("corrupt-*")) == ["corrupt-checkpoint-4", "corrupt-checkpoint-8"]
+    assert sorted(p.name for p in (built_copy / "models/checkpoints").glob("corrupt-*")) == [
+        "corrupt-checkpoint-4",
+        "corrupt-checkpoint-8",
+    ]
 
 
 def test_an_unreadable_fingerprint_starts_fresh_saying_so(built_copy, caplog):
@@ -83,7 +97,10 @@ def test_an_unreadable_fingerprint_starts_fresh_saying_so(built_copy, caplog):
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("train")
     assert "models/checkpoints/fingerprint.json cannot be read (" in caplog.text
-    assert "starting fresh: checkpoints in models/checkpoints were made with other" in caplog.text and "from the start" in caplog.text
+    assert (
+        "starting fresh: checkpoints in models/checkpoints were made with other" in caplog.text
+        and "from the start" in caplog.text
+    )
 
 
 def test_a_damaged_final_run_is_trained_again(built_copy, caplog):
@@ -92,13 +109,21 @@ def test_a_damaged_final_run_is_trained_again(built_copy, caplog):
     write_params(".", tiny_params([]))
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("train")
-    assert "models/checkpoints/final fails verification: model/model.safetensors is not the file that was saved" in caplog.text
-    assert "resuming from models/checkpoints/checkpoint-4" in caplog.text and (built_copy / "models/checkpoints/corrupt-final").is_dir()
+    assert (
+        "models/checkpoints/final fails verification: model/model.safetensors is not the file that was saved"
+        in caplog.text
+    )
+    assert (
+        "resuming from models/checkpoints/checkpoint-4" in caplog.text
+        and (built_copy / "models/checkpoints/corrupt-final").is_dir()
+    )
     for key, tensor in uninterrupted.items():
         assert torch.allclose(weights()[key], tensor, rtol=1e-4, atol=1e-6), key
 
 
-@pytest.mark.parametrize("section, values, what", [("model", {"n_layer": 2}, "model"), ("train", {"lr": 0.01}, "train")])
+@pytest.mark.parametrize(
+    "section, values, what", [("model", {"n_layer": 2}, "model"), ("train", {"lr": 0.01}, "train")]
+)
 def test_changed_settings_start_fresh(built_copy, caplog, section, values, what):
     write_params(".", params_with(**{section: values}))
     with caplog.at_level(logging.INFO, logger="tolstoy"):
@@ -120,8 +145,13 @@ def test_killed_training_resumes_to_the_same_result(built, tmp_path, monkeypatch
     monkeypatch.chdir(reference)
     call_stage("train")
     killed = train_copy(built, tmp_path / "killed", **settings)
-    process = subprocess.Popen([sys.executable, "-m", "stages.train", "--process"], cwd=killed, env=python_env(),
-                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "killed.log", "w"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", "--process"],
+        cwd=killed,
+        env=python_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "killed.log", "w"),
+    )
     while not (killed / "models/checkpoints/checkpoint-8/trainer_state.json").exists() and process.poll() is None:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
@@ -137,7 +167,10 @@ def test_killed_training_resumes_to_the_same_result(built, tmp_path, monkeypatch
     for name, tensor in weights(reference / "models/model").items():
         assert torch.allclose(weights(killed / "models/model")[name], tensor, rtol=1e-4, atol=1e-6), name
     assert eval_loss(killed, monkeypatch) == pytest.approx(eval_loss(reference, monkeypatch), rel=1e-4)
-    steps = [int(row.split("\t")[0]) for row in (killed / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]]
+    steps = [
+        int(row.split("\t")[0])
+        for row in (killed / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]
+    ]
     assert steps == list(range(4, 101, 4))  # rows logged after the checkpoint were not duplicated
 
 

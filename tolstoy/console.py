@@ -1,5 +1,6 @@
 """What a command prints: its logger, progress, and the one `error:` line (exit status 2) that
 bad input or params become."""
+
 import logging
 import os
 import signal
@@ -34,7 +35,12 @@ def run_stage(main, name=None):
     started = time.perf_counter()
     try:
         main()
-        log.info("%s: %.1fs, peak RSS %.0f MiB", name or Path(sys.argv[0]).stem, time.perf_counter() - started, peak_rss_bytes() / 2**20)
+        log.info(
+            "%s: %.1fs, peak RSS %.0f MiB",
+            name or Path(sys.argv[0]).stem,
+            time.perf_counter() - started,
+            peak_rss_bytes() / 2**20,
+        )
     except StageError as e:
         print(f"error: {e}", file=sys.stderr)
         if os.environ.get(ERROR_FILE_ENV):

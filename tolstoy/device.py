@@ -1,5 +1,6 @@
 """The device a training process runs on, and what it can do: GPU or CPU (the accelerate config's
 use_cpu), its peak FLOP/s, the precisions worth timing."""
+
 import time
 
 import torch

@@ -1,4 +1,5 @@
 """Files written whole or not at all, JSON, hashes, and read failures as one error naming the file."""
+
 import contextlib
 import hashlib
 import json
@@ -61,8 +62,10 @@ def reading(path, what):
         raise
     except Exception as error:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise StageError(f"{path}: cannot be read as {what} ({type(error).__name__}{': ' + detail if detail else ''}); "
-                         f"{REBUILD_OR_RESTORE}") from None
+        raise StageError(
+            f"{path}: cannot be read as {what} ({type(error).__name__}{': ' + detail if detail else ''}); "
+            f"{REBUILD_OR_RESTORE}"
+        ) from None
 
 
 def write_json(path, obj):

@@ -5,6 +5,7 @@
 `dvc push` reports refused credentials as "unexpected error - Forbidden" without saying which
 remote or where it points; this says both, and where credentials are read from.
 """
+
 import argparse
 import sys
 
@@ -25,7 +26,11 @@ def check(remote_name=None):
         remote = repo.cloud.get_remote(name)
         remote.fs.exists(remote.path)
     except Exception as e:  # noqa: BLE001 - whatever the backend raises, report it against the remote
-        hint = " (credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or .dvc/config.local)" if config["url"].startswith("s3://") else ""
+        hint = (
+            " (credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or .dvc/config.local)"
+            if config["url"].startswith("s3://")
+            else ""
+        )
         return False, f"remote '{name}' ({where}) cannot be used: {type(e).__name__}: {e}{hint}"
     return True, f"remote '{name}' ({where}) answers"
 

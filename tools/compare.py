@@ -8,6 +8,7 @@ length, where `dvc exp show` cuts it), then a few of the metrics under short hea
 validation bits per character, the mean style gap (groups) and perplexity (evaluate), training
 seconds and tokens/s (train), distinct-2 of the samples (sample).
 """
+
 import argparse
 import json
 import subprocess
@@ -65,13 +66,20 @@ def lookup(data, path, keys):
 
 
 def comparison(rows):
-    params = [dict(flat(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})) for _, _, data in rows]
+    params = [
+        dict(flat(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})) for _, _, data in rows
+    ]
     changed = [key for key in dict.fromkeys(k for p in params for k in p) if len({str(p.get(key)) for p in params}) > 1]
-    table = pd.DataFrame([
-        {"experiment": name, **{key: p.get(key) for key in changed},
-         **{column: lookup(data, path, keys) for column, (path, keys) in RESULTS.items()}}
-        for (name, _, data), p in zip(rows, params)
-    ])
+    table = pd.DataFrame(
+        [
+            {
+                "experiment": name,
+                **{key: p.get(key) for key in changed},
+                **{column: lookup(data, path, keys) for column, (path, keys) in RESULTS.items()},
+            }
+            for (name, _, data), p in zip(rows, params)
+        ]
+    )
     for column in RESULTS:  # a figure no row has reads as missing, not as None
         table[column] = pd.to_numeric(table[column], errors="coerce")
     return table.round({"bits/char": 4, "style gap": 4, "perplexity": 2, "train s": 1, "tokens/s": 0, "distinct-2": 3})

@@ -7,6 +7,7 @@
 Sampling defaults come from the `sample` section of params.yaml; a prompt longer than the
 model's context keeps its end, and the new tokens stop at the last position.
 """
+
 import argparse
 import sys
 
@@ -25,7 +26,9 @@ def arguments(defaults):
     parser.add_argument("--model", default=str(MODEL), help=f"model directory (default {MODEL})")
     for key in SETTINGS:
         kind = int if key in ("max_new_tokens", "top_k", "seed") else float
-        parser.add_argument(f"--{key.replace('_', '-')}", type=kind, default=defaults[key], help=f"default {defaults[key]}")
+        parser.add_argument(
+            f"--{key.replace('_', '-')}", type=kind, default=defaults[key], help=f"default {defaults[key]}"
+        )
     args = parser.parse_args()
     if not args.interactive and not args.prompt:
         parser.error("give a prompt, or --interactive")

@@ -7,6 +7,7 @@ configs/presets/one-gpu.yaml) as the `-S` arguments of `dvc exp run`, printed sh
 Values are written in the override grammar `-S` reads, strings quoted. Use `--run` rather than
 `dvc exp run $(...)`: the shell splits the output of $(...) at every space and keeps its quotes.
 """
+
 import argparse
 import json
 import re
@@ -41,7 +42,6 @@ def quoted(text):
     return '"' + re.sub(r"(\\+)$", lambda run: 2 * run.group(1), escaped) + '"'
 
 
-
 def set_argument(key, value):
     """`key=value` as `dvc exp run -S` reads it; a mapping as `++key=...`, which may add keys to the params' own."""
     return f"{'++' if isinstance(value, dict) else ''}{key}={override_value(value)}"
@@ -50,11 +50,15 @@ def set_argument(key, value):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("preset", type=Path)
-    parser.add_argument("--run", metavar="NAME", help="run `dvc exp run -n NAME` with the preset (and the arguments after it)")
+    parser.add_argument(
+        "--run", metavar="NAME", help="run `dvc exp run -n NAME` with the preset (and the arguments after it)"
+    )
     args, dvc_arguments = parser.parse_known_args()
     if dvc_arguments and not args.run:
         parser.error(f"unrecognized arguments: {' '.join(dvc_arguments)}")
-    settings = [argument for key, value in overrides(args.preset).items() for argument in ("-S", set_argument(key, value))]
+    settings = [
+        argument for key, value in overrides(args.preset).items() for argument in ("-S", set_argument(key, value))
+    ]
     if args.run:
         sys.exit(subprocess.run(["dvc", "exp", "run", "-n", args.run, *settings, *dvc_arguments]).returncode)
     print(" ".join(shlex.quote(argument) for argument in settings))

@@ -4,6 +4,7 @@
 
 `workspace` names the files in this checkout; experiment names come from `dvc exp show`.
 """
+
 import argparse
 import re
 import subprocess

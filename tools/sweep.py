@@ -5,13 +5,14 @@
     python -m tools.compare                  # the table
 
 Each RUN is NAME:KEY=VALUE,... over params.yaml (NAME: alone is params.yaml as it is). For each,
-the train stage's own plan (stages.train.plan.make_plan, with the model the stage builds) is
+the train stage's own plan (tolstoy.training.plan.make_plan, with the model the stage builds) is
 timed on this machine (the fastest of two probes), and train.max_steps is set so that steps at
 its steady-state speed fill --seconds (warm-up, mostly compilation, is left out: its probe is
 noisy, and it does not grow with the run). Every run trains with the precision and compile that
 the plan picks for params.yaml here, unless it sets them. `--budget-of-params` takes the
 seconds of params.yaml's own steps as the budget. Without --queue the plan is only printed.
 """
+
 import argparse
 import copy
 import subprocess
@@ -48,21 +49,35 @@ def timed_plan(params):
     model_params, train_params = params["model"], params["train"]
     torch._dynamo.reset()  # each plan compiles afresh, as the stage does in its own process
     torch.manual_seed(train_params["seed"])
-    model = loss_only(scratch_model(model_params, params["tokenizer"]["vocab_size"], 0, 0, train_params["attn_implementation"]))
+    model = loss_only(
+        scratch_model(model_params, params["tokenizer"]["vocab_size"], 0, 0, train_params["attn_implementation"])
+    )
     block_size = params["tokenize"]["block_size"]
     steps = total_steps(train_params, 1, 1)
     return make_plan(model, train_params, block_size, steps)
 
 
 # What a step's time depends on: runs that differ only elsewhere (learning rate, schedule) share a timing.
-SPEED_KEYS = ("model.", "tokenizer.vocab_size", "tokenize.block_size", "train.batch_size", "train.grad_accum",
-              "train.precision", "train.compile", "train.attn_implementation")
+SPEED_KEYS = (
+    "model.",
+    "tokenizer.vocab_size",
+    "tokenize.block_size",
+    "train.batch_size",
+    "train.grad_accum",
+    "train.precision",
+    "train.compile",
+    "train.attn_implementation",
+)
 
 
 def seconds_per_step(params, timings, probes=2):
     """Steady-state seconds per step by the plan: the fastest of `probes` probes (noise only ever adds time)."""
-    key = tuple((f"{section}.{leaf}", str(value)) for section, values in params.items() for leaf, value in values.items()
-                if f"{section}.{leaf}".startswith(SPEED_KEYS))
+    key = tuple(
+        (f"{section}.{leaf}", str(value))
+        for section, values in params.items()
+        for leaf, value in values.items()
+        if f"{section}.{leaf}".startswith(SPEED_KEYS)
+    )
     if key not in timings:
         timings[key] = min(timed_plan(params).seconds_per_step for _ in range(probes))
     return timings[key]
@@ -81,7 +96,9 @@ def queue(name, overrides):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=parse_run, metavar="RUN", help="NAME:KEY=VALUE,KEY=VALUE (params.yaml keys)")
+    parser.add_argument(
+        "runs", nargs="+", type=parse_run, metavar="RUN", help="NAME:KEY=VALUE,KEY=VALUE (params.yaml keys)"
+    )
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--seconds", type=float, help="training-time budget of every run, by the plan")
     budget.add_argument("--budget-of-params", action="store_true", help="the plan's seconds for params.yaml as it is")
@@ -91,16 +108,29 @@ def main():
     chosen = timed_plan(params)  # what the stage picks here for params.yaml: every run trains with it
     fixed = {"train.precision": chosen.precision, "train.compile": chosen.compile}
     timings = {}
-    seconds = args.seconds or total_steps(params["train"], 1, 1) * seconds_per_step(with_overrides(params, fixed), timings)
-    print(f"budget: {seconds:.1f} s of training per run, by the plan; every run in {chosen.precision}{'+compile' * chosen.compile}")
+    seconds = args.seconds or total_steps(params["train"], 1, 1) * seconds_per_step(
+        with_overrides(params, fixed), timings
+    )
+    print(
+        f"budget: {seconds:.1f} s of training per run, by the plan; every run in "
+        f"{chosen.precision}{'+compile' * chosen.compile}"
+    )
     print(f"{'run':<12} {'ms/step':>8} {'steps':>6} {'tokens':>10}  settings")
     for name, overrides in args.runs:
         overrides = {**fixed, **overrides}
         run_params = with_overrides(params, overrides)
         per_step = seconds_per_step(run_params, timings)
         settings = {**overrides, "train.max_steps": steps_within(seconds, per_step)}
-        tokens = settings["train.max_steps"] * run_params["train"]["batch_size"] * run_params["train"]["grad_accum"] * run_params["tokenize"]["block_size"]
-        print(f"{name:<12} {1000 * per_step:>8.1f} {settings['train.max_steps']:>6} {tokens:>10,}  " + " ".join(f"{k}={v}" for k, v in settings.items()))
+        tokens = (
+            settings["train.max_steps"]
+            * run_params["train"]["batch_size"]
+            * run_params["train"]["grad_accum"]
+            * run_params["tokenize"]["block_size"]
+        )
+        print(
+            f"{name:<12} {1000 * per_step:>8.1f} {settings['train.max_steps']:>6} {tokens:>10,}  "
+            + " ".join(f"{k}={v}" for k, v in settings.items())
+        )
         if args.queue:
             queue(name, settings)
 

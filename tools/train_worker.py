@@ -9,6 +9,7 @@ The training processes run in a scratch directory that links this checkout's inp
 workspace, its outputs and its DVC state are left as they are; only rank 0 writes results.
 The command waits up to --wait seconds for rank 0 to open main_process_ip:main_process_port.
 """
+
 import argparse
 import sys
 import tempfile
@@ -29,13 +30,27 @@ def main():
     parser.add_argument("--wait", type=float, default=600, help="seconds to wait for rank 0 (default 600)")
     args = parser.parse_args()
     config = worker_config(args.config)
-    model_params, train_params = load_params("model"), load_params("train")  # bad params stop here, not in the middle of rank 0's run
+    model_params, train_params = (
+        load_params("model"),
+        load_params("train"),
+    )  # bad params stop here, not in the middle of rank 0's run
     check_context(model_params, load_params("tokenize")["block_size"])
-    log.info("worker: machine %d of %d, waiting for rank 0 at %s:%s", config.machine_rank, config.num_machines,
-             config.main_process_ip, config.main_process_port)
+    log.info(
+        "worker: machine %d of %d, waiting for rank 0 at %s:%s",
+        config.machine_rank,
+        config.num_machines,
+        config.main_process_ip,
+        config.main_process_port,
+    )
     wait_for_rank0(config, args.config, args.wait)
     with tempfile.TemporaryDirectory(prefix="tolstoy-worker-") as scratch:
-        inputs = [Path("params.yaml"), Path("configs"), TOKENIZER, TOKENS, *[Path(b) for b in [model_params["base"]] if b and Path(b).exists()]]
+        inputs = [
+            Path("params.yaml"),
+            Path("configs"),
+            TOKENIZER,
+            TOKENS,
+            *[Path(b) for b in [model_params["base"]] if b and Path(b).exists()],
+        ]
         scratch_workspace(Path(scratch), inputs, CHECKPOINTS, [ROOT / "stages", ROOT / "tolstoy"])
         status = launch(args.config.resolve(), train_params["peer_timeout"], TRAIN_PROCESS, cwd=scratch)
     if status:

@@ -8,6 +8,7 @@ is left out (a GPU machine has its own CUDA build), and so are the test-only req
 --skip names packages the other machine already has. A package published only as source is built
 into a wheel here (pure Python ones only work that way).
 """
+
 import argparse
 import importlib.metadata
 import re
@@ -19,8 +20,20 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 NOT_NEEDED = {"torch", "pytest", "moto"}
-PLATFORMS = [f"{tag}_x86_64" for tag in ("manylinux1", "manylinux2014", "manylinux_2_17", "manylinux_2_24", "manylinux_2_27", "manylinux_2_28",
-                                          "manylinux_2_31", "manylinux_2_34", "manylinux_2_35")]
+PLATFORMS = [
+    f"{tag}_x86_64"
+    for tag in (
+        "manylinux1",
+        "manylinux2014",
+        "manylinux_2_17",
+        "manylinux_2_24",
+        "manylinux_2_27",
+        "manylinux_2_28",
+        "manylinux_2_31",
+        "manylinux_2_34",
+        "manylinux_2_35",
+    )
+]
 
 
 def normal(name):
@@ -49,7 +62,11 @@ def main():
     parser.add_argument("out", type=Path)
     parser.add_argument("--skip", nargs="*", default=[], help="packages the other machine has")
     args = parser.parse_args()
-    roots = [Requirement(line).name for line in (ROOT / "requirements.txt").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    roots = [
+        Requirement(line).name
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     wanted = installed_closure(name for name in roots if normal(name) not in NOT_NEEDED)
     skipped = {normal(name) for name in args.skip} | NOT_NEEDED
     platforms = [option for tag in PLATFORMS for option in ("--platform", tag)]
@@ -57,7 +74,19 @@ def main():
         if name in skipped:
             continue
         pin, pip = f"{name}=={version}", [sys.executable, "-m", "pip", "-q"]
-        download = pip + ["download", "--no-deps", "--only-binary=:all:", "--python-version", args.python_version, "--implementation", "cp", *platforms, "-d", str(args.out), pin]
+        download = pip + [
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            args.python_version,
+            "--implementation",
+            "cp",
+            *platforms,
+            "-d",
+            str(args.out),
+            pin,
+        ]
         if subprocess.run(download, capture_output=True).returncode:
             subprocess.run(pip + ["wheel", "--no-deps", "-w", str(args.out), pin], check=True)
     print(f"{len(list(args.out.glob('*.whl')))} wheels in {args.out}")

@@ -3,6 +3,7 @@
 `load_params(section)` returns a section only once all its keys are present, known and valid;
 otherwise a StageError names the key, the value and what is allowed.
 """
+
 import difflib
 import re
 from pathlib import Path
@@ -31,7 +32,15 @@ from tolstoy.data.sources import check_sources
 PARAMS = Path("params.yaml")
 
 
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt")
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+)
 
 # The sample params that are the exported model's generation defaults (generation_config.json).
 GENERATION_KEYS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty")
@@ -74,8 +83,11 @@ SCHEMA = {
         "seed": SEED,
     },
     "model": {
-        "base": Rule("'' (from scratch), a model directory under bases/ (a dependency of the tokenizer and train stages) "
-                     "or a hub id like owner/name", is_base),
+        "base": Rule(
+            "'' (from scratch), a model directory under bases/ (a dependency of the tokenizer and train stages) "
+            "or a hub id like owner/name",
+            is_base,
+        ),
         "revision": text(),
         "n_layer": integer(1),
         "n_head": integer(1),
@@ -154,20 +166,28 @@ def check_section(section, values):
     if section == "groups":
         check_groups(values)
     if section == "train" and not (values["max_steps"] > 0 or values["epochs"] > 0):
-        raise StageError(f"{PARAMS}: train.max_steps={values['max_steps']} and train.epochs={values['epochs']}: one must be positive")
+        raise StageError(
+            f"{PARAMS}: train.max_steps={values['max_steps']} and train.epochs={values['epochs']}: one must be positive"
+        )
     if section == "train" and values["keep"] == "best" and values["save_steps"] != values["eval_steps"]:
-        raise StageError(f"{PARAMS}: train.keep='best' exports an evaluated checkpoint: train.save_steps={values['save_steps']} "
-                         f"must equal train.eval_steps={values['eval_steps']} (or set train.keep: last)")
+        raise StageError(
+            f"{PARAMS}: train.keep='best' exports an evaluated checkpoint: train.save_steps={values['save_steps']} "
+            f"must equal train.eval_steps={values['eval_steps']} (or set train.keep: last)"
+        )
     if section == "model" and not values["base"] and values["n_embd"] % values["n_head"]:
-        raise StageError(f"{PARAMS}: model.n_embd={values['n_embd']} must be divisible by model.n_head={values['n_head']}")
+        raise StageError(
+            f"{PARAMS}: model.n_embd={values['n_embd']} must be divisible by model.n_head={values['n_head']}"
+        )
 
 
 def check_groups(values):
     for name, sources in values["sources"].items():
         check_sources(sources, f"groups.sources.{name}")
     if values["reference"] and values["reference"] not in values["sources"]:
-        raise StageError(f"{PARAMS}: groups.reference={values['reference']!r} must be '' or one of groups.sources: "
-                         f"{', '.join(values['sources']) or 'none is set'}")
+        raise StageError(
+            f"{PARAMS}: groups.reference={values['reference']!r} must be '' or one of groups.sources: "
+            f"{', '.join(values['sources']) or 'none is set'}"
+        )
 
 
 class ParamsLoader(yaml.SafeLoader):
@@ -175,7 +195,9 @@ class ParamsLoader(yaml.SafeLoader):
     writes 5e-05, a number there but a string to YAML 1.1 without this resolver."""
 
 
-ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789."))
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789.")
+)
 
 
 def read_params(path=PARAMS):
@@ -211,4 +233,7 @@ def check_all(params):
 
 def check_context(model_params, block_size):
     if not model_params["base"] and block_size > model_params["n_positions"]:
-        raise StageError(f"{PARAMS}: tokenize.block_size={block_size} must be <= the model's context model.n_positions={model_params['n_positions']}")
+        raise StageError(
+            f"{PARAMS}: tokenize.block_size={block_size} must be <= the model's context "
+            f"model.n_positions={model_params['n_positions']}"
+        )

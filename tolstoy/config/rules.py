@@ -1,4 +1,5 @@
 """What a param value may be: one Rule per key, built from the kinds below, each saying what is allowed."""
+
 import math
 import re
 from pathlib import Path
@@ -28,16 +29,25 @@ def _is_number(value):
 
 def integer(low=None, high=None):
     bounds = " and ".join(part for part in (low is not None and f">= {low}", high is not None and f"<= {high}") if part)
-    return Rule(f"an integer{' ' + bounds if bounds else ''}",
-                lambda v: _is_int(v) and (low is None or v >= low) and (high is None or v <= high))
+    return Rule(
+        f"an integer{' ' + bounds if bounds else ''}",
+        lambda v: _is_int(v) and (low is None or v >= low) and (high is None or v <= high),
+    )
 
 
 def number(above=None, at_least=None, below=None, at_most=None):
     limits = [(above, "> "), (at_least, ">= "), (below, "< "), (at_most, "<= ")]
     text = " and ".join(f"{sign}{limit}" for limit, sign in limits if limit is not None)
-    return Rule(f"a number{' ' + text if text else ''}", lambda v: _is_number(v)
-                and (above is None or v > above) and (at_least is None or v >= at_least)
-                and (below is None or v < below) and (at_most is None or v <= at_most))
+    return Rule(
+        f"a number{' ' + text if text else ''}",
+        lambda v: (
+            _is_number(v)
+            and (above is None or v > above)
+            and (at_least is None or v >= at_least)
+            and (below is None or v < below)
+            and (at_most is None or v <= at_most)
+        ),
+    )
 
 
 def zero_or(rule, meaning):
@@ -59,13 +69,20 @@ def text():
 
 def header_value():
     """Text sent as an HTTP header: printable ASCII, so no line break can start another header."""
-    return Rule("a non-empty string of printable ASCII characters (no line break)",
-                lambda v: isinstance(v, str) and v.strip() != "" and bool(re.fullmatch(r"[\x20-\x7e]+", v)))
+    return Rule(
+        "a non-empty string of printable ASCII characters (no line break)",
+        lambda v: isinstance(v, str) and v.strip() != "" and bool(re.fullmatch(r"[\x20-\x7e]+", v)),
+    )
 
 
 def text_list(item_ok=lambda v: True, item_allowed="non-empty strings", empty=False):
     def ok(value):
-        return isinstance(value, list) and (empty or value) and all(isinstance(v, str) and v.strip() and item_ok(v) for v in value)
+        return (
+            isinstance(value, list)
+            and (empty or value)
+            and all(isinstance(v, str) and v.strip() and item_ok(v) for v in value)
+        )
+
     return Rule(f"a {'' if empty else 'non-empty '}list of {item_allowed}", ok)
 
 
@@ -74,8 +91,15 @@ def source_groups():
     sources = text_list(is_source)
 
     def ok(value):
-        return isinstance(value, dict) and all(isinstance(k, str) and re.fullmatch(r"[\w-]+", k) and sources.test(v) for k, v in value.items())
-    return Rule("a mapping of group names (letters, digits, - and _) to non-empty lists of http(s):// or file:// URLs or local paths", ok)
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and re.fullmatch(r"[\w-]+", k) and sources.test(v) for k, v in value.items()
+        )
+
+    return Rule(
+        "a mapping of group names (letters, digits, - and _) to non-empty lists of http(s):// or "
+        "file:// URLs or local paths",
+        ok,
+    )
 
 
 def is_source(value):
@@ -124,16 +148,31 @@ ACCELERATE_KEYS = {
     "use_cpu": boolean(),
     "rdzv_backend": choice("static", "c10d"),
     "same_network": boolean(),
-    "gpu_ids": Rule("'all' or GPU numbers separated by commas, quoted",
-                    lambda v: isinstance(v, str) and bool(re.fullmatch(r"all|\d+(,\d+)*", v))),
+    "gpu_ids": Rule(
+        "'all' or GPU numbers separated by commas, quoted",
+        lambda v: isinstance(v, str) and bool(re.fullmatch(r"all|\d+(,\d+)*", v)),
+    ),
     "debug": boolean(),
 }
 # Keys that `accelerate config` writes that change nothing the training computes (TPU, CPU affinity,
 # notebook launchers), and plugin settings, which must be empty: training is DDP, compile is train.compile.
-IGNORED_KEYS = {"downcast_bf16", "enable_cpu_affinity", "main_training_function",
-                "tpu_env", "tpu_use_cluster", "tpu_use_sudo"}
-EMPTY_KEYS = {"dynamo_config", "deepspeed_config", "fsdp_config", "megatron_lm_config",
-              "fp8_config", "parallelism_config", "mpirun_config"}
+IGNORED_KEYS = {
+    "downcast_bf16",
+    "enable_cpu_affinity",
+    "main_training_function",
+    "tpu_env",
+    "tpu_use_cluster",
+    "tpu_use_sudo",
+}
+EMPTY_KEYS = {
+    "dynamo_config",
+    "deepspeed_config",
+    "fsdp_config",
+    "megatron_lm_config",
+    "fp8_config",
+    "parallelism_config",
+    "mpirun_config",
+}
 
 
 def config_uses_cpu(config_path):

@@ -1,4 +1,5 @@
 """Token blocks as a dataset: what training and evaluation read from data/tokens."""
+
 import math
 from pathlib import Path
 
@@ -24,7 +25,9 @@ class Blocks:
             path, dtype, tokens = Path(tokens_dir) / f"{split}.bin", np.dtype(meta["dtype"]), meta[split]["tokens"]
         if not path.is_file() or path.stat().st_size != tokens * dtype.itemsize:
             size = f"has {path.stat().st_size:,} bytes" if path.is_file() else "is missing"
-            raise StageError(f"{path} {size}, but meta.json says {tokens:,} tokens of {dtype.itemsize} bytes: {REBUILD_OR_RESTORE}")
+            raise StageError(
+                f"{path} {size}, but meta.json says {tokens:,} tokens of {dtype.itemsize} bytes: {REBUILD_OR_RESTORE}"
+            )
         self.tokens = np.memmap(path, dtype=dtype, mode="r")
         self.block_size = meta["block_size"]
         self.chars_per_token = meta[split]["chars"] / meta[split]["tokens"]  # of the whole split
@@ -37,5 +40,5 @@ class Blocks:
 
     def __getitem__(self, i):
         start = i * self.stride * self.block_size
-        ids = self.tokens[start:start + self.block_size].astype(np.int64)
+        ids = self.tokens[start : start + self.block_size].astype(np.int64)
         return {"input_ids": ids, "labels": ids}

@@ -1,5 +1,6 @@
 """Decoding fetched pages: the declared charset when its text reads as Russian, otherwise the one
 usual Cyrillic encoding whose text does."""
+
 import codecs
 import re
 import string
@@ -11,8 +12,13 @@ import charset_normalizer
 from tolstoy import StageError
 
 CYRILLIC_ENCODINGS = ("utf-8", "cp1251", "koi8-r", "cp866", "iso8859-5", "mac-cyrillic")
-BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 PLAUSIBLE = 0.9  # share of the non-ASCII word characters that form well-cased Russian words
 MIN_JUDGED_CHARS = 200  # fewer non-ASCII word characters than this: nothing to judge by
 SAMPLE_CHARS = 300_000
@@ -97,16 +103,22 @@ def _is_binary(body, declared):
 
 def _by_evidence(body, declared, source):
     decodings = {encoding: _decode(body, encoding) for encoding in CYRILLIC_ENCODINGS}
-    scored = sorted(((russian_plausibility(decoded[0]), encoding) for encoding, decoded in decodings.items()
-                     if decoded), key=lambda pair: -(pair[0] or 0))
+    scored = sorted(
+        ((russian_plausibility(decoded[0]), encoding) for encoding, decoded in decodings.items() if decoded),
+        key=lambda pair: -(pair[0] or 0),
+    )
     plausible = [(score, encoding) for score, encoding in scored if score is not None and score >= PLAUSIBLE]
     if not plausible:
         return None
     best_score, best = plausible[0]
-    rivals = [f"{encoding} ({score:.1%})" for score, encoding in plausible[1:] if decodings[encoding] != decodings[best]]
+    rivals = [
+        f"{encoding} ({score:.1%})" for score, encoding in plausible[1:] if decodings[encoding] != decodings[best]
+    ]
     if rivals:
-        raise StageError(f"{source}: cannot tell its encoding: {best} ({best_score:.1%} of words read as Russian) and "
-                         f"{', '.join(rivals)} are all plausible (declared: {declared or 'nothing'})")
+        raise StageError(
+            f"{source}: cannot tell its encoding: {best} ({best_score:.1%} of words read as Russian) and "
+            f"{', '.join(rivals)} are all plausible (declared: {declared or 'nothing'})"
+        )
     return decodings[best], best, best_score
 
 
@@ -123,8 +135,10 @@ def decode_page(body, http_charset=None, source="page"):
             text, unfinished = _decode(body, encoding, "replace")
             return Decoding(text, codecs.lookup(encoding).name, declared, "", unfinished)
     if _is_binary(body, declared):
-        raise StageError(f"{source}: is not text: {body.count(0)} of its {len(body)} bytes are NUL, "
-                         f"as in an image or an archive (declared: {declared or 'nothing'})")
+        raise StageError(
+            f"{source}: is not text: {body.count(0)} of its {len(body)} bytes are NUL, "
+            f"as in an image or an archive (declared: {declared or 'nothing'})"
+        )
     decoded = _decode(body, declared) if declared else None
     why = f"declared {declared} does not decode" if declared else "no charset declared"
     if decoded:

@@ -1,4 +1,5 @@
 """Reading the cleaned documents table (data/clean/docs.parquet)."""
+
 import pyarrow.parquet as pq
 
 from tolstoy.console import progress

@@ -1,5 +1,6 @@
 """What pages lay out around and inside the work: hard-wrapped text (<pre> blocks, plain-text
 pages) joined into paragraphs, and the editorial apparatus (site title lines, sources, notes)."""
+
 import html
 import re
 
@@ -17,9 +18,12 @@ CENTERED = 10  # columns past the paragraph indent: headings, epigraphs and vers
 SEPARATOR = re.compile(r"[-_=~*]{5,}")
 NOTE_LEAD = r"(?:[-*•]\s+|\d{1,3}[.)]\s+)?"  # a list item's bullet or number
 EDITORIAL = re.compile(
-    NOTE_LEAD + r"(?:[↑^]\s*)?(?:Примечани[ея](?: редакции| автора| переводчика)?|Источник|Текст издания|Издание|Изд\.|OCR|"
+    NOTE_LEAD
+    + r"(?:[↑^]\s*)?(?:Примечани[ея](?: редакции| автора| переводчика)?|Источник|Текст издания|Издание|Изд\.|OCR|"
     r"Spellcheck|Сканирование|Вычитка|Распознавание|Подготовка текста|Оригинал здесь|Последнее изменение|Категории?)"
-    r"\s*(?:[:.—-]|$)", re.I)
+    r"\s*(?:[:.—-]|$)",
+    re.I,
+)
 FOOTNOTE = re.compile(NOTE_LEAD + r"[↑^]\s")  # a note's back-link to its marker
 SITE_TITLE = re.compile(r"(?:[А-ЯЁ][а-яё]+\s){1,3}[А-ЯЁ][а-яё]+\.\s+\S.{0,80}")  # "Антон Павлович Чехов. Ванька"
 EDITORIAL_MAX_CHARS = 300
@@ -82,7 +86,7 @@ def unwrap(page):
         closing = next((tag for tag in tags if tag.group(1)), None)  # opening tags inside the block are its text
         if closing is None:
             break
-        parts += [page[done:opening.start()], as_paragraphs(page[opening.end():closing.start()])]
+        parts += [page[done : opening.start()], as_paragraphs(page[opening.end() : closing.start()])]
         done = closing.end()
     return "".join(parts) + page[done:]
 

@@ -8,6 +8,7 @@ under /proc, /sys or /dev (whose files report a size of 0). At most max_bytes ar
 size the file reports. A source is recorded relative to the project (../shared/... for the
 shared folder), so the manifest is the same on every machine.
 """
+
 import os
 import stat
 from pathlib import Path

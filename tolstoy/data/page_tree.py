@@ -1,5 +1,6 @@
 """Pages as lxml trees, parsed as trafilatura would parse them, and what libxml2's limits cut off:
 past 256 nested elements (or a text of 10 MB) it stops, keeps what it has read and raises nothing."""
+
 import re
 from typing import NamedTuple
 
@@ -23,8 +24,11 @@ def _parse(page):
         tree = lxml.html.document_fromstring(page, parser=parser)
     except etree.ParserError:  # "Document is empty": nothing but white space and comments
         tree = lxml.html.document_fromstring("<html><body></body></html>")
-    limits = [error.message.split(",")[0].strip() for error in parser.error_log  # the words before "use XML_PARSE_HUGE"
-              if error.type == etree.ErrorTypes.ERR_RESOURCE_LIMIT]
+    limits = [
+        error.message.split(",")[0].strip()
+        for error in parser.error_log  # the words before "use XML_PARSE_HUGE"
+        if error.type == etree.ErrorTypes.ERR_RESOURCE_LIMIT
+    ]
     return tree, limits[0] if limits else None
 
 

@@ -1,4 +1,5 @@
 """Processes that prepare data side by side, in order."""
+
 import multiprocessing
 import os
 
@@ -28,7 +29,9 @@ def ordered_map(function, items, n_items, fewest=8, setup=None, setup_args=()):
         yield from map(function, items)
         return
     # spawn: a fresh interpreter, in this directory, with no threads forked from a library mid-use
-    with multiprocessing.get_context("spawn").Pool(processes, initializer=start_worker, initargs=(setup, setup_args)) as pool:
+    with multiprocessing.get_context("spawn").Pool(
+        processes, initializer=start_worker, initargs=(setup, setup_args)
+    ) as pool:
         yield from pool.imap(function, items)
 
 

@@ -8,6 +8,7 @@ awaits a response is shut down when the seconds have passed, which ends the read
 address to a private, loopback or link-local one (a public page pointing fetch at the machine's
 own network); any other redirect, such as loopback to loopback, is followed.
 """
+
 import contextlib
 import ipaddress
 import socket
@@ -139,6 +140,7 @@ class GuardedSession(requests.Session):
             raise RedirectRefused(f"redirect to {target}: only http and https are followed")
         inward = inward_address(addresses(urlsplit(resp.url).hostname), addresses(parts.hostname))
         if inward:
-            raise RedirectRefused(f"redirect from {resp.url} (a public address) to {target} ({inward}, not a public "
-                                  "address)")
+            raise RedirectRefused(
+                f"redirect from {resp.url} (a public address) to {target} ({inward}, not a public address)"
+            )
         return location

@@ -1,4 +1,6 @@
-"""A list of sources (fetch.urls, groups.sources) as the pages it names: local path patterns expanded, each page once."""
+"""A list of sources (fetch.urls, groups.sources) as the pages it names: local path patterns expanded,
+each page once."""
+
 import glob
 import re
 from pathlib import Path
@@ -12,7 +14,8 @@ def _is_local_pattern(url):
 
 
 def expand_sources(urls, key="fetch.urls"):
-    """The sources of `key` (fetch.urls) with every local path pattern (*, ?, [...]) replaced by the files it matches, sorted."""
+    """The sources of `key` (fetch.urls) with every local path pattern (*, ?, [...]) replaced by the files
+    it matches, sorted."""
     sources = []
     for url in urls:
         matches = sorted(glob.glob(url)) if _is_local_pattern(url) else [url]

@@ -1,5 +1,6 @@
 """Token files: texts encoded in pieces, then end-of-text, appended to a flat file per split, and
 the meta.json that Blocks reads (the tokenize stage's data/tokens, the groups stage's texts)."""
+
 import os
 import re
 
@@ -20,7 +21,7 @@ SAFE_CUT = re.compile(r"(?<=\S)(?=\s)")
 def load_tokenizer(directory, threads=None):
     """The saved fast tokenizer and its end-of-text id, read with `tokenizers` alone: importing
     transformers would cost this stage about 240 MB and 2 s. It encodes a batch of pieces on
-    `threads` of its own (stages.common.workers() unless given; set before its first batch starts them)."""
+    `threads` of its own (tolstoy.data.pool.workers() unless given; set before its first batch starts them)."""
     os.environ["RAYON_NUM_THREADS"] = str(threads or workers())
     with reading(directory, "a tokenizer"):
         eos = read_json(directory / "tokenizer_config.json").get("eos_token")
@@ -36,7 +37,7 @@ def pieces(text, size=PIECE_CHARS):
     """Cut text into pieces of at least `size` characters (the last may be shorter) at safe places."""
     start = 0
     while len(text) - start > size and (cut := SAFE_CUT.search(text, start + size)):
-        yield text[start:cut.start()]
+        yield text[start : cut.start()]
         start = cut.start()
     yield text[start:]
 
@@ -56,7 +57,12 @@ def batches(text):
 
 def encoded(tokenizer, eot_id, text):
     """The ids of `text` and end-of-text, encoded in pieces (a batch of them at a time)."""
-    ids = [i for batch in batches(text) for encoding in tokenizer.encode_batch_fast(batch, add_special_tokens=False) for i in encoding.ids]
+    ids = [
+        i
+        for batch in batches(text)
+        for encoding in tokenizer.encode_batch_fast(batch, add_special_tokens=False)
+        for i in encoding.ids
+    ]
     ids.append(eot_id)
     return np.array(ids, dtype=token_dtype(tokenizer))
 
@@ -85,11 +91,18 @@ def close_split(writer, what, block_size, advice):
     writer.close()
     blocks = writer.tokens // block_size
     if blocks < 1:
-        raise StageError(f"{what} has {writer.tokens} tokens, fewer than one block of tokenize.block_size={block_size}: {advice}")
+        raise StageError(
+            f"{what} has {writer.tokens} tokens, fewer than one block of tokenize.block_size={block_size}: {advice}"
+        )
     return {"tokens": writer.tokens, "blocks": blocks, "chars": writer.chars, "bytes": writer.bytes}
 
 
 def tokens_meta(tokenizer, eot_id, block_size, splits):
     """meta.json of a token directory: what Blocks needs to read each split's file."""
-    return {"dtype": np.dtype(token_dtype(tokenizer)).name, "block_size": block_size, "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
-            "eot_id": eot_id, **splits}
+    return {
+        "dtype": np.dtype(token_dtype(tokenizer)).name,
+        "block_size": block_size,
+        "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
+        "eot_id": eot_id,
+        **splits,
+    }

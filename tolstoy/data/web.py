@@ -1,8 +1,9 @@
 """One HTTP session for the fetch stage: timeouts, retries with exponential backoff and jitter
-(honouring Retry-After), bounded redirects, response size and time (stages/session.py), a
+(honouring Retry-After), bounded redirects, response size and time (tolstoy/data/session.py), a
 per-host delay, and conditional requests (If-None-Match / If-Modified-Since) for pages already
 stored. Whatever goes wrong with one URL, requests' and urllib3's errors and a server's malformed
 headers included, is a FetchFailure naming the cause; no URL's credentials are in its text."""
+
 import datetime
 import email.utils
 import random
@@ -19,8 +20,13 @@ TEXT_TYPES = {"text/html", "application/xhtml+xml", "text/plain"}
 
 
 # Errors that another attempt may not repeat: the connection failed, timed out or broke off.
-TRANSIENT = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.ChunkedEncodingError,
-             urllib3.exceptions.ProtocolError, urllib3.exceptions.TimeoutError)
+TRANSIENT = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.TimeoutError,
+)
 
 
 def without_credentials(text):
@@ -59,8 +65,9 @@ def server_failure(response):
     try:
         return FetchFailure(reason, retry=True, retry_after=retry_after_seconds(value) if value else None)
     except ValueError:  # retried after the usual backoff
-        return FetchFailure(f"{reason}, with a Retry-After that is neither seconds nor an HTTP date: {value!r}",
-                            retry=True)
+        return FetchFailure(
+            f"{reason}, with a Retry-After that is neither seconds nor an HTTP date: {value!r}", retry=True
+        )
 
 
 def declared_length(response):

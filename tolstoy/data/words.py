@@ -1,6 +1,7 @@
 """Words of a text, and statistics of generated text that tell how it reads without reading it:
 distinct-1 and distinct-2, the share of repeated 4-grams, the share of its words that occur in
 the training text, and the mean sentence length in words."""
+
 import re
 from collections import Counter
 
@@ -13,7 +14,7 @@ def words(text):
 
 
 def ngrams(tokens, n):
-    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
 
 
 def distinct(samples, n):
@@ -51,4 +52,7 @@ def text_statistics(texts, vocabulary):
         "known_words": known_share(samples, vocabulary),
         "sentence_words": mean_sentence_words(texts),
     }
-    return {"words": sum(map(len, samples)), **{key: None if value is None else round(value, 4) for key, value in figures.items()}}
+    return {
+        "words": sum(map(len, samples)),
+        **{key: None if value is None else round(value, 4) for key, value in figures.items()},
+    }

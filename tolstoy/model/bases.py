@@ -5,6 +5,7 @@ records its files and replacing its weights makes both stages stale. A hub id is
 commit model.revision names (offline: from the local hub cache); the commit resolved is part
 of the base's identity, which the train stage fingerprints and the model card names.
 """
+
 import hashlib
 import re
 from pathlib import Path
@@ -26,9 +27,15 @@ def hub_snapshot(base, revision):
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(base, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
-    except Exception as error:  # offline without a cached copy, unknown id or revision, no network: the hub's own message
-        raise StageError(f"model.base={base!r} at model.revision={revision!r} cannot be had: {type(error).__name__}: {error}") from None
+        return Path(
+            snapshot_download(base, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+        )
+    except (
+        Exception
+    ) as error:  # offline without a cached copy, unknown id or revision, no network: the hub's own message
+        raise StageError(
+            f"model.base={base!r} at model.revision={revision!r} cannot be had: {type(error).__name__}: {error}"
+        ) from None
 
 
 def base_directory(model_params):

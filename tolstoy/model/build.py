@@ -1,5 +1,6 @@
 """The model a run trains: GPT-2 from scratch in the shape of params.model (its vocabulary padded
 to a multiple of 64 rows), or model.base, with a forward pass that returns the loss alone."""
+
 import functools
 from types import MethodType
 
@@ -21,10 +22,14 @@ def load_base(model_params, tokenizer, block_size, attn_implementation):
         model = pretrained_model(directory, attn_implementation=attn_implementation)
         base_vocab = pretrained_tokenizer(directory).get_vocab()
     if base_vocab != tokenizer.get_vocab():
-        raise StageError(f"{tokenizer.name_or_path} is not the tokenizer of model.base={base!r}: re-run the tokenizer stage")
+        raise StageError(
+            f"{tokenizer.name_or_path} is not the tokenizer of model.base={base!r}: re-run the tokenizer stage"
+        )
     context = model.config.max_position_embeddings
     if block_size > context:
-        raise StageError(f"tokenize.block_size={block_size} is larger than the context of model.base={base!r} ({context})")
+        raise StageError(
+            f"tokenize.block_size={block_size} is larger than the context of model.base={base!r} ({context})"
+        )
     return model
 
 
@@ -32,20 +37,22 @@ def scratch_model(model_params, vocab_size, end_of_text_id, pad_id, attn_impleme
     """GPT-2 of the shape in params.model, freshly initialised, with vocab_size rounded up to
     vocab_multiple embedding rows: rows no token uses, which the loss leaves out
     (model.tokenizer_tokens) and export_vocabulary removes."""
-    model = GPT2LMHeadModel(GPT2Config(
-        vocab_size=-(-vocab_size // vocab_multiple) * vocab_multiple,
-        n_positions=model_params["n_positions"],
-        n_embd=model_params["n_embd"],
-        n_layer=model_params["n_layer"],
-        n_head=model_params["n_head"],
-        resid_pdrop=model_params["dropout"],
-        embd_pdrop=model_params["dropout"],
-        attn_pdrop=model_params["dropout"],
-        bos_token_id=end_of_text_id,
-        eos_token_id=end_of_text_id,
-        pad_token_id=pad_id,
-        attn_implementation=attn_implementation,
-    ))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=-(-vocab_size // vocab_multiple) * vocab_multiple,
+            n_positions=model_params["n_positions"],
+            n_embd=model_params["n_embd"],
+            n_layer=model_params["n_layer"],
+            n_head=model_params["n_head"],
+            resid_pdrop=model_params["dropout"],
+            embd_pdrop=model_params["dropout"],
+            attn_pdrop=model_params["dropout"],
+            bos_token_id=end_of_text_id,
+            eos_token_id=end_of_text_id,
+            pad_token_id=pad_id,
+            attn_implementation=attn_implementation,
+        )
+    )
     model.tokenizer_tokens = vocab_size
     return model
 
@@ -54,7 +61,9 @@ def build_model(model_params, tokenizer, block_size, attn_implementation):
     if model_params["base"]:
         model = load_base(model_params, tokenizer, block_size, attn_implementation)
     else:
-        model = scratch_model(model_params, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, attn_implementation)
+        model = scratch_model(
+            model_params, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id, attn_implementation
+        )
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:
         raise StageError(f"the tokenizer has {len(tokenizer)} tokens but the model's embeddings have {rows} rows")
@@ -73,7 +82,9 @@ def loss_only(model):
 
     @functools.wraps(full_forward)  # Trainer reads the signature to pick the dataset's columns
     def forward(self, input_ids=None, labels=None, num_items_in_batch=None, attention_mask=None, **_):
-        return CausalLMOutput(loss=causal_lm_loss(self, input_ids, labels, num_items_in_batch, attention_mask=attention_mask))
+        return CausalLMOutput(
+            loss=causal_lm_loss(self, input_ids, labels, num_items_in_batch, attention_mask=attention_mask)
+        )
 
     model.forward = MethodType(forward, model)
     return model

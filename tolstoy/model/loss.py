@@ -5,6 +5,7 @@ computed in the forward pass and its logits freed at once, as in Liger's and tor
 cross-entropy. Under torch.compile the loss is written whole, and the compiler fuses the upcast
 into the cross-entropy's kernels: measured, that is faster and smaller than compiled chunks
 (bench/README.md). Matmuls run in the autocast precision; log-softmax and the loss in fp32."""
+
 import torch
 import torch.nn.functional as F
 
@@ -86,9 +87,17 @@ def causal_lm_loss(model, input_ids, labels, num_items_in_batch=None, **body_kwa
     tokens = getattr(model, "tokenizer_tokens", weight.shape[0])
     count = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum()
     if torch.compiler.is_compiling():
-        return F.cross_entropy(vocabulary_logits(hidden, weight, tokens), targets, ignore_index=IGNORE_INDEX, reduction="sum") / count
+        return (
+            F.cross_entropy(
+                vocabulary_logits(hidden, weight, tokens), targets, ignore_index=IGNORE_INDEX, reduction="sum"
+            )
+            / count
+        )
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         return ChunkedLMHeadLoss.apply(hidden, weight, targets, tokens, 1.0 / count)
     rows = chunk_rows(weight.shape[0])
-    total = sum(chunk_loss(hidden[start:start + rows], weight, targets[start:start + rows], tokens)[0] for start in range(0, len(targets), rows))
+    total = sum(
+        chunk_loss(hidden[start : start + rows], weight, targets[start : start + rows], tokens)[0]
+        for start in range(0, len(targets), rows)
+    )
     return total / count

@@ -4,6 +4,7 @@ from safetensors only (a pickle can run code).
 A config naming code of its own (`auto_map`) is refused before anything is read: transformers
 would otherwise ask "[y/N]" on a terminal and take the next line of standard input as the
 answer (in `tools.generate --interactive`, the user's first prompt)."""
+
 import json
 from pathlib import Path
 
@@ -25,8 +26,9 @@ def refuse_custom_code(directory):
             continue
         if isinstance(config, dict) and config.get("auto_map"):
             named = ", ".join(map(str, config["auto_map"]))
-            raise StageError(f"{path}: asks to run code of its own (auto_map: {named}); "
-                             "only transformers' own model code is used")
+            raise StageError(
+                f"{path}: asks to run code of its own (auto_map: {named}); only transformers' own model code is used"
+            )
 
 
 def pretrained_tokenizer(directory):

@@ -8,6 +8,7 @@ loads it back at the end (load_best_model_at_end). `patience: P` stops training 
 evaluations in a row without a lower validation loss (EarlyStoppingCallback, whose count is
 restored with a checkpoint). Either way the run's last step is evaluated too.
 """
+
 from transformers import EarlyStoppingCallback, TrainingArguments
 
 from tolstoy.data.blocks import bits_per_char
@@ -17,7 +18,12 @@ from tolstoy.training.checkpoints import checkpoint_step
 
 def speed_settings(precision, compile_model):
     """The Trainer settings that make this project's training fast (bench.performance compares them)."""
-    return {"optim": "adamw_torch_fused", "bf16": precision == "bf16", "fp16": precision == "fp16", "torch_compile": compile_model}
+    return {
+        "optim": "adamw_torch_fused",
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
+        "torch_compile": compile_model,
+    }
 
 
 def training_arguments(train_params, plan, steps, eval_batch, checkpoints_dir):
@@ -73,7 +79,9 @@ def outcome(state, train_params, val_chars_per_token):
     kept = checkpoint_step(best) if train_params["keep"] == "best" and best else state.global_step
     stopped_by = "patience" if state.global_step < state.max_steps else "max_steps"
     if stopped_by == "patience":
-        stopped = f"no lower validation loss in {train_params['patience']} evaluations after step {state.best_global_step}"
+        stopped = (
+            f"no lower validation loss in {train_params['patience']} evaluations after step {state.best_global_step}"
+        )
     else:
         stopped = f"max_steps reached ({state.max_steps})"
     loss = evals.get(kept)
@@ -92,6 +100,12 @@ def outcome(state, train_params, val_chars_per_token):
 def describe(result):
     """One phrase: the step exported, its loss, why training stopped."""
     which = "the lowest validation loss" if result["kept"] == "best" else "the last step"
-    loss = "" if result["kept_eval_loss"] is None else f", validation loss {result['kept_eval_loss']:.4f} ({result['kept_bits_per_char']:.3f} bits/char)"
-    return (f"step {result['kept_step']} of {result['steps']} kept ({which} of {result['evaluations']} evaluations{loss}); "
-            f"stopped: {result['stopped']}")
+    loss = (
+        ""
+        if result["kept_eval_loss"] is None
+        else f", validation loss {result['kept_eval_loss']:.4f} ({result['kept_bits_per_char']:.3f} bits/char)"
+    )
+    return (
+        f"step {result['kept_step']} of {result['steps']} kept ({which} of {result['evaluations']} evaluations{loss}); "
+        f"stopped: {result['stopped']}"
+    )

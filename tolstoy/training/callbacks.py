@@ -7,6 +7,7 @@ total, elapsed, time left at the measured speed, train loss, last validation bit
 tokens/s); without one, the same facts as a plain line every `every` steps. Each evaluation adds
 one line: step, validation loss, bits per character, the best so far.
 """
+
 import os
 import sys
 import time
@@ -20,7 +21,12 @@ from tolstoy.console import TERMINAL_ENV, log
 from tolstoy.data.blocks import bits_per_char
 
 # Trainer's log keys -> DVCLive metric names.
-LIVE_NAMES = {"loss": "train/loss", "eval_loss": "eval/loss", "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm"}
+LIVE_NAMES = {
+    "loss": "train/loss",
+    "eval_loss": "eval/loss",
+    "learning_rate": "train/learning_rate",
+    "grad_norm": "train/grad_norm",
+}
 
 
 def open_live(live_dir, resumed_after_step):
@@ -65,7 +71,12 @@ class LiveCallback(TrainerCallback):
             mfu = tokens_per_sec * self.flops_per_token / self.peak
             self.live.log_metric("train/mfu", mfu)
             if mfu > 1 and not self.warned:
-                log.warning("train: MFU %.0f%% is over 100%%: the measured peak, %.3g TFLOP/s, is low (a busy machine while it was probed)", 100 * mfu, self.peak / 1e12)
+                log.warning(
+                    "train: MFU %.0f%% is over 100%%: the measured peak, %.3g TFLOP/s, is low (a "
+                    "busy machine while it was probed)",
+                    100 * mfu,
+                    self.peak / 1e12,
+                )
                 self.warned = True
             self.last_step, self.last_time = state.global_step, now
         if "train_runtime" in logs:
@@ -89,8 +100,14 @@ class ProgressCallback(TrainerCallback):
         if state.best_metric is not None:  # resumed: the best evaluation so far
             self.best = bits_per_char(state.best_metric, self.val_chars_per_token)
         if state.is_world_process_zero and self.terminal:
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True,
-                            bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}")
+            self.bar = tqdm(
+                total=state.max_steps,
+                initial=state.global_step,
+                desc="train",
+                unit="step",
+                dynamic_ncols=True,
+                bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}",
+            )
             self.lines_above = logging_redirect_tqdm()  # log lines go above the live line, not into it
             self.lines_above.__enter__()
 
@@ -112,7 +129,14 @@ class ProgressCallback(TrainerCallback):
         elif step % self.every == 0 or step == state.max_steps:
             elapsed = time.perf_counter() - self.started
             left = elapsed / (step - self.first_step) * (state.max_steps - step)
-            log.info("train: step %d/%d, %s elapsed, %s left; %s", step, state.max_steps, clock(elapsed), clock(left), self.figures(step))
+            log.info(
+                "train: step %d/%d, %s elapsed, %s left; %s",
+                step,
+                state.max_steps,
+                clock(elapsed),
+                clock(left),
+                self.figures(step),
+            )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if "loss" in logs:
@@ -121,7 +145,13 @@ class ProgressCallback(TrainerCallback):
             return
         self.bits = bits_per_char(logs["eval_loss"], self.val_chars_per_token)
         self.best = self.bits if self.best is None else min(self.best, self.bits)
-        log.info("train: step %d, validation loss %.4f (%.3f bits/char; best %.3f)", state.global_step, logs["eval_loss"], self.bits, self.best)
+        log.info(
+            "train: step %d, validation loss %.4f (%.3f bits/char; best %.3f)",
+            state.global_step,
+            logs["eval_loss"],
+            self.bits,
+            self.best,
+        )
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:

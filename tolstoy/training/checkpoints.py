@@ -1,5 +1,5 @@
 """Checkpoints that may be reused: only those made by the same code, params, tokenizer, data and
-runtime (stages/train/fingerprint.py), and only while their files verify (stages/train/seal.py).
+runtime (the fingerprint below), and only while their files verify (the seals below).
 
 A checkpoints directory holds `fingerprint.json` (what its checkpoints were made with), Trainer's
 `checkpoint-<step>` directories and, once a run has finished, `final/`: the exported model and
@@ -16,10 +16,11 @@ never deleted.
 
 What a training run's weights depend on, as hashes: params, tokenizer, tokens, code, base model and runtime.
 
-Checkpoints are reused only by a run with the same fingerprint (see stages/train/checkpoints.py).
+Checkpoints are reused only by a run with the same fingerprint.
 The precision and compile that `auto` picks are not in it: a run with the same fingerprint keeps
 its checkpoints' choice.
 """
+
 import ast
 import os
 import shutil
@@ -62,7 +63,11 @@ def saved_fingerprint(checkpoints):
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as error:
-        log.warning("train: %s cannot be read (%s): its checkpoints count as made with other settings", checkpoints / "fingerprint.json", error)
+        log.warning(
+            "train: %s cannot be read (%s): its checkpoints count as made with other settings",
+            checkpoints / "fingerprint.json",
+            error,
+        )
         return {}
 
 
@@ -162,8 +167,11 @@ SEAL = "sealed.json"
 def seal(directory):
     """Record the size and sha256 of every file under `directory`."""
     directory = Path(directory)
-    files = {str(f.relative_to(directory)): {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
-             for f in sorted(directory.rglob("*")) if f.is_file() and f.name != SEAL}
+    files = {
+        str(f.relative_to(directory)): {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
+        for f in sorted(directory.rglob("*"))
+        if f.is_file() and f.name != SEAL
+    }
     write_json(directory / SEAL, files)
 
 
@@ -213,7 +221,15 @@ class SealCheckpoints(TrainerCallback):
 
 
 # Train params that change how a run is observed, saved or supervised, not what it computes.
-OBSERVING_PARAMS = {"save_steps", "save_total_limit", "logging_steps", "eval_steps", "eval_blocks", "accelerate_config", "peer_timeout"}
+OBSERVING_PARAMS = {
+    "save_steps",
+    "save_total_limit",
+    "logging_steps",
+    "eval_steps",
+    "eval_blocks",
+    "accelerate_config",
+    "peer_timeout",
+}
 # ... unless the evaluations choose the exported step (train.keep: best) or the last (train.patience).
 EVALUATION_PARAMS = {"eval_steps", "eval_blocks", "save_steps"}
 PROJECT = Path(__file__).resolve().parents[2]  # the folder that holds this package

@@ -12,6 +12,7 @@ alive; the ranks that never report are named in one error line.
 What processes send each other (fingerprints, settings, problems) travels as JSON bytes in tensors,
 never as pickles, which run code of the sender's choosing where they are loaded.
 """
+
 import contextlib
 import json
 import os
@@ -66,10 +67,10 @@ def gather_data(data):
     lengths = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world_size)]
     torch.distributed.all_gather(lengths, torch.tensor([len(payload)], dtype=torch.int64, device=device))
     padded = torch.zeros(max(int(n) for n in lengths), dtype=torch.uint8, device=device)
-    padded[:len(payload)] = payload
+    padded[: len(payload)] = payload
     buffers = [torch.empty_like(padded) for _ in range(world_size)]
     torch.distributed.all_gather(buffers, padded)
-    return [decoded(buffer[:int(n)]) for buffer, n in zip(buffers, lengths)]
+    return [decoded(buffer[: int(n)]) for buffer, n in zip(buffers, lengths)]
 
 
 def missing_ranks(store, world_size, rank):
@@ -86,7 +87,11 @@ def missing_ranks(store, world_size, rank):
 def lost_a_peer(error):
     """Whether `error` is a collective that failed: NCCL's are DistErrors; gloo reports a closed
     connection or a timeout as a RuntimeError raised in its own transport code."""
-    return in_group() and torch.distributed.get_world_size() > 1 and (isinstance(error, torch.distributed.DistError) or "gloo/" in str(error))
+    return (
+        in_group()
+        and torch.distributed.get_world_size() > 1
+        and (isinstance(error, torch.distributed.DistError) or "gloo/" in str(error))
+    )
 
 
 @contextlib.contextmanager
@@ -102,10 +107,18 @@ def watched():
             missing = missing_ranks(torch.distributed.distributed_c10d._get_default_store(), world_size, rank)
         except Exception:  # the store lives with rank 0's launcher: gone with it
             missing = None
-        lost = ("lost contact with rank 0's machine" if missing is None else "a collective failed" if not missing
-                else f"process{'es' if len(missing) > 1 else ''} {', '.join(map(str, missing))} stopped")
-        raise StageError(f"training process {rank} of {world_size}: {lost} ({type(error).__name__}: {str(error).strip().splitlines()[0][:300]}); "
-                         "the others stop too: once every machine is back, `dvc repro` resumes from the last verified checkpoint") from None
+        lost = (
+            "lost contact with rank 0's machine"
+            if missing is None
+            else "a collective failed"
+            if not missing
+            else f"process{'es' if len(missing) > 1 else ''} {', '.join(map(str, missing))} stopped"
+        )
+        raise StageError(
+            f"training process {rank} of {world_size}: {lost} ({type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0][:300]}); "
+            "the others stop too: once every machine is back, `dvc repro` resumes from the last verified checkpoint"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -144,8 +157,11 @@ def agree_with_main(current, checkpoint):
     main, checkpoint = broadcast_data([current, str(checkpoint) if checkpoint else None])
     checkpoint = Path(checkpoint) if checkpoint else None
     differs = [key for key in current if current[key] != main.get(key)]
-    problem = (f"its {', '.join(differs)} differ from rank 0's (run every machine with the same checkout and `dvc pull`)" if differs
-               else copy_problem(checkpoint))
+    problem = (
+        f"its {', '.join(differs)} differ from rank 0's (run every machine with the same checkout and `dvc pull`)"
+        if differs
+        else copy_problem(checkpoint)
+    )
     problems = gather_data(problem)  # every process stops, none waits for the others
     stated = [f"process {rank}: {text}" for rank, text in enumerate(problems) if text]
     if stated:

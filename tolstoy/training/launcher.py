@@ -1,5 +1,6 @@
-"""Starting a run's training processes: under `accelerate launch` with an accelerate config (several processes, or several machines); a config of one process on one machine runs it in
-the launcher's own process, with the environment `accelerate launch` would give it.
+"""Starting a run's training processes: under `accelerate launch` with an accelerate config
+(several processes, or several machines); a config of one process on one machine runs it in the
+launcher's own process, with the environment `accelerate launch` would give it.
 
 A StageError inside a training process is reported as the stage's own: the process prints its
 `error:` line and records it in the file named by ERROR_FILE_ENV, and the launcher's own
@@ -8,6 +9,7 @@ traceback is left out.
 A worker machine of a run over several machines checks its config, waits for rank 0 and runs its
 processes in a scratch directory that links the checkout's inputs (tools/train_worker.py).
 """
+
 import io
 import os
 import re
@@ -44,7 +46,9 @@ def one_process_env(config_path, process):
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils.launch import prepare_simple_launcher_cmd_env
 
-    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(["--config_file", str(config_path), *process]))
+    args, _, _ = _validate_launch_command(
+        launch_command_parser().parse_args(["--config_file", str(config_path), *process])
+    )
     env = prepare_simple_launcher_cmd_env(args)[1]
     if sys.stderr.isatty():  # the progress may be a live line
         env[TERMINAL_ENV] = "1"
@@ -61,18 +65,29 @@ def process_env(config_path, error_file):
 
 
 def launch(config_path, peer_timeout, process, cwd=None):
-    """Run the training processes, `python PROCESS...` each (in cwd); returns the exit status, 2 when a process reported a
-    StageError. The machines of a run wait peer_timeout seconds for each other to join."""
+    """Run the training processes, `python PROCESS...` each (in cwd); returns the exit status, 2 when a
+    process reported a StageError. The machines of a run wait peer_timeout seconds for each other to join."""
     with tempfile.TemporaryDirectory() as tmp:
         error_file = Path(tmp) / "error"
         env = process_env(Path(cwd or ".", config_path), error_file)
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", str(config_path),
-                   "--rdzv_conf", f"timeout={round(peer_timeout)}", *process]
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--quiet",
+            "--config_file",
+            str(config_path),
+            "--rdzv_conf",
+            f"timeout={round(peer_timeout)}",
+            *process,
+        ]
         if sys.stderr.isatty():  # relayed to a terminal: the progress may be a live line
             env[TERMINAL_ENV] = "1"
         process = subprocess.Popen(command, cwd=cwd, env=env, stderr=subprocess.PIPE)
         held = []  # from the launcher's report on: left out when a process reported its error
-        for line in io.TextIOWrapper(process.stderr, encoding="utf-8", errors="replace", newline=""):  # a live line ends in \r
+        for line in io.TextIOWrapper(
+            process.stderr, encoding="utf-8", errors="replace", newline=""
+        ):  # a live line ends in \r
             if held or LAUNCHER_REPORT.match(line):
                 held.append(line)
             else:
@@ -82,8 +97,10 @@ def launch(config_path, peer_timeout, process, cwd=None):
         if process.returncode and error_file.exists():
             return 2
         if process.returncode and (joined := next(filter(None, map(MACHINES_MISSING.search, held)), None)):
-            raise StageError(f"{joined[1]} of {joined[2]} machines joined within train.peer_timeout ({peer_timeout:g}s): start "
-                             f"`python -m tools.train_worker {config_path}` on every other machine of {config_path}")
+            raise StageError(
+                f"{joined[1]} of {joined[2]} machines joined within train.peer_timeout ({peer_timeout:g}s): start "
+                f"`python -m tools.train_worker {config_path}` on every other machine of {config_path}"
+            )
         sys.stderr.writelines(held)
         return process.returncode
 
@@ -98,8 +115,10 @@ def worker_config(path):
 
     config = load_config_from_file(str(path))
     if config.num_machines < 2 or not 0 < config.machine_rank < config.num_machines:
-        raise StageError(f"{path}: machine_rank={config.machine_rank} of num_machines={config.num_machines} is not a worker "
-                         "(rank 0 runs `dvc repro`; a worker's copy has machine_rank 1 .. num_machines-1)")
+        raise StageError(
+            f"{path}: machine_rank={config.machine_rank} of num_machines={config.num_machines} is not a worker "
+            "(rank 0 runs `dvc repro`; a worker's copy has machine_rank 1 .. num_machines-1)"
+        )
     if not config.main_process_ip or not config.main_process_port:
         raise StageError(f"{path}: main_process_ip and main_process_port must name rank 0's address")
     return config
@@ -114,8 +133,11 @@ def wait_for_rank0(config, path, seconds):
                 return
         except OSError as error:
             if time.monotonic() >= deadline:
-                raise StageError(f"rank 0 did not answer at {address[0]}:{address[1]} within {seconds:g}s ({error.strerror or error}): "
-                                 f"start `dvc repro` on rank 0, and check main_process_ip/main_process_port in {path}") from None
+                raise StageError(
+                    f"rank 0 did not answer at {address[0]}:{address[1]} within {seconds:g}s "
+                    f"({error.strerror or error}): "
+                    f"start `dvc repro` on rank 0, and check main_process_ip/main_process_port in {path}"
+                ) from None
             time.sleep(0.5)
 
 
@@ -125,7 +147,9 @@ def scratch_workspace(directory, inputs, checkpoints_dir, packages):
     states copied: what Trainer writes on this machine stays in the scratch."""
     for path in inputs:
         if not path.exists():
-            raise StageError(f"{path} is missing: a worker needs the same inputs as rank 0 (run `dvc pull` or `dvc repro tokenize`)")
+            raise StageError(
+                f"{path} is missing: a worker needs the same inputs as rank 0 (run `dvc pull` or `dvc repro tokenize`)"
+            )
         (directory / path).parent.mkdir(parents=True, exist_ok=True)
         (directory / path).symlink_to(path.resolve())
     for package in packages:

@@ -3,6 +3,7 @@
 What a run cost beside what its plan said: metrics/train_cost.json, and from it the figures runs
 are compared by: metrics/train.json.
 """
+
 import math
 import os
 import statistics
@@ -41,7 +42,11 @@ def predicted_peak_bytes(base_rss, n_params, config, micro_batch, block_size):
     gradients and AdamW moments. bf16 and GPU flash attention need less: elsewhere an upper bound."""
     layers, width, heads = config.num_hidden_layers, config.hidden_size, config.num_attention_heads
     tokens = micro_batch * block_size
-    activations = 44.5 * tokens * layers * width + 3.04 * tokens * config.vocab_size + 3.26 * micro_batch * heads * block_size**2 * layers
+    activations = (
+        44.5 * tokens * layers * width
+        + 3.04 * tokens * config.vocab_size
+        + 3.26 * micro_batch * heads * block_size**2 * layers
+    )
     return base_rss + 12 * n_params + 4 * activations + 57e6
 
 
@@ -58,12 +63,15 @@ def plan_micro_batch(batch_size, predict, budget):
         if predict(micro) <= 0.9 * budget:
             return micro
     raise StageError(
-        f"training needs about {predict(1) / 2**30:.1f} GiB even one block at a time, and {budget / 2**30:.1f} GiB is available: "
+        f"training needs about {predict(1) / 2**30:.1f} GiB even one block at a time, "
+        f"and {budget / 2**30:.1f} GiB is available: "
         "use a smaller model (model.n_layer, model.n_embd), tokenize.block_size or tokenizer.vocab_size"
     )
 
 
-def probe_micro_batch(model, micro_batch, block_size, precision, compile_model, warmup=2, min_repeats=3, min_seconds=1.0):
+def probe_micro_batch(
+    model, micro_batch, block_size, precision, compile_model, warmup=2, min_repeats=3, min_seconds=1.0
+):
     """(median seconds of a forward+backward of a micro-batch of random tokens after warm-up passes,
     seconds the warm-up passes took beyond that: compilation, allocator and kernel set-up).
     Short passes are repeated until they add up to `min_seconds`, so that noise averages out."""
@@ -93,10 +101,16 @@ def choose_settings(model, train_params, micro_batch, grad_accum, block_size, st
     Compiled steps are timed only when the eager run is planned to last over COMPILE_PROBE_AFTER_SECONDS
     (a shorter run cannot win back a compilation). A run resumed from its checkpoints keeps the
     choice `kept` it made (timed eager). Every process of a distributed run takes rank 0's choice."""
+
     def measure(precision, compile_model):
         seconds, warmup = probe_micro_batch(model, micro_batch, block_size, precision, compile_model)
-        return {"precision": precision, "compile": compile_model, "seconds_per_step": float(f"{grad_accum * seconds:.6g}"),
-                "warmup_seconds": round(warmup, 1), "expected_seconds": round(warmup + steps * grad_accum * seconds, 1)}
+        return {
+            "precision": precision,
+            "compile": compile_model,
+            "seconds_per_step": float(f"{grad_accum * seconds:.6g}"),
+            "warmup_seconds": round(warmup, 1),
+            "expected_seconds": round(warmup + steps * grad_accum * seconds, 1),
+        }
 
     if kept:
         best, choice = [{**measure(kept["precision"], False), "compile": kept["compile"]}], {"chosen_by": "checkpoints"}
@@ -105,12 +119,16 @@ def choose_settings(model, train_params, micro_batch, grad_accum, block_size, st
         for precision in precision_candidates(train_params["precision"]):
             if compile_setting is not True:
                 measured.append(measure(precision, False))
-            if compile_setting is True or (compile_setting == "auto" and measured[-1]["expected_seconds"] > COMPILE_PROBE_AFTER_SECONDS):
+            if compile_setting is True or (
+                compile_setting == "auto" and measured[-1]["expected_seconds"] > COMPILE_PROBE_AFTER_SECONDS
+            ):
                 measured.append(measure(precision, True))
         margin = lambda c: COMPILE_MARGIN if c["compile"] and compile_setting == "auto" else 1  # noqa: E731
         best = [min(measured, key=lambda candidate: candidate["expected_seconds"] * margin(candidate))]
         explicit = "auto" not in (train_params["precision"], compile_setting)
-        by_name = {settings_name(c): {k: v for k, v in c.items() if k not in ("precision", "compile")} for c in measured}  # tabulated by `dvc exp show`
+        by_name = {
+            settings_name(c): {k: v for k, v in c.items() if k not in ("precision", "compile")} for c in measured
+        }  # tabulated by `dvc exp show`
         choice = {"chosen_by": "params" if explicit else "measurement", "measured": by_name}
     if in_group():  # on every path: a worker may lack rank 0's checkpoints
         best = broadcast_data(best)
@@ -174,8 +192,19 @@ def make_plan(model, train_params, block_size, steps, kept=None):
     grad_accum = train_params["grad_accum"] * batch_size // micro
     tokens_per_step = micro * grad_accum * block_size * int(os.environ.get("WORLD_SIZE", "1"))
     best, choice = choose_settings(model, train_params, micro, grad_accum, block_size, steps, kept)
-    return Plan(n_params, micro, grad_accum, tokens_per_step, per_token, best["seconds_per_step"], best["warmup_seconds"], predict(micro),
-                best["precision"], best["compile"], choice)
+    return Plan(
+        n_params,
+        micro,
+        grad_accum,
+        tokens_per_step,
+        per_token,
+        best["seconds_per_step"],
+        best["warmup_seconds"],
+        predict(micro),
+        best["precision"],
+        best["compile"],
+        choice,
+    )
 
 
 def current_rss():
@@ -189,7 +218,9 @@ def record_cost(path, estimate, seconds, tokens, outcome, checkpoint):
         "seconds": round(seconds, 1),
         "tokens_per_sec": round(tokens / seconds, 1),
         "peak_gib": round((torch.cuda.max_memory_reserved() if on_gpu() else peak_rss_bytes()) / 2**30, 3),
-        "checkpoint_mib": round(sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file()) / 2**20, 1) if checkpoint else None,
+        "checkpoint_mib": round(sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file()) / 2**20, 1)
+        if checkpoint
+        else None,
     }
     write_json(path, {"estimate": estimate, "actual": actual, "outcome": outcome})
 
@@ -198,5 +229,12 @@ def write_train_metrics(cost_path, metrics_path):
     """The run's time, speed, the step kept and what stopped training (`max_steps` or `patience`; the
     cost record has the full sentence), named and sized for a column of `dvc exp show`."""
     cost = read_json(cost_path)
-    write_json(metrics_path, {"train_seconds": cost["actual"]["seconds"], "train_tokens_per_sec": cost["actual"]["tokens_per_sec"],
-                              "kept_step": cost["outcome"]["kept_step"], "stopped_by": cost["outcome"]["stopped_by"]})
+    write_json(
+        metrics_path,
+        {
+            "train_seconds": cost["actual"]["seconds"],
+            "train_tokens_per_sec": cost["actual"]["tokens_per_sec"],
+            "kept_step": cost["outcome"]["kept_step"],
+            "stopped_by": cost["outcome"]["stopped_by"],
+        },
+    )

@@ -9,6 +9,7 @@ match the seal written when it was saved. A process that loses a peer stops nami
 (training/distributed.py). Train/eval loss, learning rate, tokens/s and MFU go to DVCLive from the
 main process; the run's time, tokens/s and the step kept to the metrics file runs are compared by.
 """
+
 import datetime
 import logging
 import os
@@ -63,29 +64,57 @@ def train(files, model_params, train_params, block_size, generation):
     PartialState(cpu=not on_gpu(), timeout=datetime.timedelta(seconds=train_params["peer_timeout"]))
     torch.manual_seed(train_params["seed"])
     model = build_model(model_params, tokenizer, block_size, train_params["attn_implementation"])
-    train_data, eval_data = Blocks(files.tokens, "train"), Blocks(files.tokens, "val", limit=train_params["eval_blocks"])
+    train_data, eval_data = (
+        Blocks(files.tokens, "train"),
+        Blocks(files.tokens, "val", limit=train_params["eval_blocks"]),
+    )
     steps = total_steps(train_params, len(train_data), world_size)
     run_fingerprint = fingerprint(model_params, train_params, block_size, files.tokenizer, files.tokens, world_size)
-    plan = make_plan(model, train_params, block_size, steps, kept=checkpoints.settings_of_run(files.checkpoints, run_fingerprint))
+    plan = make_plan(
+        model, train_params, block_size, steps, kept=checkpoints.settings_of_run(files.checkpoints, run_fingerprint)
+    )
     # Rank 0 alone removes or records checkpoints; every process then takes its checkpoint, or stops.
-    checkpoint = distributed.agree_with_main(run_fingerprint, checkpoint_on_main(files.checkpoints, run_fingerprint, plan, steps) if is_main else None)
+    checkpoint = distributed.agree_with_main(
+        run_fingerprint, checkpoint_on_main(files.checkpoints, run_fingerprint, plan, steps) if is_main else None
+    )
     if checkpoints.is_final(checkpoint):
         if is_main:
             checkpoints.restore_final(files.checkpoints, files.model, files.cost)
-        log.info("train: %s holds the finished run, made by this code, params and data: its model and cost record are restored", checkpoint)
+        log.info(
+            "train: %s holds the finished run, made by this code, params and data: its model and "
+            "cost record are restored",
+            checkpoint,
+        )
     else:
         done = checkpoints.checkpoint_step(checkpoint) if checkpoint else 0
         estimate = plan.estimate(steps - done)
         log_plan(plan, estimate, checkpoint, steps - done)
         live = open_live(files.live, done if checkpoint else None) if is_main else None
         # evaluation drops an incomplete last batch (dataloader_drop_last): a batch never exceeds a process's blocks
-        args = training_arguments(train_params, plan, steps, max(1, min(plan.micro_batch, len(eval_data) // world_size)), files.checkpoints)
-        trainer = Trainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer, callbacks=[
-            *stop_callbacks(train_params),
-            LiveCallback(live, plan.tokens_per_step, plan.flops_per_token, peak_flops(plan.precision) * world_size, eval_data.chars_per_token),
-            SealCheckpoints(),
-            ProgressCallback(plan.tokens_per_step, eval_data.chars_per_token, max(args.logging_steps, -(-steps // 20))),
-        ])
+        args = training_arguments(
+            train_params, plan, steps, max(1, min(plan.micro_batch, len(eval_data) // world_size)), files.checkpoints
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=train_data,
+            eval_dataset=eval_data,
+            processing_class=tokenizer,
+            callbacks=[
+                *stop_callbacks(train_params),
+                LiveCallback(
+                    live,
+                    plan.tokens_per_step,
+                    plan.flops_per_token,
+                    peak_flops(plan.precision) * world_size,
+                    eval_data.chars_per_token,
+                ),
+                SealCheckpoints(),
+                ProgressCallback(
+                    plan.tokens_per_step, eval_data.chars_per_token, max(args.logging_steps, -(-steps // 20))
+                ),
+            ],
+        )
         trainer.remove_callback(PrinterCallback)  # Trainer's raw dictionaries: the progress line says it all
         with distributed.watched():
             run = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -95,10 +124,22 @@ def train(files, model_params, train_params, block_size, generation):
             export_model(trainer, files.model, params, run_fingerprint["base"], result)
             live.end()
             tokens = (trainer.state.global_step - done) * plan.tokens_per_step
-            record_cost(files.cost, estimate, run.metrics["train_runtime"], tokens, result, checkpoints.latest_checkpoint(files.checkpoints))
+            record_cost(
+                files.cost,
+                estimate,
+                run.metrics["train_runtime"],
+                tokens,
+                result,
+                checkpoints.latest_checkpoint(files.checkpoints),
+            )
             checkpoints.keep_final(files.checkpoints, files.model, files.cost)
-        log.info("train: %s; final train loss %.4f, %.0fs (estimated %.0fs)", describe(result), run.training_loss,
-                 run.metrics["train_runtime"], estimate["seconds"])
+        log.info(
+            "train: %s; final train loss %.4f, %.0fs (estimated %.0fs)",
+            describe(result),
+            run.training_loss,
+            run.metrics["train_runtime"],
+            estimate["seconds"],
+        )
     if is_main:  # the sampling defaults are not part of what training computes: written either way
         write_generation_config(files.model, tokenizer, generation)
         write_train_metrics(files.cost, files.metrics)
@@ -108,15 +149,27 @@ def checkpoint_on_main(checkpoints_dir, run_fingerprint, plan, steps):
     """The checkpoint rank 0 resumes from (final/: the finished run), after which the checkpoints
     directory records this run's fingerprint and its choice of precision and compile."""
     checkpoint = checkpoints.checkpoint_to_resume(checkpoints_dir, run_fingerprint, steps)
-    checkpoints.record_fingerprint(checkpoints_dir, run_fingerprint, {"precision": plan.precision, "compile": plan.compile})
+    checkpoints.record_fingerprint(
+        checkpoints_dir, run_fingerprint, {"precision": plan.precision, "compile": plan.compile}
+    )
     return checkpoint
 
 
 def log_plan(plan, estimate, checkpoint, steps):
     log.info(
-        "train: %.2fM parameters, %s%s (by %s), %s; plan: %d steps x %d tokens = %.3g FLOPs, about %.0fs, peak %.2f GiB, %.0f MiB per checkpoint",
-        plan.n_params / 1e6, plan.precision, ", compiled" if plan.compile else "", plan.choice["chosen_by"], f"resuming from {checkpoint}" if checkpoint else "from the start",
-        steps, plan.tokens_per_step, estimate["flops"], estimate["seconds"], estimate["peak_gib"], estimate["checkpoint_mib"],
+        "train: %.2fM parameters, %s%s (by %s), %s; plan: %d steps x %d tokens = %.3g FLOPs, about "
+        "%.0fs, peak %.2f GiB, %.0f MiB per checkpoint",
+        plan.n_params / 1e6,
+        plan.precision,
+        ", compiled" if plan.compile else "",
+        plan.choice["chosen_by"],
+        f"resuming from {checkpoint}" if checkpoint else "from the start",
+        steps,
+        plan.tokens_per_step,
+        estimate["flops"],
+        estimate["seconds"],
+        estimate["peak_gib"],
+        estimate["checkpoint_mib"],
     )
 
 
@@ -125,7 +178,9 @@ def export_model(trainer, model_dir, params, base, result):
     export_vocabulary(trainer.model, trainer.processing_class, params["model"])
     with atomic_path(model_dir) as tmp:
         trainer.save_model(tmp)
-        card = model_card(trainer.model.config, params, trainer.train_dataset.meta, trainer.state.log_history, base, result)
+        card = model_card(
+            trainer.model.config, params, trainer.train_dataset.meta, trainer.state.log_history, base, result
+        )
         (tmp / "README.md").write_text(card, encoding="utf-8")
 
 
@@ -137,7 +192,9 @@ class TiedWeightsNotice(logging.Filter):
 
     def filter(self, record):
         if record.getMessage().startswith(self.MESSAGE):
-            log.info("train: lm_head.weight is tied to the input embeddings (not stored in checkpoints): restored from them")
+            log.info(
+                "train: lm_head.weight is tied to the input embeddings (not stored in checkpoints): restored from them"
+            )
             return False
         return True
 
