@@ -15,8 +15,8 @@ import torch
 import yaml
 
 from bench.recipes import PARAMS
-from bench.workspace import ROOT, python_env
-from stages.clean import DOCS_SCHEMA, document_table
+from bench.workspace import ROOT, python_env, stage_command
+from tolstoy.data.cleaning import DOCS_SCHEMA, document_table
 from tolstoy.model.pretrained import pretrained_model, pretrained_tokenizer
 
 PROSE = ROOT.parent / "shared/corpus/ruslit/prose"
@@ -75,7 +75,7 @@ def bench_pipeline(results):
         shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".venv"), symlinks=True)
         params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
         noop = timed(["dvc", "repro"], repo)
-        sample_alone = timed([sys.executable, "-m", "stages.sample"], repo)
+        sample_alone = timed(stage_command("sample"), repo)
         params["sample"]["temperature"] = round(params["sample"]["temperature"] + 0.1, 3)
         (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
         sample_only = timed(["dvc", "repro"], repo)

@@ -24,9 +24,9 @@ from pathlib import Path
 import pandas as pd
 
 from bench import sites
-from stages.clean import extract_paragraphs, prepare_tree
 from tolstoy.config.params import load_params
 from tolstoy.data.charset import decode_page
+from tolstoy.data.cleaning import extract_paragraphs, prepare_tree
 
 MIRRORED = {
     "text_0040.shtml": "Война и мир. Том 1",

@@ -28,9 +28,9 @@ from bench.lm_head import bench_head, bench_loss
 from bench.loader import bench_loader
 from bench.recipes import PARAMS, measured_peak, shapes, train_run, tutorial_arguments, tutorial_model, tutorial_tokens
 from bench.workspace import ROOT, python_env
-from stages.evaluate import validation_loss
 from tolstoy.data.blocks import Blocks, bits_per_char
 from tolstoy.device import precision_candidates
+from tolstoy.evaluation.scores import validation_loss
 from tolstoy.files import read_json
 from tolstoy.model.build import scratch_model
 

@@ -41,6 +41,9 @@ if __name__ == "__main__":
     kind, work = sys.argv[1], Path(sys.argv[2]).resolve()
     if kind == "ours":
         os.chdir(work)
+        from bench.workspace import stage_command
+
+        sys.argv = stage_command("tokenize")[2:]  # as `python -m stages.tokenize` gets them
         runpy.run_module("stages.tokenize", run_name="__main__")
     else:
         tutorial(work)

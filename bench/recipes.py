@@ -6,7 +6,6 @@ import dataclasses
 import functools
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import yaml
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.modeling_outputs import CausalLMOutput
 
-from bench.workspace import ROOT, python_env
+from bench.workspace import ROOT, python_env, stage_command
 from tolstoy.data.blocks import Blocks
 from tolstoy.device import on_gpu, peak_flops
 from tolstoy.model.build import VOCAB_MULTIPLE, loss_only, scratch_model
@@ -64,9 +63,7 @@ def stage_tokens(work, overrides):
     }
     (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     for stage in ("tokenizer", "tokenize"):
-        subprocess.run(
-            [sys.executable, "-m", f"stages.{stage}"], cwd=work, env=python_env(), check=True, capture_output=True
-        )
+        subprocess.run(stage_command(stage), cwd=work, env=python_env(), check=True, capture_output=True)
     return work / "data/tokens"
 
 

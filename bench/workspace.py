@@ -3,6 +3,7 @@ the GPU check): the environment for the project's subprocesses, a git repository
 tree, and params.yaml with overrides."""
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,13 @@ NOT_COPIED = (
     "dvc_plots",
     "metrics",
 )
+
+
+def stage_command(stage, root=ROOT):
+    """The command of a dvc.yaml stage, with this interpreter: the paths it reads and writes are dvc.yaml's."""
+    stages = yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    command = shlex.split(stages[stage]["cmd"])
+    return [sys.executable if command[0] == "python" else command[0], *command[1:]]
 
 
 def python_env(**extra):

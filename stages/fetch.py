@@ -1,193 +1,30 @@
-"""fetch: download the source pages listed in params into data/raw/, plus a manifest.
+"""fetch: download the pages of fetch.urls into RAW, exactly as received, with RAW/manifest.json.
 
-Raw bytes are stored exactly as received, with what the server said (status, content type,
-ETag, Last-Modified); decoding them is the clean stage's. The HTTP session (tolstoy/data/web.py)
-retries, backs off, bounds redirects, sizes and times and waits between requests to a host; several
-hosts are fetched side by side, so one slow host holds up only its own pages. A rerun
-sends If-None-Match / If-Modified-Since and keeps the stored bytes on 304; a rerun that fails
-for a URL keeps the page stored before (its record gains the failure). Every page is written
-atomically, so a killed fetch leaves no partial page and a rerun completes the set.
+    python -m stages.fetch RAW
 
 FETCH_MIRROR="FROM=TO [FROM=TO ...]" rewrites URL prefixes before fetching, e.g.
-FETCH_MIRROR="http://az.lib.ru/=http://127.0.0.1:8765/" for an offline mirror served over HTTP,
-"http://az.lib.ru/=file:///path/to/mirror/az.lib.ru/" for one on disk, or
-"http://=https://web.archive.org/web/2024/http://" for a web archive. A mirror on disk must be in
-the project or ../shared, as every local source (tolstoy/data/local.py). Credentials in a URL
-(http://user:password@host/, best given in FETCH_MIRROR: params.yaml and dvc.lock keep fetch.urls
-as written) are sent, and left out of the manifest, the file names and the log.
+FETCH_MIRROR="http://az.lib.ru/=file:///path/to/shared/mirror/az.lib.ru/" for the mirror on disk
+(tolstoy/data/fetching.py). A rerun asks the server whether each stored page changed, and keeps a
+stored page whose re-fetch fails.
 """
 
-import datetime
-import hashlib
+import argparse
 import os
-import queue
-import re
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from stages.paths import MANIFEST, RAW
-from tolstoy import StageError
 from tolstoy.config.params import load_params
-from tolstoy.console import log, progress, run_stage
-from tolstoy.data.local import read_local, recorded
-from tolstoy.data.sources import expand_sources
-from tolstoy.data.web import Fetcher, FetchFailure, web_host, without_credentials
-from tolstoy.files import atomic_path, read_json, remove, write_json
-
-HOSTS_AT_ONCE = 8  # hosts fetched side by side; each host's own pages still go one at a time
+from tolstoy.console import log, run_stage
+from tolstoy.data.fetching import check_fetched, fetch_all
 
 
-def mirror_rules(spec):
-    rules = []
-    for item in spec.split():
-        if "=" not in item:
-            raise StageError(f"FETCH_MIRROR entry {item!r} is not of the form FROM=TO")
-        rules.append(tuple(item.split("=", 1)))
-    return rules
-
-
-def apply_mirror(url, rules):
-    for prefix, replacement in rules:
-        if url.startswith(prefix):
-            return replacement + url[len(prefix) :]
-    return url
-
-
-def file_name(url):
-    """A safe, collision-free file name: a readable slug of host+path plus a hash of the full URL."""
-    try:
-        parts = urlsplit(url)
-        where = f"{parts.netloc}{parts.path}"
-    except ValueError:  # a URL urlsplit cannot read ("http://[::1/"): fetching it fails, and says why
-        where = url
-    slug = re.sub(r"[^A-Za-z0-9-]+", "_", where).strip("_-")[-80:]
-    return f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
-
-
-def is_web(source):
-    return bool(re.match(r"https?://", source, re.IGNORECASE))
-
-
-def as_recorded(source, project):
-    """A source as the manifest and the log name it: no credentials, a local file relative to the project."""
-    return without_credentials(source) if is_web(source) else recorded(source, project)
-
-
-def still_stored(record, name):
-    """The previous manifest's record of a page whose bytes are still on disk, or None."""
-    return record if record and record.get("file") == name and (RAW / name).is_file() else None
-
-
-def fetch_one(fetcher, source, stored, project):
-    if is_web(source):
-        return fetcher.fetch(source, stored)
-    return read_local(source, fetcher.params["max_bytes"], project)
-
-
-def fetch_page(fetcher, url, source, stored, project):
-    """The manifest record of `source`, recorded as `url`; its page is written atomically. A failure keeps `stored`."""
-    name, recorded_source = file_name(url), as_recorded(source, project)
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    try:
-        record, body = fetch_one(fetcher, source, stored, project)
-    except FetchFailure as failure:
-        failed = {
-            "error": str(failure),
-            "error_source": recorded_source,
-            "error_at": started,
-            "attempts": getattr(failure, "attempts", 1),
-        }
-        kept = f" (keeping the page fetched from {stored['source']} at {stored['fetched_at']})" if stored else ""
-        log.warning("fetch %s failed: %s%s", recorded_source, failure, kept)
-        return {**stored, **failed} if stored else {"url": url, "source": recorded_source, "file": None, **failed}
-    if body is None:  # 304 Not Modified: the stored bytes stand
-        body = (RAW / name).read_bytes()
-    else:
-        with atomic_path(RAW / name) as tmp:
-            tmp.write_bytes(body)
-    record = {key: value for key, value in record.items() if key not in ("error_source", "error_at")}
-    record.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
-    return {**record, "url": url, "source": recorded_source, "file": name, "fetched_at": started, "error": None}
-
-
-def host_of(source):
-    """The queue a source waits in: its host and port, or one queue for every local file."""
-    return web_host(source) if is_web(source) else ""
-
-
-def fetch_host(params, pages, project, finished, stopping):
-    """One host's pages, one at a time (the Fetcher keeps `delay` between them); each record is
-    put on `finished` as (index, record), and an error as (None, error)."""
-    try:
-        fetcher = Fetcher(params)
-        for index, url, source, stored in pages:
-            if stopping.is_set():
-                return
-            finished.put((index, fetch_page(fetcher, url, source, stored, project)))
-    except BaseException as error:
-        finished.put((None, error))
-
-
-def fetch_pages(params, pages, project):
-    """Records of `pages` ((url, source, stored) each), in order. Up to HOSTS_AT_ONCE hosts are
-    fetched side by side, so a slow host holds up only its own pages."""
-    by_host = {}
-    for index, (url, source, stored) in enumerate(pages):
-        by_host.setdefault(host_of(source), []).append((index, url, source, stored))
-    finished, stopping = queue.Queue(), threading.Event()
-    records = [None] * len(pages)
-    with ThreadPoolExecutor(max(1, min(HOSTS_AT_ONCE, len(by_host)))) as pool:
-        for host_pages in by_host.values():
-            pool.submit(fetch_host, params, host_pages, project, finished, stopping)
-        try:
-            for _ in progress(range(len(pages)), len(pages), "fetch: pages"):
-                index, record = finished.get()
-                if index is None:
-                    raise record
-                records[index] = record
-        finally:
-            stopping.set()  # an error or Ctrl-C here: the other hosts stop after their current page
-    return records
-
-
-def fetch_all(params, mirror_spec="", project=Path(".")):
-    """Fetch every URL; returns the manifest (one record per URL, in params order, failures with an `error`).
-    Local sources are read from `project` (the working directory of the stage) and ../shared beside it.
-
-    A failed URL whose page was stored by an earlier fetch keeps that page: its record describes
-    the stored bytes (source, fetched_at, sha256) and adds the failure (error, error_source, error_at).
-    """
-    rules = mirror_rules(mirror_spec)
-    RAW.mkdir(parents=True, exist_ok=True)
-    previous = {r["url"]: r for r in read_json(MANIFEST)} if MANIFEST.exists() else {}
-    urls = expand_sources(params["urls"])
-    pages = []
-    for url in urls:
-        name = as_recorded(url, project)
-        pages.append((name, apply_mirror(url, rules), still_stored(previous.get(name), file_name(name))))
-    manifest = fetch_pages(params, pages, project)
-    keep = {r["file"] for r in manifest} | {MANIFEST.name}
-    for path in RAW.iterdir():
-        if path.name not in keep:
-            remove(path)  # pages no longer listed in params, and temporaries of a killed run
-    write_json(MANIFEST, manifest)
-    return manifest
-
-
-def main(project=Path(".")):
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("raw", type=Path, help="the directory of pages and their manifest")
+    args = parser.parse_args(argv)
     params = load_params("fetch")
-    manifest = fetch_all(params, os.environ.get("FETCH_MIRROR", ""), project)
-    failed = [r for r in manifest if r["error"]]
-    failures = "; ".join(
-        f"{r['error_source']} ({r['error']}{', stored page kept' if r['file'] else ''})" for r in failed
-    )
-    if failed and params["on_error"] == "fail":
-        raise StageError(f"could not fetch: {failures}")
-    stored = [r for r in manifest if r["file"]]
-    if not stored:
-        raise StageError(f"every source failed: {failures}")
+    manifest = fetch_all(params, args.raw, os.environ.get("FETCH_MIRROR", ""))
+    check_fetched(manifest, params["on_error"])
+    stored, failed = [r for r in manifest if r["file"]], [r for r in manifest if r["error"]]
     log.info(
         "fetch: %d pages, %d bytes, %d not modified, %d failed (%d of them kept from an earlier fetch)",
         len(stored),

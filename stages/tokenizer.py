@@ -1,80 +1,38 @@
-"""tokenizer: train a lossless byte-level BPE tokenizer on the cleaned documents.
+"""tokenizer: train a lossless byte-level BPE tokenizer on the documents of DOCS, saved in TOKENIZER.
+
+    python -m stages.tokenizer DOCS TOKENIZER
 
 With model.base set (a directory under bases/, or a hub id at model.revision) the base model's
 own tokenizer is saved instead: a pretrained model only understands the tokenizer it was trained with.
 """
 
+import argparse
 import sys
+from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
-
-from stages.paths import DOCS, TOKENIZER
-from tolstoy import StageError
 from tolstoy.config.params import load_params
 from tolstoy.console import log, run_stage
 from tolstoy.data.documents import count_documents, iter_documents
-from tolstoy.files import atomic_path, reading
-from tolstoy.model.bases import base_directory
-from tolstoy.model.pretrained import pretrained_tokenizer
-
-EOT = "<|endoftext|>"
+from tolstoy.data.tokenizer import base_tokenizer, train_bpe, with_newlines
+from tolstoy.files import atomic_path
 
 
-def with_newlines(text):
-    """The text's lines, each with its newline. The byte-level pre-tokenizer splits at newlines
-    anyway, so the trainer counts what it would count in the whole text, while it buffers lines
-    (not whole works: memory stays flat as the corpus grows)."""
-    lines = text.split("\n")
-    yield from (line + "\n" for line in lines[:-1])
-    yield lines[-1]
-
-
-def train_bpe(texts, vocab_size, min_frequency, show_progress=False):
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=[EOT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=show_progress,
-    )
-    bpe.train_from_iterator(texts, trainer)
-    # clean_up_tokenization_spaces would turn " ," into "," on decode: not lossless.
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token=EOT, eos_token=EOT, pad_token=EOT, clean_up_tokenization_spaces=False
-    )
-
-
-def base_tokenizer(model_params):
-    base, directory = model_params["base"], base_directory(model_params)
-    with reading(directory, f"the tokenizer of model.base={base!r}"):
-        tokenizer = pretrained_tokenizer(directory)
-    if not tokenizer.is_fast or tokenizer.eos_token_id is None:
-        raise StageError(f"model.base={base!r}: its tokenizer must be a fast tokenizer with an end-of-text (eos) token")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def main():
-    params = load_params("tokenizer")
-    model_params = load_params("model")
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("docs", type=Path, help="the table of documents (parquet)")
+    parser.add_argument("tokenizer", type=Path, help="the tokenizer's directory written")
+    args = parser.parse_args(argv)
+    params, model_params = load_params("tokenizer"), load_params("model")
     base = model_params["base"]
     if base:
         tokenizer = base_tokenizer(model_params)
     else:
-        large = count_documents(DOCS) >= 50
-        shown_as = (
-            "tokenizer: documents read" if large and not sys.stderr.isatty() else None
-        )  # a terminal shows the trainer's own bars
-        lines = (line for doc in iter_documents(DOCS, ["text"], shown_as) for line in with_newlines(doc["text"]))
-        tokenizer = train_bpe(
-            lines, params["vocab_size"], params["min_frequency"], show_progress=large and sys.stderr.isatty()
-        )
-    with atomic_path(TOKENIZER) as tmp:
+        large = count_documents(args.docs) >= 50
+        terminal = sys.stderr.isatty()  # a terminal shows the trainer's own bars, a log the documents read
+        documents = iter_documents(args.docs, ["text"], "tokenizer: documents read" if large and not terminal else None)
+        lines = (line for doc in documents for line in with_newlines(doc["text"]))
+        tokenizer = train_bpe(lines, params["vocab_size"], params["min_frequency"], show_progress=large and terminal)
+    with atomic_path(args.tokenizer) as tmp:
         tokenizer.save_pretrained(tmp)
     log.info(
         "tokenizer: %s, %d tokens, end-of-text %r",

@@ -1,4 +1,6 @@
-"""validate: check every key of params.yaml before any other stage runs.
+"""validate: check every key of params.yaml before any other stage runs; CHECKED records that it passed.
+
+    python -m stages.validate CHECKED
 
 DVC removes a stage's outputs before it runs the stage's command, so a bad value found by the
 stage itself would already have cost its previous outputs. Every stage depends on this one's
@@ -6,15 +8,20 @@ output instead: a bad value stops `dvc repro` here, with one `error:` line namin
 nothing is removed. The output never changes, so passing re-runs nothing downstream.
 """
 
-from stages.paths import PARAMS_CHECKED
+import argparse
+from pathlib import Path
+
 from tolstoy.config.params import SCHEMA, check_all, read_params
 from tolstoy.console import log, run_stage
 from tolstoy.files import atomic_path
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checked", type=Path, help="the file written once params.yaml passes")
+    args = parser.parse_args(argv)
     check_all(read_params())
-    with atomic_path(PARAMS_CHECKED) as tmp:
+    with atomic_path(args.checked) as tmp:
         tmp.write_text("params.yaml is valid\n", encoding="utf-8")
     log.info("validate: %d keys in %d sections are valid", sum(map(len, SCHEMA.values())), len(SCHEMA))
 

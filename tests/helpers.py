@@ -15,7 +15,7 @@ from filelock import FileLock
 from safetensors.torch import load_file
 
 from bench import sites
-from bench.workspace import ROOT, python_env, with_overrides, write_params
+from bench.workspace import ROOT, python_env, stage_command, with_overrides, write_params
 from tolstoy.files import read_json
 
 SHARED = ROOT.parent / "shared"
@@ -55,10 +55,11 @@ def with_configs(directory):
 
 
 def call_stage(name):
-    """Call a stage's main() in the current directory, in this process (a StageError propagates).
-    For train that is the training process's body, which the stage's command launches."""
+    """Call a stage's main() in the current directory with dvc.yaml's paths, in this process (a StageError
+    propagates). For train that is the training process's body, which the stage's command launches."""
     module = __import__(f"stages.{name}", fromlist=["main"])
-    (module.train_process if name == "train" else module.main)()
+    paths = stage_command(name)[3:]
+    module.train_process(module.arguments(paths)) if name == "train" else module.main(paths)
 
 
 def free_port():

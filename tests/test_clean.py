@@ -1,21 +1,26 @@
 import codecs
 import logging
 import re
-import sys
 import time
 import unicodedata
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from bench import sites
-from stages import paths
+from bench.workspace import stage_command
 from tests.helpers import call_stage, python_env, run, tiny_params, write_params
 from tolstoy import StageError
 from tolstoy.data.charset import decode_page
 from tolstoy.data.layouts import join_wrapped, unwrap
 from tolstoy.files import read_json, write_json
+
+RAW = Path("data/raw")  # as dvc.yaml's clean stage reads and writes, from the project
+DOCS = Path("data/clean/docs.parquet")
+CLEAN_REPORT = Path("metrics/clean_documents.csv")
+CLEAN_METRICS = Path("metrics/clean.json")
 
 
 def write_raw(pages, declared="windows-1251"):
@@ -23,11 +28,11 @@ def write_raw(pages, declared="windows-1251"):
     manifest = []
     for i, body in enumerate(pages):
         name, url = f"page-{i}", f"http://az.lib.ru/p{i}"
-        (paths.RAW).mkdir(parents=True, exist_ok=True)
-        (paths.RAW / name).write_bytes(body)
+        (RAW).mkdir(parents=True, exist_ok=True)
+        (RAW / name).write_bytes(body)
         content_type = f"text/html; charset={declared}" if declared else "text/html"
         manifest.append({"url": url, "file": name, "content_type": content_type, "error": None})
-    write_json(paths.RAW / "manifest.json", manifest)
+    write_json(RAW / "manifest.json", manifest)
 
 
 def clean_params(**overrides):
@@ -40,7 +45,7 @@ def run_clean(pages, **overrides):
     write_raw(pages)
     write_params(".", {"clean": clean_params(**overrides)})
     call_stage("clean")
-    return pd.read_parquet(paths.DOCS), read_json(paths.CLEAN_METRICS)
+    return pd.read_parquet(DOCS), read_json(CLEAN_METRICS)
 
 
 @pytest.mark.parametrize("declared", ["windows-1251", None, "utf-8", "iso-8859-1", "no-such-charset"])
@@ -80,7 +85,7 @@ def test_each_document_is_a_row_group_of_its_own(project):
         sites.page_html(f"Том {i}", sites.work(str(i), chapters=1, per_chapter=20)).encode("cp1251") for i in range(3)
     ]
     docs, _ = run_clean(pages)
-    assert len(docs) == 3 and pq.ParquetFile(paths.DOCS).num_row_groups == 3
+    assert len(docs) == 3 and pq.ParquetFile(DOCS).num_row_groups == 3
 
 
 def test_entities_unicode_and_whitespace_are_normalised(project):
@@ -116,7 +121,7 @@ def test_duplicates_across_documents_are_dropped_and_reported(project):
     assert shared in docs.loc[0, "text"] and shared not in docs.loc[1, "text"]
     assert "- Да." in docs.loc[1, "text"]  # short lines legitimately repeat
     assert metrics["dropped_duplicate_documents"] == 1 and metrics["dropped_duplicate_paragraphs"] == 1
-    report = pd.read_csv(paths.CLEAN_REPORT)
+    report = pd.read_csv(CLEAN_REPORT)
     assert list(report["dropped"].fillna("")) == ["", "", "duplicate document"]
     kept, _ = run_clean([first, second, first], dedup=False)
     assert len(kept) == 3
@@ -126,16 +131,16 @@ def test_page_without_text_is_an_error_naming_it(project):
     empty = "<html><head><title>x</title></head><body><form>Оценить</form></body></html>".encode("cp1251")
     with pytest.raises(StageError, match=r"http://az.lib.ru/p1 yields 0 characters"):
         run_clean([sites.page_html("A", sites.work(1)).encode("cp1251"), empty])
-    assert not paths.DOCS.exists()
+    assert not DOCS.exists()
 
 
 def test_failed_fetches_are_skipped(project):
     write_raw([sites.page_html("A", sites.work(1)).encode("cp1251")])
-    manifest = read_json(paths.RAW / "manifest.json") + [{"url": "http://x/", "file": None, "error": "HTTP 404"}]
-    write_json(paths.RAW / "manifest.json", manifest)
+    manifest = read_json(RAW / "manifest.json") + [{"url": "http://x/", "file": None, "error": "HTTP 404"}]
+    write_json(RAW / "manifest.json", manifest)
     write_params(".", {"clean": clean_params()})
     call_stage("clean")
-    assert len(pd.read_parquet(paths.DOCS)) == 1
+    assert len(pd.read_parquet(DOCS)) == 1
 
 
 def russian_page(charset_meta=None):
@@ -169,11 +174,11 @@ def test_a_misdeclared_cyrillic_charset_is_decoded_by_evidence_and_reported(proj
     write_params(".", {"clean": clean_params()})
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("clean")
-    assert sites.SENTENCES[0] in pd.read_parquet(paths.DOCS).loc[0, "text"]
-    report = pd.read_csv(paths.CLEAN_REPORT, keep_default_na=False).loc[0]
+    assert sites.SENTENCES[0] in pd.read_parquet(DOCS).loc[0, "text"]
+    report = pd.read_csv(CLEAN_REPORT, keep_default_na=False).loc[0]
     assert report["encoding"] == codecs.lookup(actual).name and report["declared_encoding"] == (declared or "")
     assert report["encoding_note"].startswith(f"declared {declared}" if declared else "no charset declared")
-    assert read_json(paths.CLEAN_METRICS)["encodings_not_as_declared"] == (1 if declared else 0)
+    assert read_json(CLEAN_METRICS)["encodings_not_as_declared"] == (1 if declared else 0)
     [record] = [
         r
         for r in caplog.records
@@ -191,9 +196,9 @@ def test_a_true_declaration_is_used_without_a_note(project):
     )
     write_params(".", {"clean": clean_params()})
     call_stage("clean")
-    report = pd.read_csv(paths.CLEAN_REPORT, keep_default_na=False).loc[0]
+    report = pd.read_csv(CLEAN_REPORT, keep_default_na=False).loc[0]
     assert (report["declared_encoding"], report["encoding"], report["encoding_note"]) == ("koi8-r", "koi8-r", "")
-    assert read_json(paths.CLEAN_METRICS)["encodings_not_as_declared"] == 0
+    assert read_json(CLEAN_METRICS)["encodings_not_as_declared"] == 0
 
 
 def test_two_equally_plausible_decodings_are_an_error_naming_the_page(project):
@@ -205,7 +210,7 @@ def test_two_equally_plausible_decodings_are_an_error_naming_the_page(project):
         StageError, match=r"http://az.lib.ru/p0: cannot tell its encoding: .*(cp1251|iso8859-5).*(cp1251|iso8859-5)"
     ):
         call_stage("clean")
-    assert not paths.DOCS.exists()
+    assert not DOCS.exists()
 
 
 def chapters_with_dialogue(seed):
@@ -288,9 +293,7 @@ def test_an_undeclared_page_that_reads_as_utf8_is_not_news(project, caplog):
     write_params(".", {"clean": clean_params()})
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("clean")
-    assert (
-        pd.read_csv(paths.CLEAN_REPORT, keep_default_na=False).loc[0, "encoding_note"].startswith("no charset declared")
-    )
+    assert pd.read_csv(CLEAN_REPORT, keep_default_na=False).loc[0, "encoding_note"].startswith("no charset declared")
     assert "decoded as" not in caplog.text
 
 
@@ -303,11 +306,9 @@ def test_outputs_are_the_same_bytes_with_one_worker_or_two(project):
     write_params(".", {"clean": clean_params()})
     outputs = []
     for workers in ("1", "2"):
-        run([sys.executable, "-m", "stages.clean"], project, env=python_env(TOLSTOY_WORKERS=workers))
-        outputs.append(
-            {path: (project / path).read_bytes() for path in (paths.DOCS, paths.CLEAN_REPORT, paths.CLEAN_METRICS)}
-        )
-    assert outputs[0] == outputs[1] and read_json(paths.CLEAN_METRICS)["documents"] == 10
+        run(stage_command("clean"), project, env=python_env(TOLSTOY_WORKERS=workers))
+        outputs.append({path: (project / path).read_bytes() for path in (DOCS, CLEAN_REPORT, CLEAN_METRICS)})
+    assert outputs[0] == outputs[1] and read_json(CLEAN_METRICS)["documents"] == 10
 
 
 def test_a_page_that_fails_in_a_worker_is_named(project):
@@ -317,11 +318,11 @@ def test_a_page_that_fails_in_a_worker_is_named(project):
     ]
     write_raw(pages + [b"<html><body><p>tiny</p></body></html>"])
     write_params(".", {"clean": clean_params()})
-    result = run([sys.executable, "-m", "stages.clean"], project, check=False, env=python_env(TOLSTOY_WORKERS="2"))
+    result = run(stage_command("clean"), project, check=False, env=python_env(TOLSTOY_WORKERS="2"))
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
         "error: http://az.lib.ru/p9 yields "
     )
-    assert not paths.DOCS.exists()
+    assert not DOCS.exists()
 
 
 # Hostile pages: clean's time stays linear in the page's size, and what a page loses is said.
@@ -390,7 +391,7 @@ def test_text_nested_past_the_parser_limit_is_named_with_what_it_lost(project, c
     write_params(".", {"clean": clean_params()})
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("clean")
-    text = pd.read_parquet(paths.DOCS).loc[0, "text"]
+    text = pd.read_parquet(DOCS).loc[0, "text"]
     assert first[-1] in text and second[0] not in text
     [warning] = warnings_of(caplog)
     said = re.fullmatch(
@@ -413,7 +414,7 @@ def test_replacement_characters_past_a_few_are_counted_in_a_warning(project, cap
     write_params(".", {"clean": clean_params(dedup=False)})
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("clean")
-    texts = pd.read_parquet(paths.DOCS)["text"]
+    texts = pd.read_parquet(DOCS)["text"]
     assert texts[0].count("\ufffd") > 1000 and texts[1].count("\ufffd") == 3
     assert (
         f"http://az.lib.ru/p0: {texts[0].count(chr(0xFFFD))} characters of its text are U+FFFD (\ufffd), "
@@ -429,7 +430,7 @@ def test_a_utf16_page_cut_mid_character_keeps_its_text_with_a_warning(project, c
     write_params(".", {"clean": clean_params()})
     with caplog.at_level(logging.INFO, logger="tolstoy"):
         call_stage("clean")
-    assert pd.read_parquet(paths.DOCS).loc[0, "text"].split("\n") == expected_lines(chapters)
+    assert pd.read_parquet(DOCS).loc[0, "text"].split("\n") == expected_lines(chapters)
     assert warnings_of(caplog) == [
         "http://az.lib.ru/p0: ends in the middle of a utf-16 character, which is left out: cut short?"
     ]
@@ -451,10 +452,10 @@ def test_a_page_that_is_not_text_is_one_error_naming_it(project):
     image = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(range(256)) * 40
     write_raw([sites.page_html("A", sites.work(1)).encode("cp1251"), image])
     write_params(".", {"clean": clean_params()})
-    result = run([sys.executable, "-m", "stages.clean"], project, check=False)
+    result = run(stage_command("clean"), project, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if "error" in line.lower()] == [
         "error: http://az.lib.ru/p1: is not text: 43 of its 10256 bytes are NUL, as in an image or an archive "
         "(declared: windows-1251)"
     ]
-    assert not paths.DOCS.exists()
+    assert not DOCS.exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from bench.workspace import stage_command
 from tests.helpers import call_stage, python_env, tiny_params, write_params
 from tolstoy import StageError
 
@@ -53,8 +54,8 @@ def with_custom_code(directory, tokenizer, marker):
 @pytest.mark.parametrize(
     "command, stdin",
     [
-        (["-m", "stages.evaluate"], "y\n"),
-        (["-m", "stages.sample"], "y\n"),
+        (stage_command("evaluate")[1:], "y\n"),
+        (stage_command("sample")[1:], "y\n"),
         (["-m", "tools.generate", "--model", "custom", "Наташа"], "y\n"),
         (
             ["-m", "tools.generate", "--model", "custom", "--interactive"],

@@ -6,10 +6,10 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from bench import sites
-from stages.evaluate import validation_loss
 from tests.helpers import FOREIGN, ROOT, call_stage, needs_cuda, tiny_params, write_author, write_params
 from tolstoy import StageError
 from tolstoy.data.blocks import Blocks, bits_per_char
+from tolstoy.evaluation.scores import validation_loss
 from tolstoy.files import read_json
 
 

@@ -10,6 +10,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from bench.workspace import stage_command
 from tests.helpers import damage, dvc, file_bytes, python_env, ran_stages, run, set_param
 
 pytestmark = pytest.mark.slow  # end to end: the real dvc CLI and stage commands in subprocesses
@@ -132,7 +133,7 @@ def test_an_unreadable_input_is_one_error_line_naming_it(built, tmp_path, module
     if path.startswith("bases/"):
         set_param(directory, "model", "base", "bases/pretrained")  # built's model: its tokenizer is models/tokenizer
     spoil(directory / path)
-    result = run([sys.executable, "-m", module], directory, check=False, env=python_env())
+    result = run(stage_command(module.removeprefix("stages.")), directory, check=False, env=python_env())
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1 and errors[0].startswith(f"error: {culprit}"), result.stderr[
         -2000:
@@ -159,13 +160,13 @@ def test_a_hub_base_is_pinned_to_the_commit_it_resolved_to(built, tmp_path):
     set_param(directory, "model", "base", "tolstoy/tiny")
     set_param(directory, "train", "max_steps", 2)
     for module in ("stages.tokenizer", "stages.train"):
-        run([sys.executable, "-m", module], directory, env=env)
+        run(stage_command(module.removeprefix("stages.")), directory, env=env)
     card = (directory / "models/model/README.md").read_text(encoding="utf-8")
     assert f"Fine-tuned from `tolstoy/tiny` at commit {commit}, whose model files have sha256 " in card
     fingerprint = yaml.safe_load((directory / CHECKPOINTS / "fingerprint.json").read_text())
     assert fingerprint["base"]["commit"] == commit and fingerprint["model"]["revision"] == "main"
     set_param(directory, "model", "revision", "v2")
-    result = run([sys.executable, "-m", "stages.train"], directory, check=False, env=env)
+    result = run(stage_command("train"), directory, check=False, env=env)
     assert result.returncode == 2
     assert (
         result.stderr.strip()

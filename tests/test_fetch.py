@@ -5,17 +5,16 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from stages import fetch
+from bench.workspace import stage_command
 from tests.helpers import call_stage, dvc, python_env, tiny_params, write_params
 from tolstoy import StageError
-from tolstoy.data import session
+from tolstoy.data import fetching, session
 from tolstoy.files import read_json
 
 RAW = Path("data/raw")
@@ -39,7 +38,7 @@ def only(manifest):
 def test_fetches_pages_with_a_complete_manifest(site, project):
     base, server, pages = site
     urls = [base + path for path, _ in pages]
-    manifest = fetch.fetch_all(fetch_params(urls))
+    manifest = fetching.fetch_all(fetch_params(urls), RAW)
     assert [r["url"] for r in manifest] == urls
     for record, (path, _) in zip(manifest, pages):
         body = (RAW / record["file"]).read_bytes()
@@ -57,13 +56,13 @@ def test_fetches_pages_with_a_complete_manifest(site, project):
 def test_mirror_rewrites_url_prefix(site, project):
     base, _, pages = site
     url = "http://az.lib.ru/" + pages[0][0]
-    record = only(fetch.fetch_all(fetch_params([url]), mirror_spec=f"http://az.lib.ru/={base}"))
+    record = only(fetching.fetch_all(fetch_params([url]), RAW, mirror_spec=f"http://az.lib.ru/={base}"))
     assert record["url"] == url and record["source"] == base + pages[0][0] and record["error"] is None
 
 
 def test_mirror_spec_must_be_pairs():
     with pytest.raises(StageError, match="FROM=TO"):
-        fetch.mirror_rules("http://az.lib.ru/")
+        fetching.mirror_rules("http://az.lib.ru/")
 
 
 def test_local_files_and_file_urls_are_recorded_relative_to_the_project(site, project):
@@ -71,7 +70,9 @@ def test_local_files_and_file_urls_are_recorded_relative_to_the_project(site, pr
     path = server.root / pages[0][0]  # in ../shared
     (project / "pages").mkdir()
     (project / "pages/a.txt").write_text("Текст.", encoding="utf-8")
-    manifest = fetch.fetch_all(fetch_params([path.as_uri(), str(path), str(project / "pages/a.txt"), "pages/a.txt"]))
+    manifest = fetching.fetch_all(
+        fetch_params([path.as_uri(), str(path), str(project / "pages/a.txt"), "pages/a.txt"]), RAW
+    )
     assert [r["error"] for r in manifest] == [None] * 4
     shared_page = f"../shared/site/{pages[0][0]}"
     recorded = [(r["url"], r["source"], r["final_url"]) for r in manifest]
@@ -84,15 +85,15 @@ def test_local_files_and_file_urls_are_recorded_relative_to_the_project(site, pr
 def test_a_local_path_pattern_fetches_every_matching_file_in_order(site, project):
     _, server, pages = site
     pattern = str(server.root / "t/tolstoj/text_*.shtml")
-    manifest = fetch.fetch_all(fetch_params([pattern]))
+    manifest = fetching.fetch_all(fetch_params([pattern]), RAW)
     assert [r["url"] for r in manifest] == sorted(f"../shared/site/{path}" for path, _ in pages)
     with pytest.raises(StageError, match=r"fetch.urls: .*/nothing-\*.txt matches no file"):
-        fetch.fetch_all(fetch_params([str(server.root / "nothing-*.txt")]))
+        fetching.fetch_all(fetch_params([str(server.root / "nothing-*.txt")]), RAW)
 
 
 def test_file_names_are_safe_and_distinct():
     names = {
-        fetch.file_name(u) for u in ["http://a/../../etc/passwd", "http://a/x?y=1", "http://a/x?y=2", "http://a/x/"]
+        fetching.file_name(u) for u in ["http://a/../../etc/passwd", "http://a/x?y=1", "http://a/x?y=2", "http://a/x/"]
     }
     assert len(names) == 4
     assert all("/" not in n and not n.startswith(".") and ".." not in n for n in names)
@@ -103,7 +104,7 @@ def test_file_names_are_safe_and_distinct():
 )
 def test_recovers(site, project, fault, attempts):
     base, server, _ = site
-    record = only(fetch.fetch_all(fetch_params([f"{base}fault/{fault}"], retries=3)))
+    record = only(fetching.fetch_all(fetch_params([f"{base}fault/{fault}"], retries=3), RAW))
     assert record["error"] is None and record["attempts"] == attempts
     assert (RAW / record["file"]).read_bytes() == server.page
 
@@ -111,7 +112,7 @@ def test_recovers(site, project, fault, attempts):
 def test_retry_after_is_honoured(site, project):
     base, _, _ = site
     started = time.monotonic()
-    fetch.fetch_all(fetch_params([f"{base}fault/ratelimited"], backoff=0.01))
+    fetching.fetch_all(fetch_params([f"{base}fault/ratelimited"], backoff=0.01), RAW)
     assert time.monotonic() - started >= 1.0  # the server asked for one second
 
 
@@ -130,7 +131,7 @@ def test_fails_with_the_reason_and_stores_nothing(site, project, fault, reason):
     base, _, _ = site
     url = f"{base}fault/{fault}"
     params = fetch_params([url], max_bytes=1_000_000, read_timeout=1, retries=1)
-    record = only(fetch.fetch_all(params))
+    record = only(fetching.fetch_all(params, RAW))
     assert record["error"] and re.search(reason, record["error"]), record["error"]
     assert record["attempts"] == (2 if fault in ("truncated", "stall") else 1)  # only transient faults are retried
     assert stored_files() == []  # no partial page
@@ -162,8 +163,8 @@ def test_unreachable_host_is_named(project):
 def test_conditional_refetch_keeps_stored_bytes_on_304(site, project):
     base, server, _ = site
     url = f"{base}fault/etag"
-    first = only(fetch.fetch_all(fetch_params([url])))
-    second = only(fetch.fetch_all(fetch_params([url])))
+    first = only(fetching.fetch_all(fetch_params([url]), RAW))
+    second = only(fetching.fetch_all(fetch_params([url]), RAW))
     assert second["status"] == 304 and second["sha256"] == first["sha256"]
     assert server.requests[-1][1].get("If-None-Match") == '"v1"'
     assert server.requests[-1][1].get("If-Modified-Since") == "Wed, 01 Jan 2025 00:00:00 GMT"
@@ -173,7 +174,7 @@ def test_conditional_refetch_keeps_stored_bytes_on_304(site, project):
 def test_politeness_delay_between_requests_to_one_host(site, project):
     base, _, pages = site
     started = time.monotonic()
-    fetch.fetch_all(fetch_params([base + p for p, _ in pages], delay=0.4))
+    fetching.fetch_all(fetch_params([base + p for p, _ in pages], delay=0.4), RAW)
     assert time.monotonic() - started >= 0.8  # three requests, two waits
 
 
@@ -183,7 +184,7 @@ def test_hosts_are_fetched_side_by_side_each_with_its_delay(site, second_site, p
     slow = [f"{slow_base}fault/slow/{i}" for i in range(3)]  # about a second each
     fast = [fast_base + path for path, _ in pages]
     urls = [url for pair in zip(slow, fast) for url in pair]
-    manifest = fetch.fetch_all(fetch_params(urls, delay=0.3))
+    manifest = fetching.fetch_all(fetch_params(urls, delay=0.3), RAW)
     assert [r["url"] for r in manifest] == urls and [r["error"] for r in manifest] == [None] * 6
     slow_times = [when for _, when in slow_server.arrivals]
     fast_times = [when for _, when in fast_server.arrivals]
@@ -196,14 +197,14 @@ def test_an_error_in_a_host_thread_reaches_the_stage(site, second_site, project)
     params = fetch_params([site[0] + site[2][0][0], second_site[0] + second_site[2][0][0]])
     del params["user_agent"]  # a params dict the validate stage would refuse, fed in directly
     with pytest.raises(KeyError, match="user_agent"):
-        fetch.fetch_all(params)
+        fetching.fetch_all(params, RAW)
     assert not (RAW / "manifest.json").exists()
 
 
 def test_pages_no_longer_listed_are_removed(site, project):
     base, _, pages = site
-    fetch.fetch_all(fetch_params([base + p for p, _ in pages]))
-    manifest = fetch.fetch_all(fetch_params([base + pages[0][0]]))
+    fetching.fetch_all(fetch_params([base + p for p, _ in pages]), RAW)
+    manifest = fetching.fetch_all(fetch_params([base + pages[0][0]]), RAW)
     assert stored_files() == [manifest[0]["file"]]
 
 
@@ -212,7 +213,7 @@ def test_killed_fetch_leaves_no_partial_page_and_a_rerun_completes(site, project
     urls = [f"{base}fault/slow/{i}" for i in range(4)]
     write_params(".", {"fetch": fetch_params(urls)})
     process = subprocess.Popen(
-        [sys.executable, "-m", "stages.fetch"], env=python_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        stage_command("fetch"), env=python_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 30
     while not (RAW.exists() and len(stored_files()) >= 1) and time.monotonic() < deadline:
@@ -240,7 +241,7 @@ def test_failed_refetch_keeps_the_stored_pages(site, project, monkeypatch, faili
     base, _, pages = site
     urls = ["http://az.lib.ru/" + path for path, _ in pages]
     write_params(".", {"fetch": fetch_params(urls, retries=0)})
-    good = fetch.fetch_all(fetch_params(urls), mirror_spec=f"http://az.lib.ru/={base}")
+    good = fetching.fetch_all(fetch_params(urls), RAW, mirror_spec=f"http://az.lib.ru/={base}")
     stored = {name: (RAW / name).read_bytes() for name in stored_files()}
     monkeypatch.setenv("FETCH_MIRROR", "http://az.lib.ru/=" + failing_mirror.format(base=base))
     with pytest.raises(StageError, match="stored page kept"):  # on_error: fail still fails the stage
@@ -263,8 +264,8 @@ def test_failed_refetch_keeps_the_stored_pages(site, project, monkeypatch, faili
 def test_fetch_records_what_the_server_said_and_leaves_decoding_to_clean(site, project):
     base, _, _ = site
     url = f"{base}fault/etag"
-    first = only(fetch.fetch_all(fetch_params([url])))
-    second = only(fetch.fetch_all(fetch_params([url])))
+    first = only(fetching.fetch_all(fetch_params([url]), RAW))
+    second = only(fetching.fetch_all(fetch_params([url]), RAW))
     assert second["status"] == 304 and (second["sha256"], second["content_type"]) == (
         first["sha256"],
         first["content_type"],
@@ -275,9 +276,7 @@ def test_fetch_records_what_the_server_said_and_leaves_decoding_to_clean(site, p
 # Hostile or broken input: servers, local paths, credentials and params
 def run_fetch(**env):
     """The fetch stage run as dvc runs it: (exit status, what it printed on stdout and stderr)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.fetch"], env=python_env(**env), capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run(stage_command("fetch"), env=python_env(**env), capture_output=True, text=True, timeout=120)
     return result.returncode, result.stdout + result.stderr
 
 
@@ -290,7 +289,9 @@ def error_lines(output):
 def test_a_server_sending_a_byte_at_a_time_is_cut_off_at_max_seconds(site, project, fault):
     base, _, _ = site
     started = time.monotonic()
-    record = only(fetch.fetch_all(fetch_params([f"{base}fault/{fault}"], max_seconds=1, read_timeout=2, retries=0)))
+    record = only(
+        fetching.fetch_all(fetch_params([f"{base}fault/{fault}"], max_seconds=1, read_timeout=2, retries=0), RAW)
+    )
     assert time.monotonic() - started < 1 + 1.0  # max_seconds plus a margin; the server takes 10 s
     assert record["error"] == "response cut off: still arriving after max_seconds=1" and stored_files() == []
 
@@ -302,7 +303,7 @@ def test_a_server_sending_a_byte_at_a_time_through_a_proxy_is_cut_off_at_max_sec
     monkeypatch.setenv("HTTP_PROXY", base)  # the site's server, serving its own pages as the proxy
     started = time.monotonic()
     record = only(
-        fetch.fetch_all(fetch_params(["http://az.lib.ru/fault/drip"], max_seconds=1, read_timeout=2, retries=0))
+        fetching.fetch_all(fetch_params(["http://az.lib.ru/fault/drip"], max_seconds=1, read_timeout=2, retries=0), RAW)
     )
     assert time.monotonic() - started < 1 + 1.0  # max_seconds plus a margin; the server takes 10 s
     assert record["error"] == "response cut off: still arriving after max_seconds=1"
@@ -312,7 +313,7 @@ def test_a_server_sending_a_byte_at_a_time_through_a_proxy_is_cut_off_at_max_sec
 def test_a_redirect_is_followed_without_reading_its_body(site, project):
     base, server, _ = site
     started = time.monotonic()
-    record = only(fetch.fetch_all(fetch_params([f"{base}fault/goto-dripping"], max_seconds=3)))
+    record = only(fetching.fetch_all(fetch_params([f"{base}fault/goto-dripping"], max_seconds=3), RAW))
     assert time.monotonic() - started < 3  # within max_seconds; the redirect's body takes 10 s
     assert record["error"] is None and record["final_url"] == f"{base}fault/ok/"
     assert (RAW / record["file"]).read_bytes() == server.page
@@ -382,7 +383,9 @@ def test_a_redirect_from_a_public_address_may_not_lead_inward(source, target, in
 def test_a_redirect_within_loopback_is_followed(site, project):
     base, server, _ = site
     other_name = base.replace("127.0.0.1", "localhost")
-    record = only(fetch.fetch_all(fetch_params([f"{base}fault/goto/" + quote(f"{other_name}fault/ok/", safe="")])))
+    record = only(
+        fetching.fetch_all(fetch_params([f"{base}fault/goto/" + quote(f"{other_name}fault/ok/", safe="")]), RAW)
+    )
     assert record["error"] is None and record["final_url"] == f"{other_name}fault/ok/"
     assert (RAW / record["file"]).read_bytes() == server.page
 
@@ -437,13 +440,13 @@ def test_a_local_source_that_is_not_a_regular_file_of_the_project_is_refused(pro
     ],
 )
 def test_a_url_that_cannot_be_read_is_a_failure_of_its_own(project, url, reason):
-    assert only(fetch.fetch_all(fetch_params([url])))["error"] == reason
+    assert only(fetching.fetch_all(fetch_params([url]), RAW))["error"] == reason
 
 
 def test_a_local_file_is_read_only_up_to_max_bytes(project):
     Path("big.txt").write_bytes(b"x" * 1001)
     Path("small.txt").write_bytes(b"x" * 1000)
-    manifest = fetch.fetch_all(fetch_params(["big.txt", "small.txt"], max_bytes=1000))
+    manifest = fetching.fetch_all(fetch_params(["big.txt", "small.txt"], max_bytes=1000), RAW)
     assert [r["error"] for r in manifest] == ["big.txt is over max_bytes=1000", None]
 
 
@@ -454,7 +457,7 @@ def test_credentials_in_a_url_are_sent_and_recorded_nowhere(site, project, caplo
     base, server, pages = site
     with_credentials = base.replace("//", f"//reader:{SECRET}@")
     paths = [pages[0][0], "fault/missing", "fault/redirect/2"]  # the redirects' URLs keep the credentials
-    manifest = fetch.fetch_all(fetch_params([with_credentials + path for path in paths], retries=0))
+    manifest = fetching.fetch_all(fetch_params([with_credentials + path for path in paths], retries=0), RAW)
     assert [r["url"] for r in manifest] == [r["source"] for r in manifest] == [base + path for path in paths]
     assert [bool(r["error"]) for r in manifest] == [False, True, False]
     assert manifest[2]["final_url"] == f"{base}fault/ok/"

@@ -13,6 +13,7 @@ import yaml
 from dvc.utils.hydra import apply_overrides
 
 import tools.preset
+from bench.workspace import stage_command
 from tests.helpers import (
     ROOT,
     SHARED,
@@ -341,7 +342,7 @@ def test_a_bad_value_is_one_line_and_exit_status_2(project, module):
     params["sample"]["top_p"] = 2
     write_params(project, params)
     result = subprocess.run(
-        [sys.executable, "-m", module], cwd=project, env=python_env(), capture_output=True, text=True
+        stage_command(module.removeprefix("stages.")), cwd=project, env=python_env(), capture_output=True, text=True
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: params.yaml: ")
@@ -370,9 +371,7 @@ def test_validate_stops_a_hostile_value_with_one_line_and_changes_nothing(projec
     params[section][key] = value
     write_params(project, params)
     before = file_bytes(project, ["."])
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.validate"], cwd=project, env=python_env(), capture_output=True, text=True
-    )
+    result = subprocess.run(stage_command("validate"), cwd=project, env=python_env(), capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
     assert result.stderr.startswith(f"error: params.yaml: {section}.{key}={value!r} must be ")
     assert file_bytes(project, ["."]) == before

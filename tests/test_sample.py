@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from stages.sample import generate
 from tests.helpers import call_stage, python_env, run, tiny_params, write_params
 from tolstoy import StageError
 from tolstoy.data.words import text_statistics, words
+from tolstoy.evaluation.samples import generate
 from tolstoy.model.export import write_generation_config
 
 

@@ -1,4 +1,3 @@
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -6,18 +5,19 @@ import pandas as pd
 import pytest
 from transformers import AutoTokenizer
 
-from stages import tokenize
-from stages.tokenizer import train_bpe
+from bench.workspace import stage_command
 from tests.helpers import call_stage, python_env, run, tiny_params, write_params
 from tolstoy import StageError
+from tolstoy.data import splits
 from tolstoy.data import tokens as token_files
 from tolstoy.data.blocks import Blocks
+from tolstoy.data.tokenizer import train_bpe
 from tolstoy.files import read_json, write_json
 
 
 def test_spans_are_whole_paragraphs_of_at_least_span_chars():
     text = "\n".join(f"абзац {i} " + "слово " * 10 for i in range(20))
-    spans = list(tokenize.spans(text, 200))
+    spans = list(splits.spans(text, 200))
     assert "\n".join(spans) == text
     assert all(len(s) >= 200 for s in spans[:-1])
 
@@ -25,9 +25,9 @@ def test_spans_are_whole_paragraphs_of_at_least_span_chars():
 def test_validation_is_spread_over_every_part_and_disjoint_from_train(built):
     params = tiny_params([])["tokenize"]
     texts = list(pd.read_parquet(built / "data/clean/docs.parquet")["text"])
-    n_spans = sum(1 for t in texts for _ in tokenize.spans(t, params["span_chars"]))
-    val = tokenize.choose_validation(n_spans, params["val_fraction"], params["seed"])
-    segments = list(tokenize.segments(texts, params["span_chars"], val))
+    n_spans = sum(1 for t in texts for _ in splits.spans(t, params["span_chars"]))
+    val = splits.choose_validation(n_spans, params["val_fraction"], params["seed"])
+    segments = list(splits.segments(texts, params["span_chars"], val))
     val_text = "\n".join(text for split, text in segments if split == "val")
     train_text = "\n".join(text for split, text in segments if split == "train")
     assert val_text and train_text
@@ -40,9 +40,9 @@ def test_validation_is_spread_over_every_part_and_disjoint_from_train(built):
 
 
 def test_split_is_seeded():
-    assert tokenize.choose_validation(100, 0.1, 1) == tokenize.choose_validation(100, 0.1, 1)
-    assert tokenize.choose_validation(100, 0.1, 1) != tokenize.choose_validation(100, 0.1, 2)
-    assert len(tokenize.choose_validation(100, 0.1, 1)) == 10
+    assert splits.choose_validation(100, 0.1, 1) == splits.choose_validation(100, 0.1, 1)
+    assert splits.choose_validation(100, 0.1, 1) != splits.choose_validation(100, 0.1, 2)
+    assert len(splits.choose_validation(100, 0.1, 1)) == 10
 
 
 def test_token_files_decode_back_to_the_text_with_separators(built):
@@ -122,7 +122,7 @@ def test_tokenizer_without_an_end_of_text_token_is_an_error(built_copy):
 def test_token_files_are_the_same_bytes_with_one_worker_or_two(built_copy):
     outputs = []
     for workers in ("1", "2"):
-        run([sys.executable, "-m", "stages.tokenize"], built_copy, env=python_env(TOLSTOY_WORKERS=workers))
+        run(stage_command("tokenize"), built_copy, env=python_env(TOLSTOY_WORKERS=workers))
         outputs.append(
             {p.name: p.read_bytes() for p in [*Path("data/tokens").iterdir(), Path("metrics/tokenize.json")]}
         )
@@ -130,9 +130,7 @@ def test_token_files_are_the_same_bytes_with_one_worker_or_two(built_copy):
 
 
 def test_a_worker_count_that_is_not_a_positive_integer_is_named(built_copy):
-    result = run(
-        [sys.executable, "-m", "stages.tokenize"], built_copy, check=False, env=python_env(TOLSTOY_WORKERS="two")
-    )
+    result = run(stage_command("tokenize"), built_copy, check=False, env=python_env(TOLSTOY_WORKERS="two"))
     assert (
         result.returncode == 2
         and result.stderr.strip().splitlines()[-1] == "error: TOLSTOY_WORKERS='two' must be a positive integer"

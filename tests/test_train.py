@@ -11,12 +11,12 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import termios
 
 import pytest
 import torch
 
+from bench.workspace import stage_command
 from tests.helpers import (
     ROOT,
     accelerate_config,
@@ -54,7 +54,7 @@ def test_invalid_params_are_refused_before_training(built_copy, section, values,
     before = weights()
     write_params(".", params_with(**{section: values}))
     with pytest.raises(StageError, match=message):
-        train_command()
+        train_command(stage_command("train")[3:])
     assert all(torch.equal(before[k], v) for k, v in weights().items())  # the previous model is untouched
 
 
@@ -111,7 +111,7 @@ def test_an_error_in_a_training_process_is_one_line_and_exit_status_2(built_copy
     write_params(".", {**params, "model": {**params["model"], "base": ""}})
     call_stage("tokenizer")  # a 300-token tokenizer, not the base's: found inside the training processes
     write_params(".", params)
-    result = run([sys.executable, "-m", "stages.train"], built_copy, check=False)
+    result = run(stage_command("train"), built_copy, check=False)
     assert result.returncode == 2, result.stderr
     assert (
         "error: models/tokenizer is not the tokenizer of model.base" in result.stderr
@@ -143,8 +143,8 @@ def test_two_processes_match_one_and_only_the_main_one_writes(built, tmp_path):
         accelerate_config="configs/accelerate/cpu-ddp.yaml",
     )  # on the CPU also where there is a GPU
     accelerate_config(two, "cpu-ddp.yaml")  # on a free port
-    run([sys.executable, "-m", "stages.train", "--process"], one, env=dict(python_env(), ACCELERATE_USE_CPU="true"))
-    ddp = run([sys.executable, "-m", "stages.train"], two)
+    run([*stage_command("train"), "--process"], one, env=dict(python_env(), ACCELERATE_USE_CPU="true"))
+    ddp = run(stage_command("train"), two)
     assert ddp.stderr.count(" of 8 kept (") == 1  # one summary line: the other rank is quiet
 
     def curve(d):
@@ -225,7 +225,7 @@ def test_trainers_evaluation_loss_is_the_evaluate_stages(built, tmp_path, block_
     """The mean over predicted tokens (block_size - 1 per block) in both, on the same weights and blocks."""
     from transformers import AutoTokenizer, Trainer, TrainingArguments
 
-    from stages.evaluate import validation_loss
+    from tolstoy.evaluation.scores import validation_loss
     from tolstoy.model.build import build_model
 
     tokenizer = AutoTokenizer.from_pretrained(built / "models/tokenizer")
@@ -360,8 +360,8 @@ def test_the_train_log_reads_as_the_progress_of_one_run(built, tmp_path):
     directory = train_copy(
         built, tmp_path / "copy", compile=True
     )  # compiling on a CPU is what draws the torchdynamo warning
-    trained = run([sys.executable, "-m", "stages.train"], directory)
-    evaluated = run([sys.executable, "-m", "stages.evaluate"], directory)
+    trained = run(stage_command("train"), directory)
+    evaluated = run(stage_command("evaluate"), directory)
     output = trained.stdout + trained.stderr + evaluated.stdout + evaluated.stderr
     assert [noise for noise in NOISE if noise in output] == []
     assert re.search(
@@ -392,7 +392,7 @@ def test_on_a_terminal_the_progress_is_one_live_line_with_the_evaluations_above_
         terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0)
     )  # 24 rows of 120 columns, as a terminal has a size
     process = subprocess.Popen(
-        [sys.executable, "-m", "stages.train"], cwd=directory, env=python_env(), stdout=terminal, stderr=terminal
+        stage_command("train"), cwd=directory, env=python_env(), stdout=terminal, stderr=terminal
     )
     os.close(terminal)
     output = b""

@@ -10,7 +10,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pandas as pd
@@ -19,8 +18,9 @@ import torch
 from safetensors.torch import load_file
 
 from bench import sites
-from stages.tokenize import choose_validation
+from bench.workspace import stage_command
 from tests.helpers import call_stage, python_env, tiny_params, with_configs, write_params
+from tolstoy.data.splits import choose_validation
 from tolstoy.files import read_json
 from tolstoy.training.checkpoints import observing_params
 
@@ -194,7 +194,7 @@ def test_killed_after_its_best_checkpoint_resumes_to_the_same_model(small, tmp_p
     assert best < STEPS - EVERY, "premise: the best step comes before the kill"
     killed = overfit_copy(small, tmp_path / "killed")
     process = subprocess.Popen(
-        [sys.executable, "-m", "stages.train", "--process"],
+        [*stage_command("train"), "--process"],
         cwd=killed,
         env=python_env(),
         stdout=subprocess.DEVNULL,

@@ -1,11 +1,11 @@
 """The train stage's plan: micro-batches that fit, precision and compile by measurement, peak memory, GPU policies."""
 
 import shutil
-import sys
 
 import pytest
 import torch
 
+from bench.workspace import stage_command
 from tests.helpers import needs_cuda, params_with, python_env, run, write_params
 from tolstoy import StageError, device
 from tolstoy.files import read_json
@@ -82,14 +82,12 @@ def test_predicted_peak_memory_matches_measured_peak_rss(built, tmp_path, batch_
     )
     params["tokenize"]["block_size"] = 64
     write_params(directory, params)
-    run([sys.executable, "-m", "stages.tokenize"], directory)
+    run(stage_command("tokenize"), directory)
     # The model of CPU memory, also on a machine with a GPU. glibc's moving mmap threshold keeps a
     # varying part of freed tensors in the heap (the peak varies by up to a fifth between runs); with
     # the threshold fixed, freed tensors go back at once and the peak is the same in every run.
     cpu = dict(python_env(), ACCELERATE_USE_CPU="true", MALLOC_MMAP_THRESHOLD_="131072")
-    run(
-        [sys.executable, "-m", "stages.train", "--process"], directory, env=cpu
-    )  # a fresh process: its peak RSS is this run's
+    run([*stage_command("train"), "--process"], directory, env=cpu)  # a fresh process: its peak RSS is this run's
     cost = read_json(directory / "metrics/train_cost.json")
     assert cost["estimate"]["micro_batch"] == batch_size
     # what the arithmetic needs, without the heap's cache: the prediction covers it and the cache (measured 18-22% here)

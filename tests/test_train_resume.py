@@ -6,13 +6,13 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from bench.workspace import stage_command
 from tests.helpers import (
     call_stage,
     damage,
@@ -146,7 +146,7 @@ def test_killed_training_resumes_to_the_same_result(built, tmp_path, monkeypatch
     call_stage("train")
     killed = train_copy(built, tmp_path / "killed", **settings)
     process = subprocess.Popen(
-        [sys.executable, "-m", "stages.train", "--process"],
+        [*stage_command("train"), "--process"],
         cwd=killed,
         env=python_env(),
         stdout=subprocess.DEVNULL,

@@ -10,13 +10,15 @@ model's context keeps its end, and the new tokens stop at the last position.
 
 import argparse
 import sys
+from pathlib import Path
 
-from stages.paths import MODEL
-from stages.sample import SETTINGS, generate
 from tolstoy.config.params import load_params
 from tolstoy.console import run_stage
+from tolstoy.evaluation.samples import SETTINGS, generate
 from tolstoy.files import reading
 from tolstoy.model.pretrained import pretrained_model, pretrained_tokenizer
+
+MODEL = Path("models/model")  # the train stage's, as dvc.yaml names it
 
 
 def arguments(defaults):

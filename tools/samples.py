@@ -12,8 +12,9 @@ import textwrap
 from itertools import zip_longest
 from pathlib import Path
 
-from stages.paths import SAMPLES
 from tools.compare import experiments
+
+SAMPLES = "metrics/samples.md"  # the sample stage's, as dvc.yaml names it
 
 
 def samples_text(name, revs):

@@ -11,17 +11,25 @@ The command waits up to --wait seconds for rank 0 to open main_process_ip:main_p
 """
 
 import argparse
+import shlex
 import sys
 import tempfile
 from pathlib import Path
 
-from stages.paths import CHECKPOINTS, TOKENIZER, TOKENS
-from stages.train import TRAIN_PROCESS
+import yaml
+
+from stages import train
 from tolstoy.config.params import check_context, load_params
 from tolstoy.console import log, run_stage
 from tolstoy.training.launcher import launch, scratch_workspace, wait_for_rank0, worker_config
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def train_stage_arguments():
+    """The train stage's paths, as dvc.yaml's command gives them to rank 0."""
+    command = shlex.split(yaml.safe_load(Path("dvc.yaml").read_text(encoding="utf-8"))["stages"]["train"]["cmd"])
+    return train.arguments(command[command.index("stages.train") + 1 :])
 
 
 def main():
@@ -30,6 +38,7 @@ def main():
     parser.add_argument("--wait", type=float, default=600, help="seconds to wait for rank 0 (default 600)")
     args = parser.parse_args()
     config = worker_config(args.config)
+    paths = train_stage_arguments()
     model_params, train_params = (
         load_params("model"),
         load_params("train"),
@@ -47,12 +56,12 @@ def main():
         inputs = [
             Path("params.yaml"),
             Path("configs"),
-            TOKENIZER,
-            TOKENS,
+            paths.tokenizer,
+            paths.tokens,
             *[Path(b) for b in [model_params["base"]] if b and Path(b).exists()],
         ]
-        scratch_workspace(Path(scratch), inputs, CHECKPOINTS, [ROOT / "stages", ROOT / "tolstoy"])
-        status = launch(args.config.resolve(), train_params["peer_timeout"], TRAIN_PROCESS, cwd=scratch)
+        scratch_workspace(Path(scratch), inputs, paths.checkpoints, [ROOT / "stages", ROOT / "tolstoy"])
+        status = launch(args.config.resolve(), train_params["peer_timeout"], train.process_command(paths), cwd=scratch)
     if status:
         sys.exit(status)
     log.info("worker: training finished; rank 0 holds the results")

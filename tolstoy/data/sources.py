@@ -8,6 +8,8 @@ from urllib.parse import unquote, urlsplit
 
 from tolstoy import StageError
 
+MANIFEST = "manifest.json"  # the record of a directory of fetched sources, beside them
+
 
 def _is_local_pattern(url):
     return not re.match(r"\w+://", url) and bool(re.search(r"[*?[]", url))
