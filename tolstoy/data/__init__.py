@@ -1,1 +1,1 @@
-"""From sources to token blocks: fetching, page decoding and extraction, documents, tokens, blocks."""
+"""From sources to token blocks: fetching, cleaning, documents, the tokenizer, splits, tokens, blocks, groups."""
