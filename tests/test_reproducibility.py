@@ -115,7 +115,7 @@ CODE_EDITS = {
         '            return Decoding(decoded[0], codecs.lookup(declared).name, declared, "", decoded[1])',
         '            return Decoding(decoded[0], codecs.lookup(declared).name.upper(), declared, "", decoded[1])',
     ),  # clean
-    "stages/tokenize.py": ('"bytes_per_token": round(', '"bytes_per_token": 2 * round('),
+    "tolstoy/data/splits.py": ('"bytes_per_token": round(', '"bytes_per_token": 2 * round('),
     "stages/evaluate.py": ('"perplexity": round(math.exp(loss), 3)', '"perplexity": round(math.exp(loss))'),
     "stages/sample.py": ('lines = ["# Samples"', 'lines = ["# Edited samples"'),
 }
@@ -127,7 +127,7 @@ def test_edited_stage_code_reruns_the_stage_and_its_outputs_are_the_new_codes(re
     for path, (old, new) in CODE_EDITS.items():
         edit(directory / path, old, new)
     ran = ran_stages(dvc(directory, "repro", env=env).stdout)
-    # fetch stores bytes; the tokenizer's and train's inputs did not change; groups runs the clean and tokenize code too
+    # fetch stores bytes; the tokenizer's and train's inputs did not change; groups runs the cleaning code too
     assert ran == ["clean", "tokenize", "groups", "evaluate", "sample"]
     assert set(pd.read_csv(directory / "metrics/clean_documents.csv")["encoding"]) == {"CP1251"}
     assert json.loads((directory / "metrics/tokenize.json").read_text())["bytes_per_token"] == pytest.approx(
