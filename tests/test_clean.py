@@ -11,6 +11,7 @@ import pytest
 
 from bench import sites
 from bench.workspace import stage_command
+from stages import clean
 from tests.helpers import call_stage, python_env, run, tiny_params, write_params
 from tolstoy import StageError
 from tolstoy.data.charset import decode_page
@@ -77,6 +78,15 @@ def test_keeps_every_heading_and_paragraph_of_a_long_page_and_drops_chrome(proje
     assert metrics["documents"] == 1 and metrics["paragraphs"] == len(expected)
     assert metrics["chars_out"] == len(docs.loc[0, "text"]) == docs.loc[0, "chars"]
     assert metrics["chars_in"] > metrics["chars_out"]
+
+
+def test_the_outputs_go_where_the_command_line_puts_them(project):
+    write_raw([sites.page_html("Том", sites.work("1", chapters=1, per_chapter=20)).encode("cp1251")])
+    write_params(".", {"clean": clean_params()})
+    clean.main([str(RAW), "elsewhere/docs.parquet", "elsewhere/report.csv", "elsewhere/counts.json"])
+    assert len(pd.read_parquet("elsewhere/docs.parquet")) == 1 and read_json("elsewhere/counts.json")["documents"] == 1
+    assert pd.read_csv("elsewhere/report.csv")["id"].tolist() == ["page-0"]
+    assert not DOCS.exists() and not CLEAN_METRICS.exists() and not CLEAN_REPORT.exists()
 
 
 def test_each_document_is_a_row_group_of_its_own(project):

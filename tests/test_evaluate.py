@@ -6,7 +6,7 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from bench import sites
-from tests.helpers import FOREIGN, ROOT, call_stage, needs_cuda, tiny_params, write_author, write_params
+from tests.helpers import FOREIGN, ROOT, call_stage, free_port, needs_cuda, tiny_params, write_author, write_params
 from tolstoy import StageError
 from tolstoy.data.blocks import Blocks, bits_per_char
 from tolstoy.evaluation.scores import validation_loss
@@ -56,6 +56,17 @@ def test_each_group_is_scored_and_the_style_gap_is_against_the_reference(built_c
         metrics["groups"]["foreign"] - metrics["groups"]["unseen"], abs=1e-5
     )
     assert metrics["style_gap"]["mean"] == metrics["style_gap"]["foreign"] and metrics["style_gap"]["foreign"] > 0
+
+
+def test_a_group_is_fetched_through_fetch_mirror(built_copy, site, monkeypatch):
+    """Unmirrored, the group's URL is a loopback port where nothing listens: only the mirror serves it."""
+    base, server, pages = site
+    nowhere = f"http://127.0.0.1:{free_port()}/"
+    monkeypatch.setenv("FETCH_MIRROR", f"{nowhere}={base}")
+    with_groups(sources={"mirrored": [nowhere + pages[0][0]]})
+    call_stage("groups")
+    assert read_json("data/groups/groups.json")["mirrored"]["documents"] == 1
+    assert [path for path, _ in server.requests] == ["/" + pages[0][0]]
 
 
 def test_without_groups_eval_has_no_group_figures(built):
