@@ -65,6 +65,7 @@ def parse_args():
     rows_wanted.add_argument(
         "--speed", action="store_true", help="the rows of changes that might raise the train stage's MFU"
     )
+    parser.add_argument("--eager", action="store_true", help="no torch.compile: a quick check of the rows on CPU")
     parser.add_argument("--json", type=Path, default=ROOT / "bench/results/gpu.json")
     return parser.parse_args()
 
@@ -104,7 +105,7 @@ def main():
         }
         precision = "bf16" if precision == "half" and torch.cuda.is_available() else "fp32"
         # logging every 50 steps at most: a loss read is a GPU sync
-        training = project_arguments(args.steps, args.batch, min(50, args.steps), precision, True)
+        training = project_arguments(args.steps, args.batch, min(50, args.steps), precision, not args.eager)
         torch.manual_seed(0)
         model = training_forward(
             scratch_model(shape, VOCAB, VOCAB - 1, VOCAB - 1, PARAMS["train"]["attn_implementation"], multiple),

@@ -4,7 +4,7 @@ scratch project, the tiny pipeline run once, and git repositories of this workin
 import os
 import shutil
 
-# Two test workers share the cores, and each training process runs a thread per core. OpenMP's
+# Test workers share the cores, and each training process runs a thread per core. OpenMP's
 # waiting threads spin by default and so take the cores from the other worker's busy ones: set
 # here, before torch is imported, waiting threads sleep, in this process and every one it starts.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -112,6 +112,12 @@ def repo(tmp_path, site):
     env = git_env(FETCH_MIRROR=f"http://az.lib.ru/={base}")
     run(["git", "commit", "-q", "-am", "tiny params"], directory, env=env)
     return directory, env
+
+
+def pytest_xdist_auto_num_workers(config):
+    """Two test workers per core (`--numprocesses=auto`): much of a test's time is spent waiting for
+    the processes and servers it started, and a third and fourth worker fill those waits."""
+    return 2 * (os.cpu_count() or 1)
 
 
 def pytest_collection_modifyitems(items):

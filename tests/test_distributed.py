@@ -189,29 +189,9 @@ def test_a_worker_killed_mid_run_stops_rank_0_naming_it_and_the_next_run_resumes
     ]
     assert not (rank0 / "models/checkpoints/checkpoint-200").exists()
 
-    worker = start_worker(other)
-    without, err = alongside(
-        worker, ["dvc", "repro"], rank0, env
-    )  # the worker lacks the checkpoint rank 0 resumes from
-    assert without.returncode != 0 and worker.returncode == 2
-    assert re.search(
-        r"error: training processes disagree with rank 0: process 1: it lacks models/checkpoints/checkpoint-\d+", err
-    )
-
+    # The worker needs rank 0's checkpoints to resume (tests/test_peers.py: what it says without them)
     shutil.rmtree(other / "models/checkpoints")
     shutil.copytree(rank0 / "models/checkpoints", other / "models/checkpoints")
-    resumed_from = max((other / "models/checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    intact = (resumed_from / "optimizer.pt").read_bytes()
-    (resumed_from / "optimizer.pt").write_bytes(intact[:1000])  # a failed copy
-    worker = start_worker(other)
-    damaged, err = alongside(worker, ["dvc", "repro"], rank0, env)
-    assert damaged.returncode != 0 and worker.returncode == 2
-    assert (
-        f"process 1: its copy of models/checkpoints/{resumed_from.name} fails verification: "
-        "optimizer.pt has 1,000 bytes" in err
-    )
-
-    (resumed_from / "optimizer.pt").write_bytes(intact)
     again, err = alongside(start_worker(other), ["dvc", "repro", "train"], rank0, env)
     assert again.returncode == 0, f"{again.stderr[-2000:]}\nworker:\n{err[-2000:]}"
     assert re.search(r"resuming from models/checkpoints/checkpoint-\d+", again.stdout + again.stderr)

@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 
 import pytest
 import torch
@@ -76,3 +77,23 @@ def test_no_code_exchanges_python_objects():
     sources = [path for folder in ("stages", "tools", "bench") for path in (ROOT / folder).rglob("*.py")]
     users = [str(path.relative_to(ROOT)) for path in sources if pattern.search(path.read_text(encoding="utf-8"))]
     assert users == []
+
+
+def test_a_worker_names_a_missing_or_damaged_copy_of_the_checkpoint_rank_0_resumes_from(built, tmp_path, monkeypatch):
+    """On another machine (GROUP_RANK 1), its first process verifies its copy of rank 0's checkpoint."""
+    checkpoint = tmp_path / "models/checkpoints/checkpoint-4"
+    monkeypatch.setenv("GROUP_RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert peers.copy_problem(checkpoint) == (
+        f"it lacks {checkpoint}, from which rank 0 resumes (copy it there, or share {checkpoint.parent})"
+    )
+    shutil.copytree(built / "models/checkpoints/checkpoint-4", checkpoint)
+    assert peers.copy_problem(checkpoint) is None
+    intact = (checkpoint / "optimizer.pt").read_bytes()
+    (checkpoint / "optimizer.pt").write_bytes(intact[:1000])  # a failed copy
+    assert peers.copy_problem(checkpoint) == (
+        f"its copy of {checkpoint} fails verification: optimizer.pt has 1,000 bytes, {len(intact):,} when saved "
+        "(copy it again from rank 0)"
+    )
+    monkeypatch.setenv("GROUP_RANK", "0")  # rank 0's machine: rank 0 verified its own copy before choosing it
+    assert peers.copy_problem(checkpoint) is None

@@ -120,6 +120,7 @@ def test_a_prompt_longer_than_the_context_keeps_its_end(built_copy):
     assert text.count("## Наташа вошла") == 1
 
 
+@pytest.mark.slow  # three runs of the command, each a fresh process
 def test_generate_command_continues_a_prompt_and_touches_no_output(built_copy):
     before = {p: p.read_bytes() for p in Path(".").rglob("*") if p.is_file()}
     short = run(
@@ -144,6 +145,7 @@ def test_generate_command_continues_a_prompt_and_touches_no_output(built_copy):
     assert {p: p.read_bytes() for p in Path(".").rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow  # a fresh process loads the model
 def test_the_exported_model_works_in_a_plain_pipeline(built, tmp_path):
     model_dir = shutil.copytree(built / "models/model", tmp_path / "elsewhere/model")
     script = f"""

@@ -100,6 +100,7 @@ def test_fine_tunes_a_local_base_model(built_copy):
     assert math.isfinite(read_json("metrics/eval.json")["val_loss"])
 
 
+@pytest.mark.slow  # training processes started through accelerate launch
 @pytest.mark.parametrize("config", ["single.yaml", "cpu-ddp.yaml"])
 def test_an_error_in_a_training_process_is_one_line_and_exit_status_2(built_copy, config):
     shutil.copytree("models/model", "bases/pretrained")
@@ -288,7 +289,13 @@ NOISE = [
 
 @pytest.mark.parametrize(
     "precision, compiled, padding",
-    [("fp32", False, 0), ("bf16", False, 0), ("fp32", True, 0), ("fp32", False, 24), ("fp32", True, 24)],
+    [
+        ("fp32", False, 0),
+        ("bf16", False, 0),
+        pytest.param("fp32", True, 0, marks=pytest.mark.slow),  # compiling takes half a minute from cold
+        ("fp32", False, 24),
+        pytest.param("fp32", True, 24, marks=pytest.mark.slow),
+    ],
 )
 def test_the_loss_is_transformers_loss_with_its_gradients(monkeypatch, precision, compiled, padding):
     """Eager over several chunks, or compiled whole; with ignored labels, and scaled by Trainer's
@@ -356,6 +363,7 @@ def test_an_mfu_over_100_percent_is_flagged_once_beside_its_peak(tmp_path, caplo
     assert yaml.safe_load((tmp_path / "live/params.yaml").read_text())["mfu_peak_tflops"] == 0.002
 
 
+@pytest.mark.slow  # compiles the training step
 def test_the_train_log_reads_as_the_progress_of_one_run(built, tmp_path):
     directory = train_copy(
         built, tmp_path / "copy", compile=True

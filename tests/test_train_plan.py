@@ -46,6 +46,7 @@ def test_explicit_settings_are_obeyed_and_auto_is_measured():
     assert plan.settings_name(best) == fastest
 
 
+@pytest.mark.slow  # compiles the training step
 def test_auto_compile_counts_compilation_against_the_run_length():
     """A long run also times compiled steps; the expected run is warm-up plus steps at steady speed,
     and a compiled candidate must be COMPILE_MARGIN shorter to be chosen."""
@@ -72,6 +73,7 @@ def test_a_run_keeps_the_choice_its_checkpoints_were_made_with(tmp_path):
     assert checkpoints.settings_of_run(tmp_path / "none", run_fingerprint()) is None
 
 
+@pytest.mark.slow  # a training process per batch size
 @pytest.mark.parametrize("batch_size", [32, 128])
 def test_predicted_peak_memory_matches_measured_peak_rss(built, tmp_path, batch_size):
     directory = tmp_path / "memory"

@@ -139,6 +139,7 @@ def test_operational_params_do_not_invalidate_checkpoints(built_copy, caplog):
     assert "models/checkpoints/final holds the finished run" in caplog.text
 
 
+@pytest.mark.slow  # a training process killed, then a second run
 def test_killed_training_resumes_to_the_same_result(built, tmp_path, monkeypatch, caplog):
     settings = dict(max_steps=100, save_steps=4, logging_steps=4, eval_steps=50, keep="last")
     reference = train_copy(built, tmp_path / "reference", **settings)
