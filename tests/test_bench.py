@@ -17,7 +17,8 @@ from tests.helpers import ROOT
 @pytest.mark.slow
 def test_gpu_settings_rows_each_train_and_the_tf32_ones_carry_no_mfu(tmp_path):
     result = tmp_path / "settings.json"
-    tiny = ["--n-layer", "1", "--n-embd", "64", "--steps", "4", "--batch", "1", "--eager"]  # compiling: 30 s more
+    # eager: compiling each row would outweigh the rest of the test
+    tiny = ["--n-layer", "1", "--n-embd", "64", "--steps", "4", "--batch", "1", "--eager"]
     subprocess.run(
         [sys.executable, "-m", "bench.gpu", "--settings", "--json", str(result), *tiny],
         cwd=ROOT,

@@ -1,5 +1,6 @@
 """What the processes of a training run send each other: plain data (JSON bytes in tensors) over a
-real two-process gloo group on 127.0.0.1, never pickles."""
+real two-process gloo group on 127.0.0.1, never pickles; and what a worker says of its copy of the
+checkpoint rank 0 resumes from."""
 
 import json
 import os

@@ -292,7 +292,7 @@ NOISE = [
     [
         ("fp32", False, 0),
         ("bf16", False, 0),
-        pytest.param("fp32", True, 0, marks=pytest.mark.slow),  # compiling takes half a minute from cold
+        pytest.param("fp32", True, 0, marks=pytest.mark.slow),  # compiles the model and its backward from cold
         ("fp32", False, 24),
         pytest.param("fp32", True, 24, marks=pytest.mark.slow),
     ],
