@@ -65,6 +65,15 @@ def test_auto_compile_counts_compilation_against_the_run_length():
     assert best["compile"] == (compiled["expected_seconds"] * plan.COMPILE_MARGIN < eager["expected_seconds"])
 
 
+def test_the_peak_probe_takes_a_twentieth_of_the_run_and_is_never_one_cold_call(monkeypatch):
+    from tolstoy.training.run import peak_probe_seconds
+
+    assert (peak_probe_seconds({"seconds": 4.0}), peak_probe_seconds({"seconds": 3600})) == (0.2, 1.5)
+    calls, timed = [], device.timed
+    monkeypatch.setattr(device, "timed", lambda step, repeats: calls.append(repeats) or timed(step, repeats))
+    assert device.on_gpu() or (device.peak_flops("fp32", seconds=0) > 0 and calls == [3])  # the smallest size alone
+
+
 def test_a_run_keeps_the_choice_its_checkpoints_were_made_with(tmp_path):
     run_fingerprint = lambda lr=0.002: {"train": {"lr": lr, "precision": "auto"}, "runtime": {"world_size": 1}}  # noqa: E731
     checkpoints.record_fingerprint(tmp_path, run_fingerprint(), {"precision": "bf16", "compile": True})

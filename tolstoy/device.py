@@ -55,7 +55,8 @@ def peak_flops(precision, seconds=1.5):
     of matmul probes of several sizes, each repeated (what torch reaches here, not a nominal figure).
     One size once is not enough on a shared CPU: a neighbour's burst or a size the library tiles
     badly reads as a low peak, and MFU as over 100%. Bounded by `seconds`: a size whose one product
-    would outlast what is left is not probed (emulated bf16 is slow)."""
+    would outlast what is left is not probed (emulated bf16 is slow), and the smallest is timed
+    three times at least, so that one call's set-up is never the figure."""
     if on_gpu():
         name = torch.cuda.get_device_name()
         for model, peaks in GPU_PEAK_TFLOPS.items():
@@ -68,7 +69,7 @@ def peak_flops(precision, seconds=1.5):
         if best and 2 * n**3 / best > seconds - spent:  # one product of this size would outlast the budget
             break
         a, b = (torch.randn(n, n, device=torch_device(), dtype=dtype) for _ in range(2))
-        times = timed(lambda: a @ b, repeats=1)  # the first call also pays the library's set-up
+        times = timed(lambda: a @ b, repeats=1 if best else 3)  # the first call also pays the library's set-up
         while len(times) < 20 and sum(times) < seconds / len(sizes):
             times += timed(lambda: a @ b, repeats=1)
         best, spent = max(best, 2 * n**3 / min(times)), spent + sum(times)

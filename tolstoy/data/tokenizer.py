@@ -6,7 +6,6 @@ from transformers import PreTrainedTokenizerFast
 from tolstoy import StageError
 from tolstoy.files import reading
 from tolstoy.model.bases import base_directory
-from tolstoy.model.pretrained import pretrained_tokenizer
 
 EOT = "<|endoftext|>"
 
@@ -39,6 +38,9 @@ def train_bpe(texts, vocab_size, min_frequency, show_progress=False):
 
 
 def base_tokenizer(model_params):
+    # transformers' auto classes import torch: imported for a base's tokenizer only
+    from tolstoy.model.pretrained import pretrained_tokenizer
+
     base, directory = model_params["base"], base_directory(model_params)
     with reading(directory, f"the tokenizer of model.base={base!r}"):
         tokenizer = pretrained_tokenizer(directory)

@@ -106,7 +106,7 @@ def train(files, model_params, train_params, block_size, generation):
                     live,
                     plan.tokens_per_step,
                     plan.flops_per_token,
-                    peak_flops(plan.precision) * world_size,
+                    peak_flops(plan.precision, seconds=peak_probe_seconds(estimate)) * world_size,
                     eval_data.chars_per_token,
                 ),
                 SealCheckpoints(),
@@ -143,6 +143,11 @@ def train(files, model_params, train_params, block_size, generation):
     if is_main:  # the sampling defaults are not part of what training computes: written either way
         write_generation_config(files.model, tokenizer, generation)
         write_train_metrics(files.cost, files.metrics)
+
+
+def peak_probe_seconds(estimate):
+    """What probing the peak FLOP/s for the MFU may take: a twentieth of the run it reports on, 1.5 s at most."""
+    return min(1.5, estimate["seconds"] / 20)
 
 
 def checkpoint_on_main(checkpoints_dir, run_fingerprint, plan, steps):
