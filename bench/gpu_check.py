@@ -115,9 +115,9 @@ def repro(args, env, name="repro", overrides=(), seconds=240, command=("dvc", "r
     row = {"status": status, "seconds": seconds}
     stage_lines = re.findall(r"(\w+): ([\d.]+)s, peak RSS (\d+) MiB", log.read_text(errors="replace"))
     row["stages"] = {stage: {"seconds": float(s), "peak_rss_mib": int(m)} for stage, s, m in stage_lines}
-    for name in ("train_cost.json", "eval.json"):
-        if (directory / "metrics" / name).exists():
-            row[name.removesuffix(".json")] = json.loads((directory / "metrics" / name).read_text())
+    for metrics in ("train_cost.json", "eval.json"):
+        if (directory / "metrics" / metrics).exists():
+            row[metrics.removesuffix(".json")] = json.loads((directory / "metrics" / metrics).read_text())
     if status == 0:
         check = subprocess.run(
             [sys.executable, "-m", "dvc", "status", "--quiet"], cwd=directory, env=env, capture_output=True
