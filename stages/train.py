@@ -2,19 +2,17 @@
 
     python -m stages.train TOKENS TOKENIZER MODEL CHECKPOINTS LIVE COST METRICS
 
-The accelerate config that train.accelerate_config names says where it runs: in this process when
-it starts one process on one machine, else under `accelerate launch`, each process running this
-command with --process. Bad params stop here, before any process starts: one `error:` line, exit status 2.
+It runs in this process when train.accelerate_config starts one process on one machine, else under
+`accelerate launch`, each process running this command with --process. Bad params stop it before any process starts.
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from tolstoy.config.params import GENERATION_KEYS, check_context, load_params
 from tolstoy.console import run_stage
-from tolstoy.training.launcher import launch, one_process_env, runs_one_process
+from tolstoy.training.launcher import start
 
 PATHS = {
     "tokens": "the token files (train and val splits)",
@@ -35,36 +33,23 @@ def arguments(argv):
     return parser.parse_args(argv)
 
 
-def process_command(args):
-    """What `accelerate launch` runs in every process: this command with --process."""
-    return ["-m", "stages.train", *(str(getattr(args, name)) for name in PATHS), "--process"]
-
-
 def main(argv=None):
     args = arguments(argv)
     model_params, train_params = load_params("model"), load_params("train")
     check_context(model_params, load_params("tokenize")["block_size"])
-    config = train_params["accelerate_config"]
-    if runs_one_process(config):
-        os.environ.update(one_process_env(config, process_command(args)))
-        train_process(args)
-    elif status := launch(config, train_params["peer_timeout"], process_command(args)):
+    process = ["-m", "stages.train", *(str(getattr(args, name)) for name in PATHS), "--process"]  # what each runs
+    config, peer_timeout = train_params["accelerate_config"], train_params["peer_timeout"]
+    if status := start(config, peer_timeout, process, lambda: train_process(args)):
         sys.exit(status)
 
 
 def train_process(args):
     from tolstoy.training import distributed, run  # torch and transformers: imported once the params pass
 
-    files = run.RunFiles(**{name: getattr(args, name) for name in PATHS})
-    sample_params = load_params("sample")
+    files, sample_params = run.RunFiles(**{name: getattr(args, name) for name in PATHS}), load_params("sample")
+    generation = {key: sample_params[key] for key in GENERATION_KEYS}
     with distributed.leaving_together():  # the group PartialState opens is closed however the process ends
-        run.train(
-            files,
-            load_params("model"),
-            load_params("train"),
-            load_params("tokenize")["block_size"],
-            {key: sample_params[key] for key in GENERATION_KEYS},
-        )
+        run.train(files, load_params("model"), load_params("train"), load_params("tokenize")["block_size"], generation)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,16 @@ def one_process_env(config_path, process):
     return env
 
 
+def start(config_path, peer_timeout, process, run_here):
+    """Run the training: `run_here()` in this process, with the environment `accelerate launch` would
+    give it, when the config starts one process on one machine; else `launch`. Returns the exit status."""
+    if not runs_one_process(config_path):
+        return launch(config_path, peer_timeout, process)
+    os.environ.update(one_process_env(config_path, process))
+    run_here()
+    return 0
+
+
 def process_env(config_path, error_file):
     """The training processes' environment: where to record a StageError, and the config's use_cpu
     (accelerate passes it on to a single process only, not to several)."""
