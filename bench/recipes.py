@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import MethodType, SimpleNamespace
+from types import MethodType
 
 import torch
 import yaml
@@ -147,8 +147,16 @@ def tutorial_arguments(**settings):
 def project_arguments(steps, batch, log_every, precision, compile_model):
     """The train stage's TrainingArguments for the tutorial's optimizer settings, without evaluations or checkpoints."""
     train_params = {**PARAMS["train"], **TUTORIAL_OPTIMIZER, "logging_steps": log_every}
-    plan = SimpleNamespace(micro_batch=batch, grad_accum=1, precision=precision, compile=compile_model)
-    args = training_arguments(train_params, plan, steps, batch, tempfile.mkdtemp())
+    args = training_arguments(
+        train_params,
+        steps,
+        tempfile.mkdtemp(),
+        micro_batch=batch,
+        grad_accum=1,
+        eval_batch=batch,
+        precision=precision,
+        compile_model=compile_model,
+    )
     return dataclasses.replace(args, eval_strategy="no", save_strategy="no", load_best_model_at_end=False)
 
 

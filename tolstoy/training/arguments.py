@@ -26,12 +26,14 @@ def speed_settings(precision, compile_model):
     }
 
 
-def training_arguments(train_params, plan, steps, eval_batch, checkpoints_dir):
+def training_arguments(
+    train_params, steps, checkpoints_dir, *, micro_batch, grad_accum, eval_batch, precision, compile_model
+):
     return TrainingArguments(
         output_dir=str(checkpoints_dir),
-        per_device_train_batch_size=plan.micro_batch,
+        per_device_train_batch_size=micro_batch,
         per_device_eval_batch_size=eval_batch,
-        gradient_accumulation_steps=plan.grad_accum,
+        gradient_accumulation_steps=grad_accum,
         learning_rate=train_params["lr"],
         lr_scheduler_type=train_params["lr_scheduler"],
         warmup_steps=train_params["warmup_steps"],
@@ -54,7 +56,7 @@ def training_arguments(train_params, plan, steps, eval_batch, checkpoints_dir):
         ddp_find_unused_parameters=False,
         use_cpu=not on_gpu(),
         **keep_arguments(train_params),
-        **speed_settings(plan.precision, plan.compile),
+        **speed_settings(precision, compile_model),
     )
 
 

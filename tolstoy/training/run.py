@@ -92,7 +92,14 @@ def train(files, model_params, train_params, block_size, generation):
         live = open_live(files.live, done if checkpoint else None) if is_main else None
         # evaluation drops an incomplete last batch (dataloader_drop_last): a batch never exceeds a process's blocks
         args = training_arguments(
-            train_params, plan, steps, max(1, min(plan.micro_batch, len(eval_data) // world_size)), files.checkpoints
+            train_params,
+            steps,
+            files.checkpoints,
+            micro_batch=plan.micro_batch,
+            grad_accum=plan.grad_accum,
+            eval_batch=max(1, min(plan.micro_batch, len(eval_data) // world_size)),
+            precision=plan.precision,
+            compile_model=plan.compile,
         )
         trainer = Trainer(
             model=model,
