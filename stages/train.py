@@ -2,15 +2,14 @@
 
     python -m stages.train TOKENS TOKENIZER MODEL CHECKPOINTS LIVE COST METRICS
 
-It runs in this process when train.accelerate_config starts one process on one machine, else under
-`accelerate launch`, each process running this command with --process. Bad params stop it before any process starts.
+Bad params stop it before the training processes start (each runs this command with --process).
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from tolstoy.config.params import GENERATION_KEYS, check_context, load_params
+from tolstoy.config.params import check_context, load_params
 from tolstoy.console import run_stage
 from tolstoy.training.launcher import start
 
@@ -37,19 +36,21 @@ def main(argv=None):
     args = arguments(argv)
     model_params, train_params = load_params("model"), load_params("train")
     check_context(model_params, load_params("tokenize")["block_size"])
-    process = ["-m", "stages.train", *(str(getattr(args, name)) for name in PATHS), "--process"]  # what each runs
-    config, peer_timeout = train_params["accelerate_config"], train_params["peer_timeout"]
-    if status := start(config, peer_timeout, process, lambda: train_process(args)):
+    if status := start(train_params, process_command(args), lambda: train_process(args)):
         sys.exit(status)
+
+
+def process_command(args):  # what each training process runs, on this machine and on workers (tools.train_worker)
+    return ["-m", "stages.train", *(str(getattr(args, name)) for name in PATHS), "--process"]
 
 
 def train_process(args):
     from tolstoy.training import distributed, run  # torch and transformers: imported once the params pass
 
-    files, sample_params = run.RunFiles(**{name: getattr(args, name) for name in PATHS}), load_params("sample")
-    generation = {key: sample_params[key] for key in GENERATION_KEYS}
+    files = run.RunFiles(**{name: getattr(args, name) for name in PATHS})
+    block_size = load_params("tokenize")["block_size"]
     with distributed.leaving_together():  # the group PartialState opens is closed however the process ends
-        run.train(files, load_params("model"), load_params("train"), load_params("tokenize")["block_size"], generation)
+        run.train(files, load_params("model"), load_params("train"), block_size, load_params("sample"))
 
 
 if __name__ == "__main__":

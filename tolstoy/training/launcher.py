@@ -55,11 +55,13 @@ def one_process_env(config_path, process):
     return env
 
 
-def start(config_path, peer_timeout, process, run_here):
+def start(train_params, process, run_here):
     """Run the training: `run_here()` in this process, with the environment `accelerate launch` would
-    give it, when the config starts one process on one machine; else `launch`. Returns the exit status."""
+    give it, when train.accelerate_config starts one process on one machine; else `launch`. Returns
+    the exit status."""
+    config_path = train_params["accelerate_config"]
     if not runs_one_process(config_path):
-        return launch(config_path, peer_timeout, process)
+        return launch(config_path, train_params["peer_timeout"], process)
     os.environ.update(one_process_env(config_path, process))
     run_here()
     return 0

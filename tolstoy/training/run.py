@@ -48,9 +48,10 @@ class RunFiles:
     metrics: Path  # the figures runs are compared by
 
 
-def train(files, model_params, train_params, block_size, generation):
+def train(files, model_params, train_params, block_size, sample_params):
     """One process's part in a training run: settings, model, Trainer with its callbacks, resume or
-    start, train, keep, export. `generation`: the sampling defaults written beside the model."""
+    start, train, keep, export. Of `sample_params`, the sampling settings (GENERATION_KEYS) are
+    written beside the model as its generation defaults."""
     is_main, world_size = int(os.environ.get("RANK", "0")) == 0, int(os.environ.get("WORLD_SIZE", "1"))
     if not is_main:
         log.setLevel(logging.WARNING)
@@ -148,7 +149,7 @@ def train(files, model_params, train_params, block_size, generation):
             estimate["seconds"],
         )
     if is_main:  # the sampling defaults are not part of what training computes: written either way
-        write_generation_config(files.model, tokenizer, generation)
+        write_generation_config(files.model, tokenizer, sample_params)
         write_train_metrics(files.cost, files.metrics)
 
 
