@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import sites
-from tolstoy.config.params import load_params
+from tolstoy.config.params import load_sections
 from tolstoy.data.charset import decode_page
 from tolstoy.data.cleaning import extract_paragraphs, prepare_tree
 
@@ -120,7 +120,7 @@ def main():
     parser.add_argument("--shared", type=Path, default=Path("../shared"))
     parser.add_argument("--json", type=Path, default=Path("bench/results/clean_fidelity.json"))
     args = parser.parse_args()
-    params = load_params("clean")
+    (params,) = load_sections("clean")
     mirror = args.shared / "mirror/az.lib.ru/t/tolstoj_lew_nikolaewich"
     corpus = args.shared / "corpus/ruslit/prose"
     rows = [

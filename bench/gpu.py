@@ -25,6 +25,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.recipes import PARAMS, project_arguments, timed_training, training_forward
 from bench.workspace import ROOT
+from tolstoy.config.params import ModelParams
 from tolstoy.model.build import scratch_model
 
 VOCAB, BLOCK = 50257, 1024  # GPT-2's
@@ -86,13 +87,15 @@ def result_row(device, args, variant, training, precision, run):
 
 def main():
     args = parse_args()
-    shape = {
-        **PARAMS["model"],
-        "n_layer": args.n_layer,
-        "n_embd": args.n_embd,
-        "n_head": max(1, args.n_embd // 64),
-        "n_positions": BLOCK,
-    }
+    shape = ModelParams(
+        **{
+            **PARAMS["model"],
+            "n_layer": args.n_layer,
+            "n_embd": args.n_embd,
+            "n_head": max(1, args.n_embd // 64),
+            "n_positions": BLOCK,
+        }
+    )
     ids = np.random.default_rng(0).integers(0, VOCAB, size=(args.batch * 16, BLOCK), dtype=np.int64)
     blocks = [{"input_ids": row, "labels": row} for row in ids]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"

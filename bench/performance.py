@@ -28,6 +28,7 @@ from bench.lm_head import bench_head, bench_loss
 from bench.loader import bench_loader
 from bench.recipes import PARAMS, measured_peak, shapes, train_run, tutorial_arguments, tutorial_model, tutorial_tokens
 from bench.workspace import ROOT, python_env
+from tolstoy.config.params import ModelParams
 from tolstoy.data.blocks import Blocks, bits_per_char
 from tolstoy.device import precision_candidates
 from tolstoy.evaluation.scores import validation_loss
@@ -43,7 +44,7 @@ def bench_profile(results):
         torch.manual_seed(0)
         meta = Blocks(shape.tokens, "train").meta
         model = scratch_model(
-            shape.model_params,
+            ModelParams(**shape.model_params),
             meta["vocab_size"],
             meta["eot_id"],
             meta["eot_id"],
@@ -78,7 +79,7 @@ from bench.recipes import project_model
 from tolstoy.training.plan import choose_settings
 model_params, tokens, block_size, batch, steps = json.loads(sys.argv[1])
 torch.manual_seed(0)
-best, _ = choose_settings(project_model(model_params, tokens), {"precision": "auto", "compile": "auto"}, batch, 1, block_size, steps)
+best, _ = choose_settings(project_model(model_params, tokens), "auto", "auto", batch, 1, block_size, steps)
 print(json.dumps([best["precision"], best["compile"]]))
 """
 

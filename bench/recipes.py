@@ -17,6 +17,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, 
 from transformers.modeling_outputs import CausalLMOutput
 
 from bench.workspace import ROOT, python_env, stage_command
+from tolstoy.config.params import ModelParams, TrainParams
 from tolstoy.data.blocks import Blocks
 from tolstoy.device import on_gpu, peak_flops
 from tolstoy.model.build import VOCAB_MULTIPLE, loss_only, scratch_model
@@ -92,7 +93,7 @@ def project_model(model_params, tokens, vocab_multiple=VOCAB_MULTIPLE, own_loss=
     for comparison, with its vocabulary padded to another multiple, or with transformers' own loss."""
     meta = Blocks(tokens, "train").meta
     model = scratch_model(
-        model_params,
+        ModelParams(**model_params),
         meta["vocab_size"],
         meta["eot_id"],
         meta["eot_id"],
@@ -146,7 +147,7 @@ def tutorial_arguments(**settings):
 
 def project_arguments(steps, batch, log_every, precision, compile_model):
     """The train stage's TrainingArguments for the tutorial's optimizer settings, without evaluations or checkpoints."""
-    train_params = {**PARAMS["train"], **TUTORIAL_OPTIMIZER, "logging_steps": log_every}
+    train_params = TrainParams(**{**PARAMS["train"], **TUTORIAL_OPTIMIZER, "logging_steps": log_every})
     args = training_arguments(
         train_params,
         steps,

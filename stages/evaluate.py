@@ -8,7 +8,7 @@ import argparse
 import math
 from pathlib import Path
 
-from tolstoy.config.params import load_params
+from tolstoy.config.params import load_sections
 from tolstoy.console import log, run_stage
 from tolstoy.data.blocks import Blocks, bits_per_char
 from tolstoy.device import inference_device
@@ -24,14 +24,12 @@ def main(argv=None):
     parser.add_argument("model", type=Path, help="the model's directory")
     parser.add_argument("metrics", type=Path, help="the figures written (JSON)")
     args = parser.parse_args(argv)
-    params, group_params = load_params("evaluate"), load_params("groups")
-    blocks = Blocks(args.tokens, "val", limit=params["max_blocks"] or None)
+    params, group_params, train_params = load_sections("evaluate", "groups", "train")
+    blocks = Blocks(args.tokens, "val", limit=params.max_blocks or None)
     with reading(args.model, "a model"):
-        model = pretrained_model(args.model).eval().to(inference_device(load_params("train")["accelerate_config"]))
-    loss = validation_loss(model, blocks, params["batch_size"])
-    groups = group_scores(
-        model, args.groups, params["batch_size"], group_params["max_blocks"], group_params["reference"]
-    )
+        model = pretrained_model(args.model).eval().to(inference_device(train_params.accelerate_config))
+    loss = validation_loss(model, blocks, params.batch_size)
+    groups = group_scores(model, args.groups, params.batch_size, group_params.max_blocks, group_params.reference)
     metrics = {  # the figure runs are compared by first: its column comes first in `dvc exp show`
         "bits_per_char": round(bits_per_char(loss, blocks.chars_per_token), 5),
         "val_loss": round(loss, 5),

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from tolstoy import StageError
-from tolstoy.config.params import load_params
+from tolstoy.config.params import load_sections
 from tolstoy.console import log, run_stage
 from tolstoy.data.groups import prepare_group
 from tolstoy.data.tokens import load_tokenizer
@@ -23,18 +23,24 @@ def main(argv=None):
     parser.add_argument("tokenizer", type=Path, help="the tokenizer's directory")
     parser.add_argument("groups", type=Path, help="the directory of prepared groups written")
     args = parser.parse_args(argv)
-    params, fetch_params, clean_params = load_params("groups"), load_params("fetch"), load_params("clean")
-    block_size = load_params("tokenize")["block_size"]
+    params, fetch_params, clean_params, tokenize_params = load_sections("groups", "fetch", "clean", "tokenize")
     mirror = os.environ.get("FETCH_MIRROR", "")  # as the fetch stage's
     tokenizer, eot_id = load_tokenizer(args.tokenizer)
     prepared = {}
     with atomic_path(args.groups) as tmp:
         tmp.mkdir()
-        for name, sources in params["sources"].items():
+        for name, sources in params.sources.items():
             log.info("groups: %s", name)
             try:
                 prepared[name] = prepare_group(
-                    tmp / name, sources, fetch_params, clean_params, mirror, tokenizer, eot_id, block_size
+                    tmp / name,
+                    sources,
+                    fetch_params,
+                    clean_params,
+                    mirror,
+                    tokenizer,
+                    eot_id,
+                    tokenize_params.block_size,
                 )
             except StageError as error:
                 raise StageError(f"groups.sources.{name}: {error}") from None

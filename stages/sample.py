@@ -10,7 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
-from tolstoy.config.params import load_params
+from tolstoy.config.params import load_sections
 from tolstoy.console import log, run_stage
 from tolstoy.device import inference_device
 from tolstoy.evaluation.samples import SETTINGS, generate, sample_statistics
@@ -26,28 +26,28 @@ def main(argv=None):
     parser.add_argument("statistics", type=Path, help="their statistics written (JSON)")
     parser.add_argument("metrics", type=Path, help="the overall statistics written (JSON)")
     args = parser.parse_args(argv)
-    params = load_params("sample")
+    params, train_params = load_sections("sample", "train")
     with reading(args.model, "a model and its tokenizer"):
         tokenizer = pretrained_tokenizer(args.model)
-        model = pretrained_model(args.model).eval().to(inference_device(load_params("train")["accelerate_config"]))
+        model = pretrained_model(args.model).eval().to(inference_device(train_params.accelerate_config))
     with reading(args.train_words, "the words of the training text"):
         vocabulary = set(args.train_words.read_text(encoding="utf-8").splitlines())
-    lines = ["# Samples", "", ", ".join(f"{k}={params[k]}" for k in SETTINGS), ""]
+    lines = ["# Samples", "", ", ".join(f"{k}={getattr(params, k)}" for k in SETTINGS), ""]
     continuations, tokens, started = [], 0, time.perf_counter()
-    for prompt in params["prompts"]:
+    for prompt in params.prompts:
         continuation, n = generate(model, tokenizer, prompt, params)
         continuations.append(continuation)
         tokens += n
         lines += [f"## {prompt}", "", f"**{prompt}**{continuation}", ""]
     seconds = time.perf_counter() - started
-    statistics = sample_statistics(params["prompts"], continuations, vocabulary)
+    statistics = sample_statistics(params.prompts, continuations, vocabulary)
     with atomic_path(args.samples) as tmp:
         tmp.write_text("\n".join(lines), encoding="utf-8")
     write_json(args.statistics, statistics)
     write_json(args.metrics, {f"sample_{key}": value for key, value in statistics["overall"].items()})
     log.info(
         "sample: %d prompts, %d new tokens, %.1f tokens/s; distinct-2 %s, known words %s",
-        len(params["prompts"]),
+        len(params.prompts),
         tokens,
         tokens / seconds,
         statistics["overall"]["distinct_2"],

@@ -10,7 +10,7 @@ by end-of-text in a flat token file per split, read as blocks of tokenize.block_
 import argparse
 from pathlib import Path
 
-from tolstoy.config.params import load_params
+from tolstoy.config.params import load_sections
 from tolstoy.console import log, run_stage
 from tolstoy.data.splits import split_metrics, write_splits
 from tolstoy.files import write_json
@@ -23,7 +23,8 @@ def main(argv=None):
     parser.add_argument("tokens", type=Path, help="the directory of token files written")
     parser.add_argument("metrics", type=Path, help="the figures of each split written (JSON)")
     args = parser.parse_args(argv)
-    metrics = split_metrics(write_splits(args.docs, args.tokenizer, args.tokens, load_params("tokenize")))
+    (params,) = load_sections("tokenize")
+    metrics = split_metrics(write_splits(args.docs, args.tokenizer, args.tokens, params))
     write_json(args.metrics, metrics)
     log.info(
         "tokenize: train %(train_tokens)d tokens (%(train_blocks)d blocks), val %(val_tokens)d "

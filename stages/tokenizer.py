@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tolstoy.config.params import load_params
+from tolstoy.config.params import load_sections
 from tolstoy.console import log, run_stage
 from tolstoy.data.documents import count_documents, iter_documents
 from tolstoy.data.tokenizer import base_tokenizer, train_bpe, with_newlines
@@ -22,8 +22,8 @@ def main(argv=None):
     parser.add_argument("docs", type=Path, help="the table of documents (parquet)")
     parser.add_argument("tokenizer", type=Path, help="the tokenizer's directory written")
     args = parser.parse_args(argv)
-    params, model_params = load_params("tokenizer"), load_params("model")
-    base = model_params["base"]
+    params, model_params = load_sections("tokenizer", "model")
+    base = model_params.base
     if base:
         tokenizer = base_tokenizer(model_params)
     else:
@@ -31,7 +31,7 @@ def main(argv=None):
         terminal = sys.stderr.isatty()  # a terminal shows the trainer's own bars, a log the documents read
         documents = iter_documents(args.docs, ["text"], "tokenizer: documents read" if large and not terminal else None)
         lines = (line for doc in documents for line in with_newlines(doc["text"]))
-        tokenizer = train_bpe(lines, params["vocab_size"], params["min_frequency"], show_progress=large and terminal)
+        tokenizer = train_bpe(lines, params.vocab_size, params.min_frequency, show_progress=large and terminal)
     with atomic_path(args.tokenizer) as tmp:
         tokenizer.save_pretrained(tmp)
     log.info(

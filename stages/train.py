@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tolstoy.config.params import check_context, load_params
+from tolstoy.config.params import check_context, load_sections
 from tolstoy.console import run_stage
 from tolstoy.training.launcher import start
 
@@ -34,8 +34,8 @@ def arguments(argv):
 
 def main(argv=None):
     args = arguments(argv)
-    model_params, train_params = load_params("model"), load_params("train")
-    check_context(model_params, load_params("tokenize")["block_size"])
+    model_params, train_params, tokenize_params = load_sections("model", "train", "tokenize")
+    check_context(model_params, tokenize_params.block_size)
     if status := start(train_params, process_command(args), lambda: train_process(args)):
         sys.exit(status)
 
@@ -48,9 +48,9 @@ def train_process(args):
     from tolstoy.training import distributed, run  # torch and transformers: imported once the params pass
 
     files = run.RunFiles(**{name: getattr(args, name) for name in PATHS})
-    block_size = load_params("tokenize")["block_size"]
+    model_params, train_params, tokenize_params, sample_params = load_sections("model", "train", "tokenize", "sample")
     with distributed.leaving_together():  # the group PartialState opens is closed however the process ends
-        run.train(files, load_params("model"), load_params("train"), block_size, load_params("sample"))
+        run.train(files, model_params, train_params, tokenize_params.block_size, sample_params)
 
 
 if __name__ == "__main__":

@@ -189,7 +189,7 @@ def test_a_base_trained_on_other_texts_then_fine_tuned_on_the_pages_and_replaced
     assert "Running stage 'fetch'" in tuned.stdout  # back to the pages
     monkeypatch.chdir(directory)
     card = (directory / "models/model/README.md").read_text(encoding="utf-8")
-    base = base_identity({"base": "bases/other", "revision": ""})
+    base = base_identity("bases/other", "")
     assert f"Fine-tuned from `bases/other`, whose model files have sha256 {base['sha256']}." in card
     assert (
         read_json("models/tokenizer/tokenizer.json")["model"]["vocab"]

@@ -14,16 +14,20 @@ import pytest
 from bench.workspace import stage_command
 from tests.helpers import call_stage, dvc, python_env, tiny_params, write_params
 from tolstoy import StageError
+from tolstoy.config.params import FetchParams, section
 from tolstoy.data import fetching, session
 from tolstoy.files import read_json
 
 RAW = Path("data/raw")
 
 
+def fetch_values(urls, **overrides):
+    """The tiny fetch section as params.yaml holds it."""
+    return {**tiny_params(urls)["fetch"], **overrides}
+
+
 def fetch_params(urls, **overrides):
-    params = tiny_params(urls)["fetch"]
-    params.update(overrides)
-    return params
+    return section("fetch", fetch_values(urls, **overrides))
 
 
 def stored_files():
@@ -50,7 +54,7 @@ def test_fetches_pages_with_a_complete_manifest(site, project):
         assert {"final_url", "etag", "last_modified", "fetched_at"} <= set(record)
     assert read_json(RAW / "manifest.json") == manifest
     user_agents = {headers["User-Agent"] for _, headers in server.requests}
-    assert user_agents == {fetch_params([])["user_agent"]}
+    assert user_agents == {fetch_values([])["user_agent"]}
 
 
 def test_mirror_rewrites_url_prefix(site, project):
@@ -70,9 +74,8 @@ def test_local_files_and_file_urls_are_recorded_relative_to_the_project(site, pr
     path = server.root / pages[0][0]  # in ../shared
     (project / "pages").mkdir()
     (project / "pages/a.txt").write_text("Текст.", encoding="utf-8")
-    manifest = fetching.fetch_all(
-        fetch_params([path.as_uri(), str(path), str(project / "pages/a.txt"), "pages/a.txt"]), RAW
-    )
+    same_pages_twice = [path.as_uri(), str(path), str(project / "pages/a.txt"), "pages/a.txt"]  # refused by validate
+    manifest = fetching.fetch_all(fetch_params(["pages/a.txt"]).model_copy(update={"urls": same_pages_twice}), RAW)
     assert [r["error"] for r in manifest] == [None] * 4
     shared_page = f"../shared/site/{pages[0][0]}"
     recorded = [(r["url"], r["source"], r["final_url"]) for r in manifest]
@@ -140,7 +143,7 @@ def test_fails_with_the_reason_and_stores_nothing(site, project, fault, reason):
 def test_failure_policy_fail_names_each_url(site, project):
     base, _, pages = site
     urls = [base + pages[0][0], f"{base}fault/missing"]
-    write_params(".", {"fetch": fetch_params(urls)})
+    write_params(".", {"fetch": fetch_values(urls)})
     with pytest.raises(StageError, match=r"fault/missing \(HTTP 404"):
         call_stage("fetch")
 
@@ -148,14 +151,14 @@ def test_failure_policy_fail_names_each_url(site, project):
 def test_failure_policy_skip_records_and_goes_on(site, project):
     base, _, pages = site
     urls = [base + pages[0][0], f"{base}fault/missing"]
-    write_params(".", {"fetch": fetch_params(urls, on_error="skip")})
+    write_params(".", {"fetch": fetch_values(urls, on_error="skip")})
     call_stage("fetch")
     manifest = read_json(RAW / "manifest.json")
     assert manifest[0]["error"] is None and "HTTP 404" in manifest[1]["error"]
 
 
 def test_unreachable_host_is_named(project):
-    write_params(".", {"fetch": fetch_params(["http://127.0.0.1:9/nothing.html"], retries=0)})
+    write_params(".", {"fetch": fetch_values(["http://127.0.0.1:9/nothing.html"], retries=0)})
     with pytest.raises(StageError, match=r"127\.0\.0\.1:9/nothing\.html \(ConnectionError"):
         call_stage("fetch")
 
@@ -194,9 +197,10 @@ def test_hosts_are_fetched_side_by_side_each_with_its_delay(site, second_site, p
 
 
 def test_an_error_in_a_host_thread_reaches_the_stage(site, second_site, project):
-    params = fetch_params([site[0] + site[2][0][0], second_site[0] + second_site[2][0][0]])
-    del params["user_agent"]  # a params dict the validate stage would refuse, fed in directly
-    with pytest.raises(KeyError, match="user_agent"):
+    values = fetch_values([site[0] + site[2][0][0], second_site[0] + second_site[2][0][0]])
+    del values["user_agent"]
+    params = FetchParams.model_construct(**values)  # params the validate stage would refuse, fed in directly
+    with pytest.raises(AttributeError, match="user_agent"):
         fetching.fetch_all(params, RAW)
     assert not (RAW / "manifest.json").exists()
 
@@ -211,7 +215,7 @@ def test_pages_no_longer_listed_are_removed(site, project):
 def test_killed_fetch_leaves_no_partial_page_and_a_rerun_completes(site, project):
     base, server, _ = site
     urls = [f"{base}fault/slow/{i}" for i in range(4)]
-    write_params(".", {"fetch": fetch_params(urls)})
+    write_params(".", {"fetch": fetch_values(urls)})
     process = subprocess.Popen(
         stage_command("fetch"), env=python_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -240,7 +244,7 @@ def test_killed_fetch_leaves_no_partial_page_and_a_rerun_completes(site, project
 def test_failed_refetch_keeps_the_stored_pages(site, project, monkeypatch, failing_mirror):
     base, _, pages = site
     urls = ["http://az.lib.ru/" + path for path, _ in pages]
-    write_params(".", {"fetch": fetch_params(urls, retries=0)})
+    write_params(".", {"fetch": fetch_values(urls, retries=0)})
     good = fetching.fetch_all(fetch_params(urls), RAW, mirror_spec=f"http://az.lib.ru/={base}")
     stored = {name: (RAW / name).read_bytes() for name in stored_files()}
     monkeypatch.setenv("FETCH_MIRROR", "http://az.lib.ru/=" + failing_mirror.format(base=base))
@@ -253,7 +257,7 @@ def test_failed_refetch_keeps_the_stored_pages(site, project, monkeypatch, faili
         assert {k: after[k] for k in ("file", "source", "fetched_at", "sha256", "bytes")} == {
             k: before[k] for k in ("file", "source", "fetched_at", "sha256", "bytes")
         }
-    write_params(".", {"fetch": fetch_params(urls, retries=0, on_error="skip")})
+    write_params(".", {"fetch": fetch_values(urls, retries=0, on_error="skip")})
     call_stage("fetch")  # skip: goes on with the stored pages
     assert {name: (RAW / name).read_bytes() for name in stored_files()} == stored
     monkeypatch.setenv("FETCH_MIRROR", f"http://az.lib.ru/={base}")
@@ -343,7 +347,7 @@ MALFORMED = {  # /fault/... path: what the error says
 def test_a_malformed_or_misdirecting_response_fails_its_url_in_one_line(site, project, fault):
     base, _, pages = site
     url = f"{base}fault/{fault}"
-    write_params(".", {"fetch": fetch_params([base + pages[0][0], url])})
+    write_params(".", {"fetch": fetch_values([base + pages[0][0], url])})
     status, output = run_fetch()
     assert status == 2 and error_lines(output) == [f"error: could not fetch: {url} ({MALFORMED[fault]})"]
     manifest = read_json(RAW / "manifest.json")
@@ -353,7 +357,7 @@ def test_a_malformed_or_misdirecting_response_fails_its_url_in_one_line(site, pr
 def test_malformed_and_misdirecting_responses_are_skipped_and_counted(site, project):
     base, _, pages = site
     urls = [base + pages[0][0]] + [f"{base}fault/{fault}" for fault in MALFORMED]
-    write_params(".", {"fetch": fetch_params(urls, on_error="skip")})
+    write_params(".", {"fetch": fetch_values(urls, on_error="skip")})
     status, output = run_fetch()
     manifest = read_json(RAW / "manifest.json")
     assert status == 0 and error_lines(output) == []
@@ -423,7 +427,7 @@ def refused_source(project, case):
 @pytest.mark.parametrize("case", LOCAL_REFUSALS)
 def test_a_local_source_that_is_not_a_regular_file_of_the_project_is_refused(project, case):
     source = refused_source(project, case)
-    write_params(".", {"fetch": fetch_params([source])})
+    write_params(".", {"fetch": fetch_values([source])})
     status, output = run_fetch()
     named = re.escape(source.replace("*", "page"))  # a pattern: the file it matched
     assert status == 2 and len(error_lines(output)) == 1
@@ -471,7 +475,7 @@ def test_credentials_in_a_url_are_sent_and_recorded_nowhere(site, project, caplo
 def test_credentials_in_fetch_mirror_are_recorded_nowhere(site, project):
     base, server, pages = site
     urls = ["http://az.lib.ru/" + pages[0][0], "http://az.lib.ru/fault/missing"]
-    write_params(".", {"fetch": fetch_params(urls, retries=0)})
+    write_params(".", {"fetch": fetch_values(urls, retries=0)})
     status, output = run_fetch(FETCH_MIRROR=f"http://az.lib.ru/={base.replace('//', f'//reader:{SECRET}@')}")
     assert status == 2 and error_lines(output) == [f"error: could not fetch: {base}fault/missing (HTTP 404 Not Found)"]
     assert SECRET not in output + (RAW / "manifest.json").read_text(encoding="utf-8") + " ".join(stored_files())
@@ -502,7 +506,7 @@ def test_dvc_lock_records_no_credentials_from_fetch_mirror(repo, site):
     ],
 )
 def test_params_refuse_a_header_with_a_line_break_and_an_absurd_time(project, key, value, allowed):
-    write_params(".", {"fetch": fetch_params(["pages/a.txt"], **{key: value})})
+    write_params(".", {"fetch": fetch_values(["pages/a.txt"], **{key: value})})
     status, output = run_fetch()
     assert status == 2 and len(error_lines(output)) == 1
     assert re.fullmatch(rf"error: params.yaml: fetch.{key}=.* must be {allowed}", error_lines(output)[0])

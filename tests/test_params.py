@@ -25,8 +25,8 @@ from tests.helpers import (
     write_params,
 )
 from tolstoy import StageError
-from tolstoy.config.params import SCHEMA, check_all, read_params
-from tolstoy.config.rules import accelerate_config_problem
+from tolstoy.config.accelerate import accelerate_config_problem
+from tolstoy.config.params import SECTIONS, check_all, read_params
 
 # section.key: (a value of the wrong type, a value of the right type out of range)
 BAD_VALUES = {
@@ -107,7 +107,7 @@ def valid():
 
 
 def test_the_table_covers_every_key():
-    assert set(BAD_VALUES) == {f"{section}.{key}" for section, rules in SCHEMA.items() for key in rules}
+    assert set(BAD_VALUES) == {f"{section}.{key}" for section, model in SECTIONS.items() for key in model.model_fields}
 
 
 def test_the_repository_params_are_valid(monkeypatch):
@@ -128,9 +128,9 @@ def test_every_key_is_checked(valid, name, kind):
     assert f"{name}={value!r} must be " in message and "\n" not in message
 
 
-@pytest.mark.parametrize("section", sorted(SCHEMA))
+@pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_missing_and_misspelt_keys_are_named(valid, section):
-    key = sorted(SCHEMA[section])[0]
+    key = sorted(SECTIONS[section].model_fields)[0]
     params = copy.deepcopy(valid)
     params[section][key + "s"] = params[section].pop(key)
     with pytest.raises(StageError, match=rf"unknown key {section}\.{key}s \(did you mean {section}\.{key}\?\)"):

@@ -47,7 +47,7 @@ def test_a_no_op_rerun_changes_nothing_and_edited_training_code_retrains(reprodu
 
     # A real change of the training code (Adam's beta2 no longer from params): the checkpoints
     # were made by other code, so train starts fresh, and DVC re-runs what reads the model.
-    edit(directory / "tolstoy/training/arguments.py", 'adam_beta2=train_params["adam_beta2"],', "adam_beta2=0.9,")
+    edit(directory / "tolstoy/training/arguments.py", "adam_beta2=train_params.adam_beta2,", "adam_beta2=0.9,")
     rerun = dvc(directory, "repro", env=env)
     assert ran_stages(rerun.stdout) == ["train", "evaluate", "sample"]
     assert "were made with other code" in rerun.stdout + rerun.stderr

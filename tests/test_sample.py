@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from tests.helpers import call_stage, python_env, run, tiny_params, write_params
 from tolstoy import StageError
+from tolstoy.config.params import section
 from tolstoy.data.words import text_statistics, words
 from tolstoy.evaluation.samples import generate
 from tolstoy.model.export import write_generation_config
@@ -97,12 +98,17 @@ def test_below_the_lower_bound_generation_breaks(built, key):
     model = AutoModelForCausalLM.from_pretrained(built / "models/model")
     tokenizer = AutoTokenizer.from_pretrained(built / "models/model")
     with pytest.raises(RuntimeError, match="probability tensor contains either `inf`, `nan`"):
-        generate(model.eval(), tokenizer, "Наташа", {**tiny_params([])["sample"], key: 1e-300})
+        generate(
+            model.eval(),
+            tokenizer,
+            "Наташа",
+            section("sample", tiny_params([])["sample"]).model_copy(update={key: 1e-300}),
+        )
 
 
 def test_int_sampling_params_make_a_generation_config_that_generates(built, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(built / "models/model")
-    sampling = {**tiny_params([])["sample"], "temperature": 2, "repetition_penalty": 2}
+    sampling = section("sample", {**tiny_params([])["sample"], "temperature": 2, "repetition_penalty": 2})
     write_generation_config(tmp_path, tokenizer, sampling)
     config = GenerationConfig.from_pretrained(tmp_path)
     assert config.temperature == config.repetition_penalty == 2.0 and config.do_sample

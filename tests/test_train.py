@@ -32,6 +32,7 @@ from tests.helpers import (
     write_params,
 )
 from tolstoy import StageError, device
+from tolstoy.config.params import section
 from tolstoy.files import read_json
 from tolstoy.training import launcher as launch
 
@@ -230,7 +231,7 @@ def test_trainers_evaluation_loss_is_the_evaluate_stages(built, tmp_path, block_
     from tolstoy.model.build import build_model
 
     tokenizer = AutoTokenizer.from_pretrained(built / "models/tokenizer")
-    model_params = params_with(model={"n_positions": 256})["model"]
+    model_params = section("model", params_with(model={"n_positions": 256})["model"])
     torch.manual_seed(0)
     model = build_model(model_params, tokenizer, block_size, "sdpa").eval()
     ids = torch.randint(len(tokenizer), (8, block_size), generator=torch.Generator().manual_seed(1)).numpy()
@@ -253,7 +254,7 @@ def test_the_training_forward_returns_the_models_loss_alone(built):
 
     tokenizer = AutoTokenizer.from_pretrained(built / "models/tokenizer")
     torch.manual_seed(0)
-    model = build_model(params_with()["model"], tokenizer, 64, "sdpa").eval()
+    model = build_model(section("model", params_with()["model"]), tokenizer, 64, "sdpa").eval()
     ids = torch.randint(len(tokenizer), (2, 64), generator=torch.Generator().manual_seed(1))
     trained = model(input_ids=ids, labels=ids)
     full = type(model).forward(model, input_ids=ids, labels=ids)

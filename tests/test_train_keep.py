@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from bench import sites
 from bench.workspace import stage_command
 from tests.helpers import call_stage, python_env, tiny_params, with_configs, write_params
+from tolstoy.config.params import section
 from tolstoy.data.splits import choose_validation
 from tolstoy.files import read_json
 from tolstoy.training.checkpoints import observing_params
@@ -223,5 +224,5 @@ def test_killed_after_its_best_checkpoint_resumes_to_the_same_model(small, tmp_p
 
 @pytest.mark.parametrize("keep, patience, counted", [("best", 0, True), ("last", 3, True), ("last", 0, False)])
 def test_the_evaluation_schedule_keys_checkpoints_when_it_chooses_the_model(keep, patience, counted):
-    train = {**tiny_params([])["train"], "keep": keep, "patience": patience}
+    train = section("train", {**tiny_params([])["train"], "keep": keep, "patience": patience})
     assert ({"eval_steps", "eval_blocks", "save_steps"} & observing_params(train) == set()) == counted

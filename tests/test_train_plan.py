@@ -29,17 +29,14 @@ def tiny_model():
 
 def test_explicit_settings_are_obeyed_and_auto_is_measured():
     model = tiny_model()
-    explicit = {"precision": "fp32", "compile": False}
-    best, choice = plan.choose_settings(model, explicit, micro_batch=2, grad_accum=1, block_size=32, steps=10**6)
+    best, choice = plan.choose_settings(model, "fp32", False, micro_batch=2, grad_accum=1, block_size=32, steps=10**6)
     assert (best["precision"], best["compile"], choice["chosen_by"], list(choice["measured"])) == (
         "fp32",
         False,
         "params",
         ["fp32"],
     )
-    best, choice = plan.choose_settings(
-        model, {"precision": "auto", "compile": "auto"}, micro_batch=2, grad_accum=1, block_size=32, steps=10
-    )
+    best, choice = plan.choose_settings(model, "auto", "auto", micro_batch=2, grad_accum=1, block_size=32, steps=10)
     assert choice["chosen_by"] == "measurement"
     assert list(choice["measured"]) == device.precision_candidates("auto")  # eager only: too short a run to compile
     fastest = min(choice["measured"], key=lambda name: choice["measured"][name]["expected_seconds"])
@@ -52,7 +49,7 @@ def test_auto_compile_counts_compilation_against_the_run_length():
     and a compiled candidate must be COMPILE_MARGIN shorter to be chosen."""
     torch._dynamo.reset()  # compiled from cold, whatever this process compiled before
     best, choice = plan.choose_settings(
-        tiny_model(), {"precision": "fp32", "compile": "auto"}, micro_batch=2, grad_accum=1, block_size=32, steps=10**6
+        tiny_model(), "fp32", "auto", micro_batch=2, grad_accum=1, block_size=32, steps=10**6
     )
     eager, compiled = choice["measured"]["fp32"], choice["measured"]["fp32+compile"]
     assert (

@@ -6,7 +6,7 @@ import time
 import torch
 from accelerate.utils import parse_flag_from_env
 
-from tolstoy.config.rules import config_uses_cpu
+from tolstoy.config.accelerate import config_uses_cpu
 
 # Dense bf16/fp16 tensor-core peaks from the vendors' datasheets, TFLOP/s per GPU (fp32: plain, no TF32).
 GPU_PEAK_TFLOPS = {

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tolstoy.config.params import load_params
+from tolstoy.config.params import load_sections
 from tolstoy.console import run_stage
 from tolstoy.evaluation.samples import SETTINGS, generate
 from tolstoy.files import reading
@@ -29,7 +29,10 @@ def arguments(defaults):
     for key in SETTINGS:
         kind = int if key in ("max_new_tokens", "top_k", "seed") else float
         parser.add_argument(
-            f"--{key.replace('_', '-')}", type=kind, default=defaults[key], help=f"default {defaults[key]}"
+            f"--{key.replace('_', '-')}",
+            type=kind,
+            default=getattr(defaults, key),
+            help=f"default {getattr(defaults, key)}",
         )
     args = parser.parse_args()
     if not args.interactive and not args.prompt:
@@ -38,11 +41,12 @@ def arguments(defaults):
 
 
 def main():
-    args = arguments(load_params("sample"))
+    (defaults,) = load_sections("sample")
+    args = arguments(defaults)
     with reading(args.model, "a model and its tokenizer"):
         tokenizer = pretrained_tokenizer(args.model)
         model = pretrained_model(args.model).eval()
-    settings = {key: getattr(args, key) for key in SETTINGS}
+    settings = defaults.model_copy(update={key: getattr(args, key) for key in SETTINGS})
     prompts = (line.rstrip("\n") for line in sys.stdin) if args.interactive else [args.prompt]
     for prompt in filter(None, prompts):
         continuation, _ = generate(model, tokenizer, prompt, settings)

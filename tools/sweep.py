@@ -46,15 +46,14 @@ def with_overrides(params, overrides):
 
 def timed_plan(params):
     """The train stage's plan for these params (a model from scratch at their vocabulary size)."""
-    model_params, train_params = params["model"], params["train"]
+    checked = check_all(params)
     torch._dynamo.reset()  # each plan compiles afresh, as the stage does in its own process
-    torch.manual_seed(train_params["seed"])
+    torch.manual_seed(checked.train.seed)
     model = loss_only(
-        scratch_model(model_params, params["tokenizer"]["vocab_size"], 0, 0, train_params["attn_implementation"])
+        scratch_model(checked.model, checked.tokenizer.vocab_size, 0, 0, checked.train.attn_implementation)
     )
-    block_size = params["tokenize"]["block_size"]
-    steps = total_steps(train_params, 1, 1)
-    return make_plan(model, train_params, block_size, steps)
+    steps = total_steps(checked.train, 1, 1)
+    return make_plan(model, checked.train, checked.tokenize.block_size, steps)
 
 
 # What a step's time depends on: runs that differ only elsewhere (learning rate, schedule) share a timing.
@@ -108,7 +107,7 @@ def main():
     chosen = timed_plan(params)  # what the stage picks here for params.yaml: every run trains with it
     fixed = {"train.precision": chosen.precision, "train.compile": chosen.compile}
     timings = {}
-    seconds = args.seconds or total_steps(params["train"], 1, 1) * seconds_per_step(
+    seconds = args.seconds or total_steps(check_all(params).train, 1, 1) * seconds_per_step(
         with_overrides(params, fixed), timings
     )
     print(

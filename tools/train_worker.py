@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from stages import train
-from tolstoy.config.params import check_context, load_params
+from tolstoy.config.params import check_context, load_sections
 from tolstoy.console import log, run_stage
 from tolstoy.training.launcher import launch, scratch_workspace, wait_for_rank0, worker_config
 
@@ -39,11 +39,9 @@ def main():
     args = parser.parse_args()
     config = worker_config(args.config)
     paths = train_stage_arguments()
-    model_params, train_params = (
-        load_params("model"),
-        load_params("train"),
-    )  # bad params stop here, not in the middle of rank 0's run
-    check_context(model_params, load_params("tokenize")["block_size"])
+    # bad params stop here, not in the middle of rank 0's run
+    model_params, train_params, tokenize_params = load_sections("model", "train", "tokenize")
+    check_context(model_params, tokenize_params.block_size)
     log.info(
         "worker: machine %d of %d, waiting for rank 0 at %s:%s",
         config.machine_rank,
@@ -58,10 +56,10 @@ def main():
             Path("configs"),
             paths.tokenizer,
             paths.tokens,
-            *[Path(b) for b in [model_params["base"]] if b and Path(b).exists()],
+            *[Path(b) for b in [model_params.base] if b and Path(b).exists()],
         ]
         scratch_workspace(Path(scratch), inputs, paths.checkpoints, [ROOT / "stages", ROOT / "tolstoy"])
-        status = launch(args.config.resolve(), train_params["peer_timeout"], train.process_command(paths), cwd=scratch)
+        status = launch(args.config.resolve(), train_params.peer_timeout, train.process_command(paths), cwd=scratch)
     if status:
         sys.exit(status)
     log.info("worker: training finished; rank 0 holds the results")

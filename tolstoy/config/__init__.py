@@ -1,1 +1,2 @@
-"""params.yaml's sections (params) and the rules their values follow (rules)."""
+"""params.yaml's sections as typed models (params), the kinds of value they hold (fields), and the
+accelerate configs the launcher runs (accelerate)."""

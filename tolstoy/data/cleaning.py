@@ -61,26 +61,26 @@ def prepare_tree(page):
 
 def extract_paragraphs(tree, params):
     """(paragraphs of the work, paragraphs that look like editorial apparatus) of a tree from
-    prepare_tree; the apparatus is left among the paragraphs unless params['drop_apparatus']."""
+    prepare_tree; the apparatus is left among the paragraphs unless params.drop_apparatus."""
     text = trafilatura.extract(
         tree,
         favor_recall=True,
         include_comments=False,
         include_tables=False,
         deduplicate=False,
-        prune_xpath=params["prune_xpath"] or None,
+        prune_xpath=params.prune_xpath or None,
     )
     paragraphs = []
     for line in (text or "").split("\n"):
         line = unicodedata.normalize("NFC", html.unescape(PARAGRAPH_MARK.sub("", line)))
-        if params["drop_footnote_markers"]:
+        if params.drop_footnote_markers:
             line = FOOTNOTE_MARKER.sub("", line)
         line = " ".join(line.split())
         if line:
             paragraphs.append(line)
     flags = [is_apparatus(p, i) for i, p in enumerate(paragraphs)]
     apparatus = [p for p, flag in zip(paragraphs, flags) if flag]
-    if params["drop_apparatus"]:
+    if params.drop_apparatus:
         paragraphs = [p for p, flag in zip(paragraphs, flags) if not flag]
     return paragraphs, apparatus
 
@@ -151,9 +151,9 @@ def clean_page(record, raw, params):
     paragraphs, apparatus = extract_paragraphs(tree, params)
     warn_of_losses(record["url"], decoded, cut, paragraphs)
     chars = sum(map(len, paragraphs))
-    if chars < params["min_chars"]:
+    if chars < params.min_chars:
         raise StageError(
-            f"{record['url']} yields {chars} characters of text (min_chars={params['min_chars']}): "
+            f"{record['url']} yields {chars} characters of text (min_chars={params.min_chars}): "
             "not a page with a work on it?"
         )
     return {
@@ -181,7 +181,7 @@ def document_table(doc_id, url, title, text):
 def write_documents(records, raw, docs, params):
     """Clean the pages of `records` in `raw` into the table `docs`, one row group per document (readers
     stream them); the report, a row per page."""
-    deduplicator = Deduplicator(params["dedup_min_chars"]) if params["dedup"] else None
+    deduplicator = Deduplicator(params.dedup_min_chars) if params.dedup else None
     report = []
     with atomic_path(docs) as tmp, pq.ParquetWriter(tmp, DOCS_SCHEMA) as writer:
         pages = ordered_map(functools.partial(clean_page, raw=Path(raw), params=params), records, len(records))

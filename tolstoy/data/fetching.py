@@ -80,7 +80,7 @@ def still_stored(record, name, raw):
 def fetch_one(fetcher, source, stored, project):
     if is_web(source):
         return fetcher.fetch(source, stored)
-    return read_local(source, fetcher.params["max_bytes"], project)
+    return read_local(source, fetcher.params.max_bytes, project)
 
 
 def fetch_page(fetcher, url, source, stored, project, raw):
@@ -163,7 +163,7 @@ def fetch_all(params, raw, mirror_spec="", project=Path(".")):
     manifest_path = raw / MANIFEST
     raw.mkdir(parents=True, exist_ok=True)
     previous = {r["url"]: r for r in read_json(manifest_path)} if manifest_path.exists() else {}
-    urls = expand_sources(params["urls"])
+    urls = expand_sources(params.urls)
     pages = []
     for url in urls:
         name = as_recorded(url, project)

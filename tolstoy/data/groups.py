@@ -19,8 +19,8 @@ def prepare_group(directory, sources, fetch_params, clean_params, mirror_spec, t
     (directory/raw, directory/docs.parquet) is removed."""
     raw, docs, tokens = directory / "raw", directory / "docs.parquet", directory / "tokens"
     directory.mkdir()
-    fetch_params = {**fetch_params, "urls": sources}
-    check_fetched(fetch_all(fetch_params, raw, mirror_spec), fetch_params["on_error"])
+    fetch_params = fetch_params.model_copy(update={"urls": sources})  # checked as groups.sources
+    check_fetched(fetch_all(fetch_params, raw, mirror_spec), fetch_params.on_error)
     write_documents(stored_pages(raw), raw, docs, clean_params)
     tokens.mkdir()
     writer = TokenWriter(tokens / f"{SPLIT}.bin")

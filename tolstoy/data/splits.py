@@ -95,19 +95,19 @@ def count_segments(span_counts, val):
 def write_splits(docs, tokenizer_directory, tokens, params):
     """The documents of `docs` split, encoded with the tokenizer and written into the directory `tokens`
     (a flat file per split, the train split's words, meta.json); the figures of each split."""
-    block_size = params["block_size"]
+    block_size = params.block_size
     tokenizer, eot_id = load_tokenizer(tokenizer_directory)
     stats = {}
     with atomic_path(tokens) as tmp:
         tmp.mkdir()
         writers = {split: TokenWriter(tmp / f"{split}.bin") for split in SPLITS}
         # Two passes over the table, one document in memory at a time: count the spans, then encode.
-        span_counts = [sum(1 for _ in spans(text, params["span_chars"])) for text in document_texts(docs)]
-        val = choose_validation(sum(span_counts), params["val_fraction"], params["seed"])
+        span_counts = [sum(1 for _ in spans(text, params.span_chars)) for text in document_texts(docs)]
+        val = choose_validation(sum(span_counts), params.val_fraction, params.seed)
         # Segments are encoded in worker processes (where there are enough documents) and written in order.
         encoding = ordered_map(
             encode_segment,
-            segments(document_texts(docs), params["span_chars"], val),
+            segments(document_texts(docs), params.span_chars, val),
             len(span_counts),
             setup=start_encoder,
             setup_args=(tokenizer_directory,),

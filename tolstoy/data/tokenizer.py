@@ -41,7 +41,7 @@ def base_tokenizer(model_params):
     # transformers' auto classes import torch: imported for a base's tokenizer only
     from tolstoy.model.pretrained import pretrained_tokenizer
 
-    base, directory = model_params["base"], base_directory(model_params)
+    base, directory = model_params.base, base_directory(model_params.base, model_params.revision)
     with reading(directory, f"the tokenizer of model.base={base!r}"):
         tokenizer = pretrained_tokenizer(directory)
     if not tokenizer.is_fast or tokenizer.eos_token_id is None:

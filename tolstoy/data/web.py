@@ -89,31 +89,31 @@ class Fetcher:
     def __init__(self, params):
         self.params = params
         self.session = GuardedSession()
-        self.session.headers["User-Agent"] = params["user_agent"]
-        self.session.max_redirects = params["max_redirects"]
+        self.session.headers["User-Agent"] = params.user_agent
+        self.session.max_redirects = params.max_redirects
         self.last_request = {}  # host -> monotonic time of the last request to it
 
     def fetch(self, url, previous):
         """Fetch with retries. Returns (record, body); body is None when a 304 kept the stored bytes."""
         p = self.params
-        for attempt in range(1, p["retries"] + 2):
+        for attempt in range(1, p.retries + 2):
             try:
                 record, body = self._attempt(url, previous)
                 return {**record, "attempts": attempt}, body
             except FetchFailure as failure:
-                if not failure.retry or attempt > p["retries"]:
+                if not failure.retry or attempt > p.retries:
                     failure.attempts = attempt
                     raise
-                wait = min(p["backoff_max"], p["backoff"] * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+                wait = min(p.backoff_max, p.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
                 if failure.retry_after is not None:
-                    wait = min(p["backoff_max"], failure.retry_after)
+                    wait = min(p.backoff_max, failure.retry_after)
                 log.info("fetch %s: %s; retry %d in %.1fs", without_credentials(url), failure, attempt, wait)
                 time.sleep(wait)
 
     def _wait_politely(self, host):
         elapsed = time.monotonic() - self.last_request.get(host, -1e9)
-        if elapsed < self.params["delay"]:
-            time.sleep(self.params["delay"] - elapsed)
+        if elapsed < self.params.delay:
+            time.sleep(self.params.delay - elapsed)
         self.last_request[host] = time.monotonic()
 
     def _attempt(self, url, previous):
@@ -126,24 +126,24 @@ class Fetcher:
             if previous.get("last_modified"):
                 headers["If-Modified-Since"] = previous["last_modified"]
         self._wait_politely(web_host(url))
-        with Deadline(p["max_seconds"]) as deadline:
+        with Deadline(p.max_seconds) as deadline:
             try:
                 record, body = self._exchange(url, headers, previous)
             except FetchFailure:
                 if not deadline.passed.is_set():
                     raise
             if deadline.passed.is_set():  # the shut-down socket may also read as the end of the body
-                raise FetchFailure(f"response cut off: still arriving after max_seconds={p['max_seconds']}", retry=True)
+                raise FetchFailure(f"response cut off: still arriving after max_seconds={p.max_seconds}", retry=True)
         return record, body
 
     def _exchange(self, url, headers, previous):
         p = self.params
-        timeout = (min(p["connect_timeout"], p["max_seconds"]), min(p["read_timeout"], p["max_seconds"]))
+        timeout = (min(p.connect_timeout, p.max_seconds), min(p.read_timeout, p.max_seconds))
         try:
             with self.session.get(url, headers=headers, stream=True, timeout=timeout) as response:
                 return self._read(response, previous)
         except requests.exceptions.TooManyRedirects:
-            raise FetchFailure(f"too many redirects (more than max_redirects={p['max_redirects']})") from None
+            raise FetchFailure(f"too many redirects (more than max_redirects={p.max_redirects})") from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as error:
             raise FetchFailure(f"{type(error).__name__}: {error}", retry=isinstance(error, TRANSIENT)) from None
 
@@ -159,13 +159,13 @@ class Fetcher:
         content_type = response.headers.get("Content-Type", "")
         check_content_type(content_type)
         declared = declared_length(response)
-        if declared and declared > p["max_bytes"]:
-            raise FetchFailure(f"Content-Length {declared} is over max_bytes={p['max_bytes']}")
+        if declared and declared > p.max_bytes:
+            raise FetchFailure(f"Content-Length {declared} is over max_bytes={p.max_bytes}")
         body = bytearray()
         for chunk in response.iter_content(1 << 16):
             body += chunk
-            if len(body) > p["max_bytes"]:
-                raise FetchFailure(f"response cut off: over max_bytes={p['max_bytes']}")
+            if len(body) > p.max_bytes:
+                raise FetchFailure(f"response cut off: over max_bytes={p.max_bytes}")
         if declared and not response.headers.get("Content-Encoding") and len(body) < declared:
             raise FetchFailure(f"truncated body: {len(body)} of {declared} bytes", retry=True)
         record = {

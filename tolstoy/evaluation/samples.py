@@ -19,23 +19,23 @@ def fit_context(input_ids, max_new_tokens, context):
 @torch.inference_mode()
 def generate(model, tokenizer, prompt, params):
     """(continuation, number of new tokens) of `prompt` with the sampling params, within the context."""
-    set_seed(params["seed"])
+    set_seed(params.seed)
     input_ids, max_new_tokens = fit_context(
         tokenizer(prompt, return_tensors="pt")["input_ids"],
-        params["max_new_tokens"],
+        params.max_new_tokens,
         model.config.max_position_embeddings,
     )
     input_ids = input_ids.to(model.device)
-    sampling = params["temperature"] > 0
+    sampling = params.temperature > 0
     output = model.generate(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
         max_new_tokens=max_new_tokens,
         do_sample=sampling,
-        temperature=float(params["temperature"]) if sampling else None,  # transformers refuses an int (2, not 2.0)
-        top_k=params["top_k"] if sampling else None,
-        top_p=params["top_p"] if sampling else None,
-        repetition_penalty=float(params["repetition_penalty"]),
+        temperature=float(params.temperature) if sampling else None,  # transformers refuses an int (2, not 2.0)
+        top_k=params.top_k if sampling else None,
+        top_p=params.top_p if sampling else None,
+        repetition_penalty=float(params.repetition_penalty),
         pad_token_id=tokenizer.pad_token_id,
         use_cache=True,
     )

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from tolstoy import StageError
-from tolstoy.config.rules import BASES
+from tolstoy.config.params import BASES
 from tolstoy.files import file_sha256
 
 # A model directory's identity: weights, config and tokenizer files (not a model card or logs).
@@ -38,27 +38,26 @@ def hub_snapshot(base, revision):
         ) from None
 
 
-def base_directory(model_params):
-    """Where the base model's files are: its directory under bases/, or the hub snapshot of the pinned revision."""
-    base = model_params["base"]
+def base_directory(base, revision):
+    """Where the files of base model `base` are: its directory under bases/, or the hub snapshot of `revision`."""
     if is_local(base):
         if not Path(base).is_dir():
             raise StageError(f"model.base={base!r}: no such directory")
         return Path(base)
-    return hub_snapshot(base, model_params["revision"])
+    return hub_snapshot(base, revision)
 
 
-def base_identity(model_params):
+def base_identity(base, revision):
     """The base as what made the model: path or hub id, hub commit, and one sha256 over its model
-    files (None when training from scratch)."""
-    if not model_params["base"]:
+    files (None for '': training from scratch)."""
+    if not base:
         return None
-    directory = base_directory(model_params)
+    directory = base_directory(base, revision)
     files = sorted(f for f in directory.rglob("*") if f.is_file() and MODEL_FILES.fullmatch(f.name))
     if not files:
-        raise StageError(f"model.base={model_params['base']!r}: {directory} holds no model files")
+        raise StageError(f"model.base={base!r}: {directory} holds no model files")
     digest = hashlib.sha256()
     for f in files:
         digest.update(f"{f.relative_to(directory).as_posix()}\0{file_sha256(f)}\n".encode())
-    commit = None if is_local(model_params["base"]) else directory.name
-    return {"base": model_params["base"], "commit": commit, "sha256": digest.hexdigest()}
+    commit = None if is_local(base) else directory.name
+    return {"base": base, "commit": commit, "sha256": digest.hexdigest()}

@@ -17,7 +17,7 @@ VOCAB_MULTIPLE = 64  # embedding rows: matmuls over the vocabulary run on whole 
 
 
 def load_base(model_params, tokenizer, block_size, attn_implementation):
-    base, directory = model_params["base"], base_directory(model_params)
+    base, directory = model_params.base, base_directory(model_params.base, model_params.revision)
     with reading(directory, f"the model of model.base={base!r}"):
         model = pretrained_model(directory, attn_implementation=attn_implementation)
         base_vocab = pretrained_tokenizer(directory).get_vocab()
@@ -40,13 +40,13 @@ def scratch_model(model_params, vocab_size, end_of_text_id, pad_id, attn_impleme
     model = GPT2LMHeadModel(
         GPT2Config(
             vocab_size=-(-vocab_size // vocab_multiple) * vocab_multiple,
-            n_positions=model_params["n_positions"],
-            n_embd=model_params["n_embd"],
-            n_layer=model_params["n_layer"],
-            n_head=model_params["n_head"],
-            resid_pdrop=model_params["dropout"],
-            embd_pdrop=model_params["dropout"],
-            attn_pdrop=model_params["dropout"],
+            n_positions=model_params.n_positions,
+            n_embd=model_params.n_embd,
+            n_layer=model_params.n_layer,
+            n_head=model_params.n_head,
+            resid_pdrop=model_params.dropout,
+            embd_pdrop=model_params.dropout,
+            attn_pdrop=model_params.dropout,
             bos_token_id=end_of_text_id,
             eos_token_id=end_of_text_id,
             pad_token_id=pad_id,
@@ -58,7 +58,7 @@ def scratch_model(model_params, vocab_size, end_of_text_id, pad_id, attn_impleme
 
 
 def build_model(model_params, tokenizer, block_size, attn_implementation):
-    if model_params["base"]:
+    if model_params.base:
         model = load_base(model_params, tokenizer, block_size, attn_implementation)
     else:
         model = scratch_model(
@@ -93,6 +93,6 @@ def loss_only(model):
 def export_vocabulary(model, tokenizer, model_params):
     """A model from scratch loses its padding rows: as many as the tokenizer has tokens, for clients
     that read the vocabulary size from the config. A base keeps its own size."""
-    if not model_params["base"]:
+    if not model_params.base:
         model.resize_token_embeddings(len(tokenizer))
     return model

@@ -13,13 +13,10 @@ from tolstoy.training.arguments import describe
 def write_generation_config(model_dir, tokenizer, sampling):
     """The sample params (without prompts and seed) as the model's generation defaults."""
     # floats: transformers refuses an int temperature or penalty (2, not 2.0)
-    settings = {
-        "max_new_tokens": sampling["max_new_tokens"],
-        "repetition_penalty": float(sampling["repetition_penalty"]),
-    }
-    if sampling["temperature"] > 0:
+    settings = {"max_new_tokens": sampling.max_new_tokens, "repetition_penalty": float(sampling.repetition_penalty)}
+    if sampling.temperature > 0:
         settings.update(
-            do_sample=True, temperature=float(sampling["temperature"]), top_k=sampling["top_k"], top_p=sampling["top_p"]
+            do_sample=True, temperature=float(sampling.temperature), top_k=sampling.top_k, top_p=sampling.top_p
         )
     ids = tokenizer.eos_token_id
     config = GenerationConfig(bos_token_id=ids, eos_token_id=ids, pad_token_id=tokenizer.pad_token_id, **settings)

@@ -268,7 +268,7 @@ def code_hashes(root="tolstoy.training.run"):
 
 def evaluations_choose_the_model(train_params):
     """Whether the evaluation schedule decides what is exported (then it is part of what a run computes)."""
-    return train_params["keep"] == "best" or train_params["patience"] > 0
+    return train_params.keep == "best" or train_params.patience > 0
 
 
 def observing_params(train_params):
@@ -279,9 +279,9 @@ def fingerprint(model_params, train_params, block_size, tokenizer_dir, tokens_di
     """Everything a checkpoint's weights depend on."""
     observing = observing_params(train_params)
     return {
-        "model": model_params,
-        "base": base_identity(model_params),
-        "train": {k: v for k, v in train_params.items() if k not in observing},
+        "model": model_params.model_dump(),
+        "base": base_identity(model_params.base, model_params.revision),
+        "train": train_params.model_dump(exclude=observing),
         "block_size": block_size,
         "tokenizer": file_sha256(Path(tokenizer_dir) / "tokenizer.json"),
         "data": {f.name: file_sha256(f) for f in sorted(Path(tokens_dir).iterdir()) if f.is_file()},

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from tolstoy import StageError
-from tolstoy.config.rules import accelerate_config_problem, config_uses_cpu
+from tolstoy.config.accelerate import accelerate_config_problem, config_uses_cpu
 from tolstoy.console import ERROR_FILE_ENV, TERMINAL_ENV
 
 # Where the launcher's own report of a failed process begins: torch elastic's error line or a traceback.
@@ -59,9 +59,9 @@ def start(train_params, process, run_here):
     """Run the training: `run_here()` in this process, with the environment `accelerate launch` would
     give it, when train.accelerate_config starts one process on one machine; else `launch`. Returns
     the exit status."""
-    config_path = train_params["accelerate_config"]
+    config_path = train_params.accelerate_config
     if not runs_one_process(config_path):
-        return launch(config_path, train_params["peer_timeout"], process)
+        return launch(config_path, train_params.peer_timeout, process)
     os.environ.update(one_process_env(config_path, process))
     run_here()
     return 0

@@ -92,7 +92,7 @@ def probe_micro_batch(
     return median, max(0.0, sum(warm) - warmup * median)
 
 
-def choose_settings(model, train_params, micro_batch, grad_accum, block_size, steps, kept=None):
+def choose_settings(model, precision_setting, compile_setting, micro_batch, grad_accum, block_size, steps, kept=None):
     """(precision and compile for this run with the figures they were chosen by, how they were chosen).
 
     Explicit params are obeyed. For `auto` the candidates are timed on this machine and the one
@@ -115,8 +115,8 @@ def choose_settings(model, train_params, micro_batch, grad_accum, block_size, st
     if kept:
         best, choice = [{**measure(kept["precision"], False), "compile": kept["compile"]}], {"chosen_by": "checkpoints"}
     else:
-        compile_setting, measured = train_params["compile"], []
-        for precision in precision_candidates(train_params["precision"]):
+        measured = []
+        for precision in precision_candidates(precision_setting):
             if compile_setting is not True:
                 measured.append(measure(precision, False))
             if compile_setting is True or (
@@ -125,7 +125,7 @@ def choose_settings(model, train_params, micro_batch, grad_accum, block_size, st
                 measured.append(measure(precision, True))
         margin = lambda c: COMPILE_MARGIN if c["compile"] and compile_setting == "auto" else 1  # noqa: E731
         best = [min(measured, key=lambda candidate: candidate["expected_seconds"] * margin(candidate))]
-        explicit = "auto" not in (train_params["precision"], compile_setting)
+        explicit = "auto" not in (precision_setting, compile_setting)
         by_name = {
             settings_name(c): {k: v for k, v in c.items() if k not in ("precision", "compile")} for c in measured
         }  # tabulated by `dvc exp show`
@@ -173,10 +173,10 @@ class Plan:
 
 def total_steps(train_params, n_blocks, world_size):
     """Optimizer steps of the whole run: max_steps, or epochs over the blocks at the global batch."""
-    if train_params["max_steps"]:
-        return train_params["max_steps"]
-    global_batch = train_params["batch_size"] * train_params["grad_accum"] * world_size
-    return max(1, math.ceil(train_params["epochs"] * (n_blocks // global_batch)))
+    if train_params.max_steps:
+        return train_params.max_steps
+    global_batch = train_params.batch_size * train_params.grad_accum * world_size
+    return max(1, math.ceil(train_params.epochs * (n_blocks // global_batch)))
 
 
 def make_plan(model, train_params, block_size, steps, kept=None):
@@ -187,11 +187,13 @@ def make_plan(model, train_params, block_size, steps, kept=None):
     base_rss = current_rss()
     predict = lambda micro: predicted_peak_bytes(base_rss, n_params, config, micro, block_size)  # noqa: E731
     processes_here = 1 if on_gpu() else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    batch_size = train_params["batch_size"]
+    batch_size = train_params.batch_size
     micro = plan_micro_batch(batch_size, predict, memory_budget(processes_here))
-    grad_accum = train_params["grad_accum"] * batch_size // micro
+    grad_accum = train_params.grad_accum * batch_size // micro
     tokens_per_step = micro * grad_accum * block_size * int(os.environ.get("WORLD_SIZE", "1"))
-    best, choice = choose_settings(model, train_params, micro, grad_accum, block_size, steps, kept)
+    best, choice = choose_settings(
+        model, train_params.precision, train_params.compile, micro, grad_accum, block_size, steps, kept
+    )
     return Plan(
         n_params,
         micro,

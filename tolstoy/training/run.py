@@ -62,12 +62,12 @@ def train(files, model_params, train_params, block_size, sample_params):
     with reading(files.tokenizer, "a tokenizer"):
         tokenizer = pretrained_tokenizer(files.tokenizer)
     # Joins the other processes, before make_plan: every process takes rank 0's precision and compile.
-    PartialState(cpu=not on_gpu(), timeout=datetime.timedelta(seconds=train_params["peer_timeout"]))
-    torch.manual_seed(train_params["seed"])
-    model = build_model(model_params, tokenizer, block_size, train_params["attn_implementation"])
+    PartialState(cpu=not on_gpu(), timeout=datetime.timedelta(seconds=train_params.peer_timeout))
+    torch.manual_seed(train_params.seed)
+    model = build_model(model_params, tokenizer, block_size, train_params.attn_implementation)
     train_data, eval_data = (
         Blocks(files.tokens, "train"),
-        Blocks(files.tokens, "val", limit=train_params["eval_blocks"]),
+        Blocks(files.tokens, "val", limit=train_params.eval_blocks),
     )
     steps = total_steps(train_params, len(train_data), world_size)
     run_fingerprint = fingerprint(model_params, train_params, block_size, files.tokenizer, files.tokens, world_size)
@@ -128,8 +128,12 @@ def train(files, model_params, train_params, block_size, sample_params):
             run = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         result = outcome(trainer.state, train_params, eval_data.chars_per_token)
         if is_main:
-            params = {"model": model_params, "train": train_params, "tokenize.block_size": block_size}
-            export_model(trainer, files.model, params, run_fingerprint["base"], result)
+            params = {
+                "model": model_params.model_dump(),
+                "train": train_params.model_dump(),
+                "tokenize.block_size": block_size,
+            }
+            export_model(trainer, files.model, model_params, params, run_fingerprint["base"], result)
             live.end()
             tokens = (trainer.state.global_step - done) * plan.tokens_per_step
             record_cost(
@@ -186,9 +190,9 @@ def log_plan(plan, estimate, checkpoint, steps):
     )
 
 
-def export_model(trainer, model_dir, params, base, result):
-    """The trained model, its tokenizer and its model card, into model_dir in one move."""
-    export_vocabulary(trainer.model, trainer.processing_class, params["model"])
+def export_model(trainer, model_dir, model_params, params, base, result):
+    """The trained model, its tokenizer and its model card (which lists `params`), into model_dir in one move."""
+    export_vocabulary(trainer.model, trainer.processing_class, model_params)
     with atomic_path(model_dir) as tmp:
         trainer.save_model(tmp)
         card = model_card(
