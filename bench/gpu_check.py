@@ -7,10 +7,13 @@
    peak memory, validation bits per character;
 4. tests: the tests of the stages that use the device (train, evaluate, sample), CUDA-only ones included,
    three at a time where pytest-xdist is installed;
-5. preset: the one-GPU recipe, configs/presets/one-gpu.yaml (7 min): plan, time, bits per char, samples;
+5. preset: the one-GPU preset, configs/presets/one-gpu.yaml (7 min): plan, time, bits per char, samples;
 6. settings: bench.gpu --settings (6 min): memory not pinned, two loader workers, fp32 with TF32 off, on;
 7. speed: bench.gpu --speed (8 min): the 124M model as trained beside each change that might raise its MFU.
-The first four share an 8-minute budget (--budget); 5-7 run only when --only names them.
+8. recipe: recipes/one-gpu/dvc.yaml (7 min): the base on ruslit texts (../shared, or --shared), then
+   fine-tuning on the pages, evaluate and sample: each run's time, bits per char, style gap, samples.
+The first four share an 8-minute budget (--budget); 5-8 run only when --only names them. A lent GPU's
+15 minutes take two calls: `--only recipe --budget 420`, then `--only throughput,tests --budget 300`.
 
     python -m bench.gpu_check [--mirror ../shared/mirror/az.lib.ru] [--out bench/results/gpu_check]
         [--only tutorial,...] [--tiny]
@@ -20,6 +23,7 @@ the script on a CPU in minutes. Results go to OUT/gpu_check.{json,md} as each st
 """
 
 import argparse
+import glob
 import importlib.util
 import json
 import os
@@ -36,13 +40,14 @@ import pandas as pd
 import torch
 import yaml
 
-from bench.workspace import ROOT, make_repo, python_env, shared_beside, with_overrides
+from bench.workspace import ROOT, make_repo, python_env, shared_beside, with_overrides, with_preset_values
 from tools.preset import set_argument
 
 DEADLINE = float("inf")  # set from --budget
 PRESET = ROOT / "configs/presets/one-gpu.yaml"
 TUTORIAL_PRESET = ROOT / "configs/presets/tutorial-124m.yaml"
 TUTORIAL_STEPS = {"train": {"max_steps": 200, "eval_steps": 100, "save_steps": 100}}
+RECIPE = "recipes/one-gpu/dvc.yaml"
 TINY_PARAMS = {
     "fetch": {"urls": ["http://az.lib.ru/t/tolstoj_lew_nikolaewich/text_1860_dekabristy.shtml"]},
     "tokenizer": {"vocab_size": 512},
@@ -104,33 +109,75 @@ def speed(args, env):  # the changes that might raise the 124M step's MFU
     return throughput(args, env, "speed", ("--speed", "--steps", "60"), seconds=480)
 
 
-def repro(args, env, name="repro", overrides=(), seconds=240, command=("dvc", "repro")):
+def workspace(args, overrides=()):
+    """A repository of this checkout in a temporary folder, params.yaml with `overrides` (and --tiny's)."""
     directory = Path(tempfile.mkdtemp(prefix="gpu-check-")) / "project"
     directory.mkdir()
     make_repo(directory)
     with_overrides(directory, *overrides, *([TINY_PARAMS] if args.tiny else []))
-    env = dict(env, FETCH_MIRROR=f"http://az.lib.ru/={shared_beside(directory, args.mirror).as_uri()}/")
+    return directory
+
+
+def repro(args, env, name="repro", overrides=(), seconds=240, command=("dvc", "repro"), directory=None):
+    """`command` in a workspace whose ../shared is the mirror (the recipe's: the whole shared folder)."""
+    directory = directory or workspace(args, overrides)
+    if name == "recipe":
+        mirror = shared_beside(directory, args.shared) / "mirror/az.lib.ru"
+    else:
+        mirror = shared_beside(directory, args.mirror)
+    env = dict(env, FETCH_MIRROR=f"http://az.lib.ru/={mirror.as_uri()}/")
     log = args.out / f"{name}.log"
     status, seconds = run_logged([sys.executable, "-m", *command], directory, log, seconds, env)
     row = {"status": status, "seconds": seconds}
     stage_lines = re.findall(r"(\w+): ([\d.]+)s, peak RSS (\d+) MiB", log.read_text(errors="replace"))
     row["stages"] = {stage: {"seconds": float(s), "peak_rss_mib": int(m)} for stage, s, m in stage_lines}
-    for metrics in ("train_cost.json", "eval.json"):
-        if (directory / "metrics" / metrics).exists():
-            row[metrics.removesuffix(".json")] = json.loads((directory / "metrics" / metrics).read_text())
+    runs = {"": "metrics"} if name != "recipe" else {"base-": "metrics/one-gpu/base", "": "metrics/one-gpu"}
+    for prefix, metrics_dir in runs.items():
+        for metrics in ("train_cost.json", "eval.json"):
+            if (directory / metrics_dir / metrics).exists():
+                row[prefix + metrics.removesuffix(".json")] = json.loads(
+                    (directory / metrics_dir / metrics).read_text()
+                )
     if status == 0:
+        target = [RECIPE] if name == "recipe" else []
         check = subprocess.run(
-            [sys.executable, "-m", "dvc", "status", "--quiet"], cwd=directory, env=env, capture_output=True
+            [sys.executable, "-m", "dvc", "status", "--quiet", *target], cwd=directory, env=env, capture_output=True
         )
         row["dvc_status_clean"] = check.returncode == 0
-    if (directory / "metrics/samples.md").exists():
-        shutil.copy(directory / "metrics/samples.md", args.out / f"{name}-samples.md")
+    samples = directory / runs[""] / "samples.md"
+    if samples.exists():
+        shutil.copy(samples, args.out / f"{name}-samples.md")
     return row
 
 
 def preset(args, env):
-    """The one-GPU recipe: train for at most 5 minutes, with the data prep, evaluate and sample around it."""
+    """The one-GPU preset: train for at most 5 minutes, with the data prep, evaluate and sample around it."""
     return repro(args, env, "preset", [yaml.safe_load(PRESET.read_text(encoding="utf-8"))], seconds=420)
+
+
+def first_text(pattern, shared):
+    """The first file a ../shared/ pattern matches in `shared`, as a ../shared/ path."""
+    first = sorted(glob.glob(str(shared / pattern.removeprefix("../shared/"))))[0]
+    return "../shared/" + Path(first).relative_to(shared).as_posix()
+
+
+def recipe(args, env):
+    """recipes/one-gpu/dvc.yaml: the base, then fine-tuning, evaluate and sample (--tiny: tiny presets,
+    one short author as the base's texts, one text per group)."""
+    directory = workspace(args)
+    if args.tiny:
+        tiny_run = {**TINY_PARAMS["train"], "patience": 0}
+        groups = yaml.safe_load((directory / "configs/presets/style-groups.yaml").read_text(encoding="utf-8"))
+        first_texts = {name: [first_text(p[0], args.shared)] for name, p in groups["groups"]["sources"].items()}
+        tiny = {
+            "configs/presets/ruslit-base.yaml": {"fetch": {"urls": ["../shared/corpus/ruslit/prose/Lermontov/*.txt"]}},
+            "recipes/one-gpu/base.yaml": {**TINY_PARAMS, "train": tiny_run},
+            "recipes/one-gpu/finetune.yaml": {**TINY_PARAMS, "train": tiny_run},
+            "configs/presets/style-groups.yaml": {"groups": {"sources": first_texts}},
+        }
+        for preset_file, values in tiny.items():
+            with_preset_values(directory, preset_file, values)
+    return repro(args, env, "recipe", seconds=420, command=("dvc", "repro", RECIPE), directory=directory)
 
 
 def tutorial(args, env):
@@ -197,14 +244,16 @@ def summary(results):
             if t
             else []
         )
-    for name in ("repro", "tutorial", "preset"):
-        if name in results:
-            r = results[name]
-            cost = r.get("train_cost", {})
+    for name in ("repro", "tutorial", "preset", "recipe"):
+        r = results.get(name)
+        # the recipe's base has a row of its own, as far as it got
+        for prefix in [p for p in ("base-", "") if r and (not p or f"{p}train_cost" in r)]:
+            cost = r.get(f"{prefix}train_cost", {})
             kept = cost.get("outcome") or {}
+            gap = r.get("eval", {}).get("style_gap", {}).get("mean") if not prefix else None
             rows.append(
                 {
-                    "step": name,
+                    "step": f"{name} {prefix.rstrip('-')}".strip(),
                     "status": r["status"],
                     "seconds": r["seconds"],
                     "figures": f"train {cost.get('actual', {}).get('seconds')} s "
@@ -212,8 +261,12 @@ def summary(results):
                     f"peak {cost.get('actual', {}).get('peak_gib')} GiB (planned "
                     f"{cost.get('estimate', {}).get('peak_gib')}), "
                     f"step {kept.get('kept_step')} of {kept.get('steps')} kept, "
-                    f"val {r.get('eval', {}).get('bits_per_char')} bits/char, dvc status clean: "
-                    f"{r.get('dvc_status_clean')}",
+                    + (
+                        f"its val {kept.get('kept_eval_loss')} loss"
+                        if prefix
+                        else f"val {r.get('eval', {}).get('bits_per_char')} bits/char, style gap {gap}, "
+                        f"dvc status clean: {r.get('dvc_status_clean')}"
+                    ),
                 }
             )
     if "tests" in results:
@@ -239,12 +292,14 @@ STEPS = {
     "preset": preset,
     "settings": settings,
     "speed": speed,
+    "recipe": recipe,
 }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mirror", type=Path, default=ROOT.parent / "shared/mirror/az.lib.ru")
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared", help="the recipe's ../shared")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/gpu_check")
     parser.add_argument("--tiny", action="store_true", help="small sizes, to check the script on a CPU")
     parser.add_argument(

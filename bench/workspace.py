@@ -101,6 +101,18 @@ def write_params(directory, params):
     )
 
 
+def with_preset_values(directory, preset, values):
+    """The preset file `preset` of `directory` with the values of `values` ({section: {key: value}}) for
+    the keys it sets (a recipe's dvc.yaml lists exactly those keys); its other keys keep theirs."""
+    path = Path(directory) / preset
+    sections = yaml.safe_load(path.read_text(encoding="utf-8"))
+    new = {
+        name: {**keys, **{k: v for k, v in values.get(name, {}).items() if k in keys}}
+        for name, keys in sections.items()
+    }
+    path.write_text(yaml.safe_dump(new, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
 def with_overrides(directory, *overrides):
     """params.yaml of `directory` with each {section: {key: value}} of `overrides` applied in turn."""
     params = yaml.safe_load((Path(directory) / "params.yaml").read_text(encoding="utf-8"))

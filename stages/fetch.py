@@ -12,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from tolstoy.config.params import load_sections
+from tolstoy.config.params import add_params_options, load_sections
 from tolstoy.console import log, run_stage
 from tolstoy.data.fetching import check_fetched, fetch_all
 
@@ -20,8 +20,9 @@ from tolstoy.data.fetching import check_fetched, fetch_all
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("raw", type=Path, help="the directory of pages and their manifest")
+    add_params_options(parser)
     args = parser.parse_args(argv)
-    (params,) = load_sections("fetch")
+    (params,) = load_sections("fetch", presets=args.preset)
     manifest = fetch_all(params, args.raw, os.environ.get("FETCH_MIRROR", ""))
     check_fetched(manifest, params.on_error)
     stored, failed = [r for r in manifest if r["file"]], [r for r in manifest if r["error"]]

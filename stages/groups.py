@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from tolstoy import StageError
-from tolstoy.config.params import load_sections
+from tolstoy.config.params import add_params_options, load_sections
 from tolstoy.console import log, run_stage
 from tolstoy.data.groups import prepare_group
 from tolstoy.data.tokens import load_tokenizer
@@ -22,8 +22,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("tokenizer", type=Path, help="the tokenizer's directory")
     parser.add_argument("groups", type=Path, help="the directory of prepared groups written")
+    add_params_options(parser)
     args = parser.parse_args(argv)
-    params, fetch_params, clean_params, tokenize_params = load_sections("groups", "fetch", "clean", "tokenize")
+    params, fetch_params, clean_params, tokenize_params = load_sections(
+        "groups", "fetch", "clean", "tokenize", presets=args.preset
+    )
     mirror = os.environ.get("FETCH_MIRROR", "")  # as the fetch stage's
     tokenizer, eot_id = load_tokenizer(args.tokenizer)
     prepared = {}

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tolstoy.config.params import load_sections
+from tolstoy.config.params import add_params_options, load_sections
 from tolstoy.console import log, run_stage
 from tolstoy.data.documents import count_documents, iter_documents
 from tolstoy.data.tokenizer import base_tokenizer, train_bpe, with_newlines
@@ -21,8 +21,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("docs", type=Path, help="the table of documents (parquet)")
     parser.add_argument("tokenizer", type=Path, help="the tokenizer's directory written")
+    add_params_options(parser, bases=True)
     args = parser.parse_args(argv)
-    params, model_params = load_sections("tokenizer", "model")
+    params, model_params = load_sections("tokenizer", "model", presets=args.preset, bases=args.bases)
     base = model_params.base
     if base:
         tokenizer = base_tokenizer(model_params)

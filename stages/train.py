@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tolstoy.config.params import check_context, load_sections
+from tolstoy.config.params import add_params_options, check_context, load_sections
 from tolstoy.console import run_stage
 from tolstoy.training.launcher import start
 
@@ -29,26 +29,32 @@ def arguments(argv):
     for name, help_text in PATHS.items():
         parser.add_argument(name, type=Path, help=help_text)
     parser.add_argument("--process", action="store_true", help="run as one of the training processes")
+    add_params_options(parser, bases=True)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = arguments(argv)
-    model_params, train_params, tokenize_params = load_sections("model", "train", "tokenize")
+    model_params, train_params, tokenize_params = load_sections(
+        "model", "train", "tokenize", presets=args.preset, bases=args.bases
+    )
     check_context(model_params, tokenize_params.block_size)
     if status := start(train_params, process_command(args), lambda: train_process(args)):
         sys.exit(status)
 
 
 def process_command(args):  # what each training process runs, on this machine and on workers (tools.train_worker)
-    return ["-m", "stages.train", *(str(getattr(args, name)) for name in PATHS), "--process"]
+    options = [f"--preset={preset}" for preset in args.preset] + [f"--bases={args.bases}"]
+    return ["-m", "stages.train", *(str(getattr(args, name)) for name in PATHS), *options, "--process"]
 
 
 def train_process(args):
     from tolstoy.training import distributed, run  # torch and transformers: imported once the params pass
 
     files = run.RunFiles(**{name: getattr(args, name) for name in PATHS})
-    model_params, train_params, tokenize_params, sample_params = load_sections("model", "train", "tokenize", "sample")
+    model_params, train_params, tokenize_params, sample_params = load_sections(
+        "model", "train", "tokenize", "sample", presets=args.preset, bases=args.bases
+    )
     with distributed.leaving_together():  # the group PartialState opens is closed however the process ends
         run.train(files, model_params, train_params, tokenize_params.block_size, sample_params)
 

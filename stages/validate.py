@@ -11,7 +11,7 @@ nothing is removed. The output never changes, so passing re-runs nothing downstr
 import argparse
 from pathlib import Path
 
-from tolstoy.config.params import SECTIONS, check_all, read_params
+from tolstoy.config.params import SECTIONS, add_params_options, check_all, read_params
 from tolstoy.console import log, run_stage
 from tolstoy.files import atomic_path
 
@@ -19,8 +19,9 @@ from tolstoy.files import atomic_path
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checked", type=Path, help="the file written once params.yaml passes")
+    add_params_options(parser, bases=True)
     args = parser.parse_args(argv)
-    check_all(read_params())
+    check_all(read_params(presets=args.preset), args.preset, args.bases)
     with atomic_path(args.checked) as tmp:
         tmp.write_text("params.yaml is valid\n", encoding="utf-8")
     keys = sum(len(model.model_fields) for model in SECTIONS.values())

@@ -410,3 +410,33 @@ def test_override_values_keep_spaces_quotes_backslashes_and_cyrillic(tmp_path):
         [tools.preset.set_argument("groups.sources", value), tools.preset.set_argument("train.lr", 5e-5)],
     )
     assert read_params(tmp_path / "params.yaml") == {"groups": {"sources": value}, "train": {"lr": 5e-5}}
+
+
+def test_presets_apply_in_order_over_params_yaml_and_an_error_names_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the accelerate config params.yaml names
+    first, second, misplaced = tmp_path / "first.yaml", tmp_path / "second.yaml", tmp_path / "misplaced.yaml"
+    first.write_text("train:\n  lr: 0.01\n  max_steps: 10\n")
+    second.write_text("train:\n  lr: 0.02\n")
+    misplaced.write_text("trian:\n  lr: 0.02\n")
+    params = read_params(ROOT / "params.yaml", [first, second])
+    assert (params["train"]["lr"], params["train"]["max_steps"], params["train"]["batch_size"]) == (0.02, 10, 4)
+    assert check_all(params, [first, second]).train.lr == 0.02
+    with pytest.raises(StageError, match=f"^{re.escape(str(misplaced))}: trian must be a section of"):
+        read_params(ROOT / "params.yaml", [misplaced])
+    second.write_text("train:\n  lr: fast\n")
+    with pytest.raises(StageError) as error:
+        check_all(read_params(ROOT / "params.yaml", [first, second]), [first, second])
+    assert str(error.value).startswith(f"params.yaml with {first} with {second}: train.lr='fast' must be a number")
+
+
+def test_a_local_base_may_live_in_the_folder_a_stage_names(configs, project):
+    """A recipe's base is an output of its own pipeline (--bases models/one-gpu/bases), not under bases/."""
+    (project / "models/recipe/bases/made").mkdir(parents=True)
+    (project / "bases/pretrained").mkdir(parents=True)
+    configs["model"]["base"] = "models/recipe/bases/made"
+    with pytest.raises(StageError, match="must be '' \\(from scratch\\), a model directory under bases/"):
+        check_all(configs)
+    assert check_all(configs, bases=Path("models/recipe/bases")).model.base == "models/recipe/bases/made"
+    configs["model"]["base"] = "bases/pretrained"
+    with pytest.raises(StageError, match="a model directory under models/recipe/bases/"):
+        check_all(configs, bases=Path("models/recipe/bases"))

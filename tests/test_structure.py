@@ -10,19 +10,24 @@ import yaml
 from tests.helpers import ROOT
 from tolstoy.training.checkpoints import module_file, project_modules
 
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+PIPELINES = ["dvc.yaml", "recipes/one-gpu/dvc.yaml"]  # the main pipeline, and each recipe's
+STAGES = {
+    (pipeline, name): stage
+    for pipeline in PIPELINES
+    for name, stage in yaml.safe_load((ROOT / pipeline).read_text(encoding="utf-8"))["stages"].items()
+}
 
 
 def imported_files(stage):
-    entry = STAGES[stage]["cmd"].split("python -m ", 1)[1].split()[0]
+    entry = stage["cmd"].split("python -m ", 1)[1].split()[0]
     names = project_modules(entry)
     return {str(module_file(n).relative_to(ROOT)) for n in names if module_file(n).name != "__init__.py"}
 
 
-@pytest.mark.parametrize("stage", sorted(STAGES))
-def test_code_deps_are_the_imported_modules(stage):
-    code_deps = {d for d in STAGES[stage]["deps"] if d.endswith(".py")}
-    assert code_deps == imported_files(stage)
+@pytest.mark.parametrize("pipeline, stage", sorted(STAGES))
+def test_code_deps_are_the_imported_modules(pipeline, stage):
+    code_deps = {d for d in STAGES[pipeline, stage]["deps"] if d.endswith(".py")}
+    assert code_deps == imported_files(STAGES[pipeline, stage])
 
 
 CODE = sorted(path for folder in ("stages", "tolstoy", "bench", "tools") for path in (ROOT / folder).rglob("*.py"))
@@ -68,6 +73,8 @@ def test_the_train_stage_reads_the_generation_defaults_and_no_other_sample_param
     from tolstoy.config.params import GENERATION_KEYS
 
     sample_params = [
-        p.split(".", 1)[1] for p in STAGES["train"]["params"] if isinstance(p, str) and p.startswith("sample.")
+        p.split(".", 1)[1]
+        for p in STAGES["dvc.yaml", "train"]["params"]
+        if isinstance(p, str) and p.startswith("sample.")
     ]
     assert sample_params == list(GENERATION_KEYS)

@@ -40,7 +40,9 @@ def main():
     config = worker_config(args.config)
     paths = train_stage_arguments()
     # bad params stop here, not in the middle of rank 0's run
-    model_params, train_params, tokenize_params = load_sections("model", "train", "tokenize")
+    model_params, train_params, tokenize_params = load_sections(
+        "model", "train", "tokenize", presets=paths.preset, bases=paths.bases
+    )
     check_context(model_params, tokenize_params.block_size)
     log.info(
         "worker: machine %d of %d, waiting for rank 0 at %s:%s",
@@ -53,6 +55,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="tolstoy-worker-") as scratch:
         inputs = [
             Path("params.yaml"),
+            *paths.preset,
             Path("configs"),
             paths.tokenizer,
             paths.tokens,

@@ -98,16 +98,16 @@ def unknown_key(name, known):
     return f"unknown key {name}" + (f" (did you mean {prefix}{close[0]}?)" if close else "")
 
 
-def parse(model: type[BaseModel], values, prefix=""):
-    """`values` as `model`. NotAllowed names the first unknown key, else the first missing or refused field
-    in the model's order: `{prefix}{key}={value!r} must be {what it allows}`."""
+def parse(model: type[BaseModel], values, prefix="", context=None):
+    """`values` as `model` (its validators see `context`). NotAllowed names the first unknown key, else
+    the first missing or refused field in the model's order: `{prefix}{key}={value!r} must be {what it allows}`."""
     if not isinstance(values, dict):
         raise NotAllowed(f"{prefix.rstrip('.')} must be a mapping of keys to values, not {values!r}")
     for key in values:
         if key not in model.model_fields:
             raise NotAllowed(unknown_key(f"{prefix}{key}", model.model_fields))
     try:
-        return model(**values)
+        return model.model_validate(values, context=context)
     except ValidationError as error:
         order = list(model.model_fields)
         first = min(error.errors(), key=lambda e: order.index(e["loc"][0]))

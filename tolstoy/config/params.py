@@ -59,19 +59,31 @@ def is_xpath(value):
     return True
 
 
-def is_base(value):
-    """'' (from scratch), a directory inside bases/ (resolved: no `..` or link leads out of it) or a hub id."""
+def is_base(value, bases):
+    """'' (from scratch), a directory inside the folder `bases` (resolved: no `..` or link leads out of
+    it) or a hub id."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if value == "":
         return True
-    if Path(value).parts[:1] == (BASES.name,) or Path(value).exists():
-        return Path(value).is_dir() and BASES.resolve() in Path(value).resolve().parents
+    if Path(value).parts[: len(bases.parts)] == bases.parts or Path(value).exists():
+        return Path(value).is_dir() and bases.resolve() in Path(value).resolve().parents
     try:
         validate_repo_id(value)
     except HFValidationError:
         return False
     return True
+
+
+def a_base(value, info):
+    """model.base, checked against the folder of local bases the stage names (BASES unless it names one)."""
+    bases = Path((info.context or {}).get("bases", BASES))
+    if not is_base(value, bases):
+        raise ValueError(
+            f"'' (from scratch), a model directory under {bases}/ (a dependency of the tokenizer and train "
+            "stages) or a hub id like owner/name"
+        )
+    return value
 
 
 ACCELERATE_FILE = f"an accelerate config file under {ACCELERATE_CONFIGS}/"
@@ -191,13 +203,14 @@ class ModelParams(BaseModel):
     """Dropout of the residual stream, embeddings and attention."""
     base: Annotated[
         str,
-        satisfying(is_base),
+        AfterValidator(a_base),
         Allowed(
             "'' (from scratch), a model directory under bases/ (a dependency of the tokenizer and train stages) "
             "or a hub id like owner/name"
         ),
     ]
-    """The model fine-tuned: a directory under bases/ or a hub id; '' trains GPT-2 from scratch."""
+    """The model fine-tuned: a directory under bases/ (or the folder the stage's --bases names) or a hub
+    id; '' trains GPT-2 from scratch."""
     revision: TEXT
     """The hub commit (or a branch, resolved and recorded) of a hub base."""
 
@@ -390,40 +403,72 @@ ParamsLoader.add_implicit_resolver(
 )
 
 
-def read_params(path=PARAMS):
-    """params.yaml as YAML, unchecked."""
+def read_yaml(path):
     try:
-        params = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=ParamsLoader)
+        values = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=ParamsLoader)
     except (OSError, yaml.YAMLError) as e:
         raise StageError(f"cannot read {path}: {e}") from None
-    if not isinstance(params, dict):
+    if not isinstance(values, dict):
         raise StageError(f"{path} must be a mapping of sections")
+    return values
+
+
+def read_params(path=PARAMS, presets=()):
+    """params.yaml as YAML, unchecked, with each preset's overrides ({section: {key: value}}) applied in order."""
+    params = read_yaml(path)
+    for preset in presets:
+        for name, values in read_yaml(preset).items():
+            if not isinstance(values, dict) or not isinstance(params.get(name), dict):
+                raise StageError(f"{preset}: {name} must be a section of {path} and a mapping of its keys to values")
+            params[name] = {**params[name], **values}
     return params
 
 
-def section(name, values):
+def params_source(presets=()):
+    """What a params error names: params.yaml, with the presets applied to it."""
+    return " with ".join(map(str, [PARAMS, *presets]))
+
+
+def section(name, values, source=PARAMS, bases=BASES):
     """One section's values as its model, or a StageError naming the first key that is not allowed."""
     try:
-        return parse(SECTIONS[name], values, f"{name}.")
+        return parse(SECTIONS[name], values, f"{name}.", context={"bases": bases})
     except NotAllowed as problem:
-        raise StageError(f"{PARAMS}: {problem}") from None
+        raise StageError(f"{source}: {problem}") from None
 
 
-def load_sections(*names, path=PARAMS):
-    """The named sections of params.yaml, each checked key by key (one read of the file)."""
-    params = read_params(path)
+def load_sections(*names, presets=(), bases=BASES):
+    """The named sections of params.yaml with the presets applied, each checked key by key (one read of
+    each file). Local bases are directories in `bases`."""
+    params = read_params(PARAMS, presets)
     for name in names:
         if name not in params:
-            raise StageError(f"{path} has no '{name}' section")
-    return tuple(section(name, params[name]) for name in names)
+            raise StageError(f"{PARAMS} has no '{name}' section")
+    return tuple(section(name, params[name], params_source(presets), bases) for name in names)
 
 
-def check_all(params):
-    """Every section of `params` (read_params), then the rule across sections."""
+def check_all(params, presets=(), bases=BASES):
+    """Every section of `params` (read_params with `presets`), then the rule across sections."""
+    source = params_source(presets)
     for name in params:
         if name not in SECTIONS:
-            raise StageError(f"{PARAMS}: {unknown_key(name, SECTIONS)}")
+            raise StageError(f"{source}: {unknown_key(name, SECTIONS)}")
     for name in SECTIONS:
         if name not in params:
             raise StageError(f"{PARAMS} has no '{name}' section")
-    return Params(**{name: section(name, params[name]) for name in SECTIONS})
+    return Params(**{name: section(name, params[name], source, bases) for name in SECTIONS})
+
+
+def add_params_options(parser, bases=False):
+    """--preset (and --bases) on a stage's command line, as dvc.yaml gives them to a recipe's stages."""
+    parser.add_argument(
+        "--preset",
+        action="append",
+        type=Path,
+        default=[],
+        help="a YAML file of params.yaml overrides, section by section, applied in order (among the stage's params)",
+    )
+    if bases:
+        parser.add_argument(
+            "--bases", type=Path, default=BASES, help=f"the folder of local base models (default {BASES})"
+        )

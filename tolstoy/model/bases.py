@@ -1,9 +1,10 @@
 """The base model to fine-tune (model.base): where its files are and what they are.
 
-A local base lives under bases/, which the tokenizer and train stages depend on, so `dvc.lock`
-records its files and replacing its weights makes both stages stale. A hub id is read at the
-commit model.revision names (offline: from the local hub cache); the commit resolved is part
-of the base's identity, which the train stage fingerprints and the model card names.
+A local base lives under bases/ (or the folder a stage's --bases names: a recipe's own base), which
+the tokenizer and train stages depend on, so `dvc.lock` records its files and replacing its weights
+makes both stages stale. A hub id is read at the commit model.revision names (offline: from the
+local hub cache); the commit resolved is part of the base's identity, which the train stage
+fingerprints and the model card names.
 """
 
 import hashlib
@@ -11,7 +12,6 @@ import re
 from pathlib import Path
 
 from tolstoy import StageError
-from tolstoy.config.params import BASES
 from tolstoy.files import file_sha256
 
 # A model directory's identity: weights, config and tokenizer files (not a model card or logs).
@@ -19,7 +19,8 @@ MODEL_FILES = re.compile(r".*\.(safetensors|bin|json|txt|model)$")
 
 
 def is_local(base):
-    return Path(base).parts[:1] == (BASES.name,)
+    """Whether a checked model.base is a local directory (params refuse one outside the folder of bases)."""
+    return Path(base).is_dir()
 
 
 def hub_snapshot(base, revision):
@@ -39,12 +40,8 @@ def hub_snapshot(base, revision):
 
 
 def base_directory(base, revision):
-    """Where the files of base model `base` are: its directory under bases/, or the hub snapshot of `revision`."""
-    if is_local(base):
-        if not Path(base).is_dir():
-            raise StageError(f"model.base={base!r}: no such directory")
-        return Path(base)
-    return hub_snapshot(base, revision)
+    """Where the files of base model `base` are: its local directory, or the hub snapshot of `revision`."""
+    return Path(base) if is_local(base) else hub_snapshot(base, revision)
 
 
 def base_identity(base, revision):
