@@ -440,3 +440,9 @@ def test_a_local_base_may_live_in_the_folder_a_stage_names(configs, project):
     configs["model"]["base"] = "bases/pretrained"
     with pytest.raises(StageError, match="a model directory under models/recipe/bases/"):
         check_all(configs, bases=Path("models/recipe/bases"))
+
+
+def test_every_key_of_every_section_says_what_it_is():
+    """Each section's model documents its keys: the field docstrings (pydantic's descriptions)."""
+    undocumented = [f"{s}.{k}" for s, m in SECTIONS.items() for k, f in m.model_fields.items() if not f.description]
+    assert undocumented == []
