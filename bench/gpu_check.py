@@ -231,6 +231,29 @@ def run_figures(run):
     )
 
 
+def training_row(name, r, prefix):
+    """A pipeline step's training in words: time, memory, the step kept, and (not for a recipe's base,
+    prefix 'base-') bits per char, style gap and whether `dvc status` was clean after it."""
+    cost = r.get(f"{prefix}train_cost", {})
+    kept = cost.get("outcome") or {}
+    gap = r.get("eval", {}).get("style_gap", {}).get("mean")
+    return {
+        "step": f"{name} {prefix.rstrip('-')}".strip(),
+        "status": r["status"],
+        "seconds": r["seconds"],
+        "figures": f"train {cost.get('actual', {}).get('seconds')} s "
+        f"(planned {cost.get('estimate', {}).get('seconds')}), "
+        f"peak {cost.get('actual', {}).get('peak_gib')} GiB (planned {cost.get('estimate', {}).get('peak_gib')}), "
+        f"step {kept.get('kept_step')} of {kept.get('steps')} kept, "
+        + (
+            f"its val {kept.get('kept_eval_loss')} loss"
+            if prefix
+            else f"val {r.get('eval', {}).get('bits_per_char')} bits/char, style gap {gap}, "
+            f"dvc status clean: {r.get('dvc_status_clean')}"
+        ),
+    }
+
+
 def summary(results):
     rows = []
     for name in ("throughput", "settings", "speed"):
@@ -247,28 +270,7 @@ def summary(results):
     for name in ("repro", "tutorial", "preset", "recipe"):
         r = results.get(name)
         # the recipe's base has a row of its own, as far as it got
-        for prefix in [p for p in ("base-", "") if r and (not p or f"{p}train_cost" in r)]:
-            cost = r.get(f"{prefix}train_cost", {})
-            kept = cost.get("outcome") or {}
-            gap = r.get("eval", {}).get("style_gap", {}).get("mean") if not prefix else None
-            rows.append(
-                {
-                    "step": f"{name} {prefix.rstrip('-')}".strip(),
-                    "status": r["status"],
-                    "seconds": r["seconds"],
-                    "figures": f"train {cost.get('actual', {}).get('seconds')} s "
-                    f"(planned {cost.get('estimate', {}).get('seconds')}), "
-                    f"peak {cost.get('actual', {}).get('peak_gib')} GiB (planned "
-                    f"{cost.get('estimate', {}).get('peak_gib')}), "
-                    f"step {kept.get('kept_step')} of {kept.get('steps')} kept, "
-                    + (
-                        f"its val {kept.get('kept_eval_loss')} loss"
-                        if prefix
-                        else f"val {r.get('eval', {}).get('bits_per_char')} bits/char, style gap {gap}, "
-                        f"dvc status clean: {r.get('dvc_status_clean')}"
-                    ),
-                }
-            )
+        rows += [training_row(name, r, p) for p in ("base-", "") if r and (not p or f"{p}train_cost" in r)]
     if "tests" in results:
         t = results["tests"]
         rows.append(

@@ -8,7 +8,7 @@ Decoding, extraction with trafilatura, apparatus and duplicates: tolstoy/data/cl
 import argparse
 from pathlib import Path
 
-from tolstoy.config.params import add_params_options, load_sections
+from tolstoy.config.params import add_params_options, stage_sections
 from tolstoy.console import log, run_stage
 from tolstoy.data.cleaning import REPORT_COLUMNS, clean_metrics, stored_pages, write_documents
 from tolstoy.files import atomic_path, write_json
@@ -22,7 +22,7 @@ def main(argv=None):
     parser.add_argument("metrics", type=Path, help="the counts written (JSON)")
     add_params_options(parser)
     args = parser.parse_args(argv)
-    (params,) = load_sections("clean", presets=args.preset)
+    (params,) = stage_sections(args, "clean")
     report = write_documents(stored_pages(args.raw), args.raw, args.docs, params)
     with atomic_path(args.report) as tmp:
         report[REPORT_COLUMNS].to_csv(tmp, index=False)

@@ -8,7 +8,7 @@ import argparse
 import math
 from pathlib import Path
 
-from tolstoy.config.params import add_params_options, load_sections
+from tolstoy.config.params import add_params_options, stage_sections
 from tolstoy.console import log, run_stage
 from tolstoy.data.blocks import Blocks, bits_per_char
 from tolstoy.device import inference_device
@@ -25,7 +25,7 @@ def main(argv=None):
     parser.add_argument("metrics", type=Path, help="the figures written (JSON)")
     add_params_options(parser)
     args = parser.parse_args(argv)
-    params, group_params, train_params = load_sections("evaluate", "groups", "train", presets=args.preset)
+    params, group_params, train_params = stage_sections(args, "evaluate", "groups", "train")
     blocks = Blocks(args.tokens, "val", limit=params.max_blocks or None)
     with reading(args.model, "a model"):
         model = pretrained_model(args.model).eval().to(inference_device(train_params.accelerate_config))

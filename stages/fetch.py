@@ -12,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from tolstoy.config.params import add_params_options, load_sections
+from tolstoy.config.params import add_params_options, stage_sections
 from tolstoy.console import log, run_stage
 from tolstoy.data.fetching import check_fetched, fetch_all
 
@@ -22,7 +22,7 @@ def main(argv=None):
     parser.add_argument("raw", type=Path, help="the directory of pages and their manifest")
     add_params_options(parser)
     args = parser.parse_args(argv)
-    (params,) = load_sections("fetch", presets=args.preset)
+    (params,) = stage_sections(args, "fetch")
     manifest = fetch_all(params, args.raw, os.environ.get("FETCH_MIRROR", ""))
     check_fetched(manifest, params.on_error)
     stored, failed = [r for r in manifest if r["file"]], [r for r in manifest if r["error"]]

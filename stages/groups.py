@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from tolstoy import StageError
-from tolstoy.config.params import add_params_options, load_sections
+from tolstoy.config.params import add_params_options, stage_sections
 from tolstoy.console import log, run_stage
 from tolstoy.data.groups import prepare_group
 from tolstoy.data.tokens import load_tokenizer
@@ -24,9 +24,7 @@ def main(argv=None):
     parser.add_argument("groups", type=Path, help="the directory of prepared groups written")
     add_params_options(parser)
     args = parser.parse_args(argv)
-    params, fetch_params, clean_params, tokenize_params = load_sections(
-        "groups", "fetch", "clean", "tokenize", presets=args.preset
-    )
+    params, fetch_params, clean_params, tokenize_params = stage_sections(args, "groups", "fetch", "clean", "tokenize")
     mirror = os.environ.get("FETCH_MIRROR", "")  # as the fetch stage's
     tokenizer, eot_id = load_tokenizer(args.tokenizer)
     prepared = {}

@@ -10,7 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
-from tolstoy.config.params import add_params_options, load_sections
+from tolstoy.config.params import add_params_options, stage_sections
 from tolstoy.console import log, run_stage
 from tolstoy.device import inference_device
 from tolstoy.evaluation.samples import SETTINGS, generate, sample_statistics
@@ -27,7 +27,7 @@ def main(argv=None):
     parser.add_argument("metrics", type=Path, help="the overall statistics written (JSON)")
     add_params_options(parser)
     args = parser.parse_args(argv)
-    params, train_params = load_sections("sample", "train", presets=args.preset)
+    params, train_params = stage_sections(args, "sample", "train")
     with reading(args.model, "a model and its tokenizer"):
         tokenizer = pretrained_tokenizer(args.model)
         model = pretrained_model(args.model).eval().to(inference_device(train_params.accelerate_config))

@@ -10,7 +10,7 @@ by end-of-text in a flat token file per split, read as blocks of tokenize.block_
 import argparse
 from pathlib import Path
 
-from tolstoy.config.params import add_params_options, load_sections
+from tolstoy.config.params import add_params_options, stage_sections
 from tolstoy.console import log, run_stage
 from tolstoy.data.splits import split_metrics, write_splits
 from tolstoy.files import write_json
@@ -24,7 +24,7 @@ def main(argv=None):
     parser.add_argument("metrics", type=Path, help="the figures of each split written (JSON)")
     add_params_options(parser)
     args = parser.parse_args(argv)
-    (params,) = load_sections("tokenize", presets=args.preset)
+    (params,) = stage_sections(args, "tokenize")
     metrics = split_metrics(write_splits(args.docs, args.tokenizer, args.tokens, params))
     write_json(args.metrics, metrics)
     log.info(

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tolstoy.config.params import add_params_options, load_sections
+from tolstoy.config.params import add_params_options, stage_sections
 from tolstoy.console import log, run_stage
 from tolstoy.data.documents import count_documents, iter_documents
 from tolstoy.data.tokenizer import base_tokenizer, train_bpe, with_newlines
@@ -23,7 +23,7 @@ def main(argv=None):
     parser.add_argument("tokenizer", type=Path, help="the tokenizer's directory written")
     add_params_options(parser, bases=True)
     args = parser.parse_args(argv)
-    params, model_params = load_sections("tokenizer", "model", presets=args.preset, bases=args.bases)
+    params, model_params = stage_sections(args, "tokenizer", "model")
     base = model_params.base
     if base:
         tokenizer = base_tokenizer(model_params)

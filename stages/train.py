@@ -1,15 +1,14 @@
-"""train: GPT-2 trained on the token blocks of TOKENS (tolstoy/training/run.py), exported to MODEL.
+"""train: GPT-2 trained on the token blocks of TOKENS (tolstoy/training/run.py), exported to MODEL;
+bad params stop it before the training processes start (each runs this command with --process).
 
-    python -m stages.train TOKENS TOKENIZER MODEL CHECKPOINTS LIVE COST METRICS
-
-Bad params stop it before the training processes start (each runs this command with --process).
+    python -m stages.train TOKENS TOKENIZER MODEL CHECKPOINTS LIVE COST METRICS [--preset FILE] [--bases DIR]
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from tolstoy.config.params import add_params_options, check_context, load_sections
+from tolstoy.config.params import add_params_options, stage_sections
 from tolstoy.console import run_stage
 from tolstoy.training.launcher import start
 
@@ -35,10 +34,9 @@ def arguments(argv):
 
 def main(argv=None):
     args = arguments(argv)
-    model_params, train_params, tokenize_params = load_sections(
-        "model", "train", "tokenize", presets=args.preset, bases=args.bases
-    )
-    check_context(model_params, tokenize_params.block_size)
+    if args.process:
+        return train_process(args)
+    _, train_params, _ = stage_sections(args, "model", "train", "tokenize")  # all three checked before any process
     if status := start(train_params, process_command(args), lambda: train_process(args)):
         sys.exit(status)
 
@@ -52,15 +50,11 @@ def train_process(args):
     from tolstoy.training import distributed, run  # torch and transformers: imported once the params pass
 
     files = run.RunFiles(**{name: getattr(args, name) for name in PATHS})
-    model_params, train_params, tokenize_params, sample_params = load_sections(
-        "model", "train", "tokenize", "sample", presets=args.preset, bases=args.bases
-    )
+    sections = stage_sections(args, "model", "train", "tokenize", "sample")
+    model_params, train_params, tokenize_params, sample_params = sections
     with distributed.leaving_together():  # the group PartialState opens is closed however the process ends
         run.train(files, model_params, train_params, tokenize_params.block_size, sample_params)
 
 
 if __name__ == "__main__":
-    if "--process" in sys.argv[1:]:
-        run_stage(lambda: train_process(arguments(sys.argv[1:])), "train")
-    else:
-        run_stage(main, "train launcher")
+    run_stage(main, "train" if "--process" in sys.argv[1:] else "train launcher")

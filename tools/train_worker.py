@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from stages import train
-from tolstoy.config.params import check_context, load_sections
+from tolstoy.config.params import stage_sections
 from tolstoy.console import log, run_stage
 from tolstoy.training.launcher import launch, scratch_workspace, wait_for_rank0, worker_config
 
@@ -40,10 +40,7 @@ def main():
     config = worker_config(args.config)
     paths = train_stage_arguments()
     # bad params stop here, not in the middle of rank 0's run
-    model_params, train_params, tokenize_params = load_sections(
-        "model", "train", "tokenize", presets=paths.preset, bases=paths.bases
-    )
-    check_context(model_params, tokenize_params.block_size)
+    model_params, train_params, _ = stage_sections(paths, "model", "train", "tokenize")
     log.info(
         "worker: machine %d of %d, waiting for rank 0 at %s:%s",
         config.machine_rank,

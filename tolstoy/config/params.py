@@ -439,12 +439,15 @@ def section(name, values, source=PARAMS, bases=BASES):
 
 def load_sections(*names, presets=(), bases=BASES):
     """The named sections of params.yaml with the presets applied, each checked key by key (one read of
-    each file). Local bases are directories in `bases`."""
+    each file), model and tokenize together when both are named. Local bases are directories in `bases`."""
     params = read_params(PARAMS, presets)
     for name in names:
         if name not in params:
             raise StageError(f"{PARAMS} has no '{name}' section")
-    return tuple(section(name, params[name], params_source(presets), bases) for name in names)
+    sections = {name: section(name, params[name], params_source(presets), bases) for name in names}
+    if "model" in sections and "tokenize" in sections:
+        check_context(sections["model"], sections["tokenize"].block_size)
+    return tuple(sections.values())
 
 
 def check_all(params, presets=(), bases=BASES):
@@ -457,6 +460,11 @@ def check_all(params, presets=(), bases=BASES):
         if name not in params:
             raise StageError(f"{PARAMS} has no '{name}' section")
     return Params(**{name: section(name, params[name], source, bases) for name in SECTIONS})
+
+
+def stage_sections(args, *names):
+    """The named sections for a stage, with the --preset (and --bases) of its command line (add_params_options)."""
+    return load_sections(*names, presets=args.preset, bases=getattr(args, "bases", BASES))
 
 
 def add_params_options(parser, bases=False):
