@@ -10,8 +10,8 @@
 5. preset: the one-GPU preset, configs/presets/one-gpu.yaml (7 min): plan, time, bits per char, samples;
 6. settings: bench.gpu --settings (6 min): memory not pinned, two loader workers, fp32 with TF32 off, on;
 7. speed: bench.gpu --speed (8 min): the 124M model as trained beside each change that might raise its MFU.
-8. recipe: recipes/one-gpu/dvc.yaml (7 min): the base on ruslit texts (../shared, or --shared), then
-   fine-tuning on the pages, evaluate and sample: each run's time, bits per char, style gap, samples.
+8. recipe: recipes/one-gpu/pipeline.yaml as its dvc.yaml (7 min): the base on ruslit texts (../shared,
+   or --shared), then fine-tuning on the pages, evaluate and sample: time, bits per char, style gap, samples.
 The first four share an 8-minute budget (--budget); 5-8 run only when --only names them. A lent GPU's
 15 minutes take two calls: `--only recipe --budget 420`, then `--only throughput,tests --budget 300`.
 
@@ -47,7 +47,7 @@ DEADLINE = float("inf")  # set from --budget
 PRESET = ROOT / "configs/presets/one-gpu.yaml"
 TUTORIAL_PRESET = ROOT / "configs/presets/tutorial-124m.yaml"
 TUTORIAL_STEPS = {"train": {"max_steps": 200, "eval_steps": 100, "save_steps": 100}}
-RECIPE = "recipes/one-gpu/dvc.yaml"
+PIPELINE, RECIPE = "recipes/one-gpu/pipeline.yaml", "recipes/one-gpu/dvc.yaml"
 TINY_PARAMS = {
     "fetch": {"urls": ["http://az.lib.ru/t/tolstoj_lew_nikolaewich/text_1860_dekabristy.shtml"]},
     "tokenizer": {"vocab_size": 512},
@@ -162,9 +162,10 @@ def first_text(pattern, shared):
 
 
 def recipe(args, env):
-    """recipes/one-gpu/dvc.yaml: the base, then fine-tuning, evaluate and sample (--tiny: tiny presets,
-    one short author as the base's texts, one text per group)."""
+    """recipes/one-gpu/pipeline.yaml as its dvc.yaml: the base, then fine-tuning, evaluate and sample
+    (--tiny: tiny presets, one short author as the base's texts, one text per group)."""
     directory = workspace(args)
+    shutil.copy(directory / PIPELINE, directory / RECIPE)
     if args.tiny:
         tiny_run = {**TINY_PARAMS["train"], "patience": 0}
         groups = yaml.safe_load((directory / "configs/presets/style-groups.yaml").read_text(encoding="utf-8"))

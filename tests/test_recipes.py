@@ -1,7 +1,9 @@
-"""recipes/one-gpu/dvc.yaml end to end at tiny sizes: a base pretrained on other texts, then fine-tuned
-on the pages, in a pipeline of its own whose dvc.lock records the base and what it was made from."""
+"""recipes/one-gpu/pipeline.yaml, copied to dvc.yaml, end to end at tiny sizes: a base pretrained on other
+texts, then fine-tuned on the pages, in a pipeline of its own whose dvc.lock records the base and what it was
+made from."""
 
 import re
+import shutil
 
 import pytest
 import yaml
@@ -10,7 +12,7 @@ from bench.workspace import with_preset_values
 from tests.helpers import ROOT, copy_of, dvc, foreign, ran_stages, write_author
 from tolstoy.files import read_json
 
-RECIPE = "recipes/one-gpu/dvc.yaml"
+PIPELINE, RECIPE = "recipes/one-gpu/pipeline.yaml", "recipes/one-gpu/dvc.yaml"
 BASE_STAGES = ["base-validate", "base-fetch", "base-clean", "base-tokenizer", "base-tokenize", "base-train"]
 TUNING_STAGES = ["validate", "tokenizer", "tokenize", "groups", "train", "evaluate", "sample"]
 TINY_SHAPE = {"n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 64, "dropout": 0.0}
@@ -36,6 +38,8 @@ def recipe_repo(reproduced, tmp_path):
     """A copy of the reproduced tiny project whose recipe presets are shrunk; its ../shared holds the
     base's texts (another author's) and the groups'."""
     directory, env = copy_of(reproduced, tmp_path / "repo")
+    assert "up to date" in dvc(directory, "status", env=env).stdout  # the recipe, not yet copied, is unseen
+    shutil.copy(directory / PIPELINE, directory / RECIPE)
     other = write_author(tmp_path / "shared/other", [foreign("work-a", 150), foreign("work-b", 150)])
     unseen = write_author(tmp_path / "shared/unseen", [foreign("work-c", 60)])
     with_preset_values(directory, "configs/presets/ruslit-base.yaml", {"fetch": {"urls": [other]}, "train": TINY_RUN})
@@ -98,7 +102,7 @@ def test_the_recipe_pretrains_then_fine_tunes_and_its_lock_records_the_base(reci
 
 def test_each_recipe_stage_lists_the_keys_its_presets_set_among_its_params():
     """`dvc.yaml` names each preset key a stage reads, so changing one re-runs exactly those stages."""
-    stages = yaml.safe_load((ROOT / RECIPE).read_text(encoding="utf-8"))["stages"]
+    stages = yaml.safe_load((ROOT / PIPELINE).read_text(encoding="utf-8"))["stages"]
     for name, stage in stages.items():
         own = [p for p in stage["params"] if isinstance(p, str)]
         presets = [arg.split()[0] for arg in stage["cmd"].split("--preset ")[1:]]

@@ -10,7 +10,7 @@ import yaml
 from tests.helpers import ROOT
 from tolstoy.training.checkpoints import module_file, project_modules
 
-PIPELINES = ["dvc.yaml", "recipes/one-gpu/dvc.yaml"]  # the main pipeline, and each recipe's
+PIPELINES = ["dvc.yaml", "recipes/one-gpu/pipeline.yaml"]  # the main pipeline, and each recipe's
 STAGES = {
     (pipeline, name): stage
     for pipeline in PIPELINES
