@@ -1,5 +1,5 @@
 """The GPU check's settings rows: bench.gpu --settings runs each setting on a tiny model (here on
-the CPU), and bench.gpu_check's summary words them, the TF32 rows without an MFU; the recipe step at tiny sizes."""
+the CPU), and bench.gpu_check's summary words them, the TF32 rows without an MFU."""
 
 import json
 import math
@@ -11,7 +11,7 @@ import pytest
 from bench.gpu import SETTINGS
 from bench.gpu_check import summary
 from bench.workspace import python_env
-from tests.helpers import ROOT, SHARED
+from tests.helpers import ROOT
 
 
 @pytest.mark.slow
@@ -34,15 +34,3 @@ def test_gpu_settings_rows_each_train_and_the_tf32_ones_carry_no_mfu(tmp_path):
     table = summary({"settings": {"status": 0, "seconds": 1.0, "runs": rows}})
     assert list(table["step"]) == ["settings"] * len(SETTINGS)
     assert ["MFU" in text for text in table["figures"]] == [row["mfu_%"] is not None for row in rows]
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not (SHARED / "corpus/ruslit").is_dir(), reason="the recipe's base reads ../shared/corpus/ruslit")
-def test_the_gpu_check_runs_the_recipe_at_tiny_sizes(tmp_path):
-    """`python -m bench.gpu_check --tiny --only recipe`: the recipe on the real texts (a short author, one
-    text per group) at tiny sizes, a row for its base and one for the fine-tuned model."""
-    command = [sys.executable, "-m", "bench.gpu_check", "--tiny", "--only", "recipe", "--out", str(tmp_path)]
-    subprocess.run(command, cwd=ROOT, env=python_env(), check=True, capture_output=True)
-    table = summary(json.loads((tmp_path / "gpu_check.json").read_text()))
-    assert list(table["step"]) == ["recipe base", "recipe"] and list(table["status"]) == [0, 0]
-    assert "dvc status clean: True" in table["figures"].iloc[1] and (tmp_path / "recipe-samples.md").is_file()

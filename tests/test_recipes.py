@@ -81,19 +81,11 @@ def test_the_recipe_pretrains_then_fine_tunes_and_its_lock_records_the_base(reci
     assert scores["bits_per_char"] > 0 and set(scores["groups"]) == {"unseen", "other"}
     assert base_model["md5"] and (directory / "metrics/one-gpu/samples.md").is_file()
 
-    # A base setting re-runs the base's training and all that follows it, and nothing before it.
+    # A base setting makes the base's stages that read it stale, and no other (DVC re-runs what follows).
     base_preset = directory / "recipes/one-gpu/base.yaml"
     base_preset.write_text(base_preset.read_text().replace("lr: 0.002", "lr: 0.003"), encoding="utf-8")
-    again = dvc(directory, "repro", RECIPE, env=env)  # the base's tokenizer is unchanged: so are the tokens
-    assert recipe_stages(again.stdout) == [
-        "base-validate",
-        "base-train",
-        "validate",
-        "tokenizer",
-        "train",
-        "evaluate",
-        "sample",
-    ]
+    stale = dvc(directory, "status", RECIPE, env=env).stdout
+    assert re.findall(rf"^{re.escape(RECIPE)}:([\w-]+):", stale, re.M) == ["base-validate", "base-train"]
 
     # The main pipeline runs none of the recipe's stages.
     main = dvc(directory, "repro", env=env)
