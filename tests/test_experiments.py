@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from tests.helpers import ROOT, built_once, copy_of, dvc, file_bytes, foreign, ran_stages, run, write_author
+from tests.helpers import ROOT, built_once, copy_of, dvc, file_bytes, ran_stages, run
 from tolstoy.files import read_json
 from tolstoy.model.bases import base_identity
 
@@ -173,27 +173,24 @@ def test_plots_template_carries_its_libraries():
         assert (ROOT / f"plots/licenses/{library}-LICENSE").is_file() and f"/* {library} " in template
 
 
-def test_a_base_trained_on_other_texts_then_fine_tuned_on_the_pages_and_replaced(reproduced, tmp_path, monkeypatch):
-    """The README's pretrain-then-fine-tune, then its fault-table row "the files of a local base
-    replaced": an unchanged base restores the finished run, other weights under its name retrain."""
+def test_a_local_base_set_by_a_preset_fine_tunes_then_is_restored_and_replaced(reproduced, tmp_path, monkeypatch):
+    """Fine-tuning a model put under bases/ (docs/training.md#presets), set by a preset through --run
+    (a value with a space and Cyrillic kept whole), then the fault-table row "the files of a local base
+    replaced": an unchanged base restores the finished run, other weights under its name retrain. A
+    base trained on other texts: tests/test_recipes.py."""
     directory, env = copy_of(reproduced, tmp_path / "repo")
-    # in the copy's ../shared; a space in the name: only --run keeps it whole
-    other = write_author(tmp_path / "shared/другой автор", [foreign("work-a", 150), foreign("work-b", 150)])
-    preset = tmp_path / "base.yaml"
-    preset.write_text(yaml.safe_dump({"fetch": {"urls": [other]}}, allow_unicode=True), encoding="utf-8")
-    run([sys.executable, "-m", "tools.preset", str(preset), "--run", "base"], directory, env=env)
-    assert read_json(directory / "metrics/clean.json")["documents"] == 2
-    shutil.copytree(directory / "models/model", directory / "bases/other")
-    run(["git", "checkout", "--", "params.yaml"], directory, env=env)
-    tuned = dvc(directory, "exp", "run", "-n", "tuned", "-S", "model.base=bases/other", env=env)
-    assert "Running stage 'fetch'" in tuned.stdout  # back to the pages
+    shutil.copytree(directory / "models/model", directory / "bases/другой автор")
+    preset = tmp_path / "tuned.yaml"
+    preset.write_text(yaml.safe_dump({"model": {"base": "bases/другой автор"}}, allow_unicode=True), encoding="utf-8")
+    tuned = run([sys.executable, "-m", "tools.preset", str(preset), "--run", "tuned"], directory, env=env)
+    assert ran_stages(tuned.stdout)[-3:] == ["train", "evaluate", "sample"]
     monkeypatch.chdir(directory)
     card = (directory / "models/model/README.md").read_text(encoding="utf-8")
-    base = base_identity("bases/other", "")
-    assert f"Fine-tuned from `bases/other`, whose model files have sha256 {base['sha256']}." in card
+    base = base_identity("bases/другой автор", "")
+    assert f"Fine-tuned from `bases/другой автор`, whose model files have sha256 {base['sha256']}." in card
     assert (
         read_json("models/tokenizer/tokenizer.json")["model"]["vocab"]
-        == read_json("bases/other/tokenizer.json")["model"]["vocab"]
+        == read_json("bases/другой автор/tokenizer.json")["model"]["vocab"]
     )
     assert "bases" in (directory / "dvc.lock").read_text() and read_json("metrics/eval.json")["bits_per_char"] > 0
     assert "up to date" in dvc(directory, "status", env=env).stdout
@@ -204,7 +201,7 @@ def test_a_base_trained_on_other_texts_then_fine_tuned_on_the_pages_and_replaced
     assert file_bytes(directory, ["models/model", "metrics/train_cost.json"]) == before
 
     shutil.copy(
-        directory / "models/model/model.safetensors", directory / "bases/other/model.safetensors"
+        directory / "models/model/model.safetensors", directory / "bases/другой автор/model.safetensors"
     )  # other weights, same shape
     status = dvc(directory, "status", env=env).stdout
     assert "train:" in status and "modified:           bases" in status
