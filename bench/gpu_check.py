@@ -118,33 +118,42 @@ def workspace(args, overrides=()):
     return directory
 
 
-def repro(args, env, name="repro", overrides=(), seconds=240, command=("dvc", "repro"), directory=None):
-    """`command` in a workspace whose ../shared is the mirror (the recipe's: the whole shared folder)."""
+def repro(
+    args,
+    env,
+    name="repro",
+    overrides=(),
+    seconds=240,
+    command=("dvc", "repro"),
+    *,
+    directory=None,
+    mirror=None,
+    runs=(("", "metrics"),),
+    pipelines=(),
+):
+    """`command` in `directory` (by default a new workspace whose ../shared is the mirror); the figures
+    of each run, as (name prefix, metrics folder) of `runs`, and whether `dvc status` of `pipelines`
+    (all by default) is clean after it."""
     directory = directory or workspace(args, overrides)
-    if name == "recipe":
-        mirror = shared_beside(directory, args.shared) / "mirror/az.lib.ru"
-    else:
-        mirror = shared_beside(directory, args.mirror)
+    mirror = mirror or shared_beside(directory, args.mirror)
     env = dict(env, FETCH_MIRROR=f"http://az.lib.ru/={mirror.as_uri()}/")
     log = args.out / f"{name}.log"
     status, seconds = run_logged([sys.executable, "-m", *command], directory, log, seconds, env)
     row = {"status": status, "seconds": seconds}
     stage_lines = re.findall(r"(\w+): ([\d.]+)s, peak RSS (\d+) MiB", log.read_text(errors="replace"))
     row["stages"] = {stage: {"seconds": float(s), "peak_rss_mib": int(m)} for stage, s, m in stage_lines}
-    runs = {"": "metrics"} if name != "recipe" else {"base-": "metrics/one-gpu/base", "": "metrics/one-gpu"}
-    for prefix, metrics_dir in runs.items():
+    for prefix, metrics_dir in runs:
         for metrics in ("train_cost.json", "eval.json"):
             if (directory / metrics_dir / metrics).exists():
                 row[prefix + metrics.removesuffix(".json")] = json.loads(
                     (directory / metrics_dir / metrics).read_text()
                 )
     if status == 0:
-        target = [RECIPE] if name == "recipe" else []
         check = subprocess.run(
-            [sys.executable, "-m", "dvc", "status", "--quiet", *target], cwd=directory, env=env, capture_output=True
+            [sys.executable, "-m", "dvc", "status", "--quiet", *pipelines], cwd=directory, env=env, capture_output=True
         )
         row["dvc_status_clean"] = check.returncode == 0
-    samples = directory / runs[""] / "samples.md"
+    samples = directory / dict(runs)[""] / "samples.md"
     if samples.exists():
         shutil.copy(samples, args.out / f"{name}-samples.md")
     return row
@@ -178,7 +187,17 @@ def recipe(args, env):
         }
         for preset_file, values in tiny.items():
             with_preset_values(directory, preset_file, values)
-    return repro(args, env, "recipe", seconds=420, command=("dvc", "repro", RECIPE), directory=directory)
+    return repro(
+        args,
+        env,
+        "recipe",
+        seconds=420,
+        command=("dvc", "repro", RECIPE),
+        directory=directory,
+        mirror=shared_beside(directory, args.shared) / "mirror/az.lib.ru",  # ../shared: the whole shared folder
+        runs=(("base-", "metrics/one-gpu/base"), ("", "metrics/one-gpu")),
+        pipelines=(RECIPE,),
+    )
 
 
 def tutorial(args, env):

@@ -35,8 +35,9 @@ def recipe_stages(output):
 
 @pytest.fixture
 def recipe_repo(reproduced, tmp_path):
-    """A copy of the reproduced tiny project whose recipe presets are shrunk; its ../shared holds the
-    base's texts (another author's) and the groups'."""
+    """A copy of the reproduced tiny project whose recipe presets are shrunk. The base's texts (another
+    author's) and the groups' are written into the copy's own ../shared (tmp_path/shared): the suite
+    needs no ../shared of the machine."""
     directory, env = copy_of(reproduced, tmp_path / "repo")
     assert "up to date" in dvc(directory, "status", env=env).stdout  # the recipe, not yet copied, is unseen
     shutil.copy(directory / PIPELINE, directory / RECIPE)
