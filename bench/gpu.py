@@ -9,7 +9,7 @@ loader workers, and fp32 with TF32 off and on (Trainer turns TF32 on whenever it
 one at a time: AdamW not fused, twice the micro-batch, CUDA graphs (compile mode reduce-overhead),
 each attention kernel SDPA can be held to, memory not pinned and two loader workers.
 
-    python -m bench.gpu [--steps 300] [--batch 32] [--settings | --speed] [--json bench/results/gpu.json]
+    python -m bench.gpu [--steps 300] [--batch 32] [--block 1024] [--settings | --speed] [--json bench/results/gpu.json]
 """
 
 import argparse
@@ -56,7 +56,8 @@ SPEED = {
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch", type=int, default=32, help="blocks of 1024 tokens per step")
+    parser.add_argument("--batch", type=int, default=32, help="blocks per step")
+    parser.add_argument("--block", type=int, default=BLOCK, help="tokens per block; fewer for a quick check on CPU")
     parser.add_argument("--n-layer", type=int, default=12, help="fewer for a quick check of the script on CPU")
     parser.add_argument("--n-embd", type=int, default=768)
     rows_wanted = parser.add_mutually_exclusive_group()
@@ -74,7 +75,7 @@ def parse_args():
 def result_row(device, args, variant, training, precision, run):
     return {
         "device": device,
-        "config": f"{args.n_layer}x{args.n_embd}/{BLOCK}/{VOCAB}",
+        "config": f"{args.n_layer}x{args.n_embd}/{args.block}/{VOCAB}",
         "variant": variant,
         "batch": training.per_device_train_batch_size,
         "steps": args.steps,
@@ -93,10 +94,10 @@ def main():
             "n_layer": args.n_layer,
             "n_embd": args.n_embd,
             "n_head": max(1, args.n_embd // 64),
-            "n_positions": BLOCK,
+            "n_positions": args.block,
         }
     )
-    ids = np.random.default_rng(0).integers(0, VOCAB, size=(args.batch * 16, BLOCK), dtype=np.int64)
+    ids = np.random.default_rng(0).integers(0, VOCAB, size=(args.batch * 16, args.block), dtype=np.int64)
     blocks = [{"input_ids": row, "labels": row} for row in ids]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     rows = []

@@ -18,7 +18,7 @@ from tests.helpers import ROOT
 def test_gpu_settings_rows_each_train_and_the_tf32_ones_carry_no_mfu(tmp_path):
     result = tmp_path / "settings.json"
     # eager: compiling each row would outweigh the rest of the test
-    tiny = ["--n-layer", "1", "--n-embd", "64", "--steps", "4", "--batch", "1", "--eager"]
+    tiny = ["--n-layer", "1", "--n-embd", "64", "--steps", "4", "--batch", "1", "--block", "128", "--eager"]
     subprocess.run(
         [sys.executable, "-m", "bench.gpu", "--settings", "--json", str(result), *tiny],
         cwd=ROOT,
