@@ -65,6 +65,7 @@ TINY_PARAMS = {
     "evaluate": {"max_blocks": 32},
     "sample": {"max_new_tokens": 10},
 }
+TINY_THROUGHPUT = ["--n-layer", "1", "--n-embd", "64", "--steps", "4", "--batch", "1", "--block", "128"]  # bench.gpu's
 
 
 def environment():
@@ -94,7 +95,7 @@ def run_logged(cmd, cwd, log, seconds, env):
 
 
 def throughput(args, env, name="throughput", options=("--steps", "150"), seconds=240):
-    sizes = ["--n-layer", "1", "--n-embd", "64", "--steps", "4", "--batch", "1", "--block", "128"] if args.tiny else []
+    sizes = TINY_THROUGHPUT if args.tiny else []
     result = args.out / f"{name}.json"
     command = [sys.executable, "-m", "bench.gpu", "--json", str(result), *options, *sizes]
     status, seconds = run_logged(command, ROOT, args.out / f"{name}.log", seconds, env)

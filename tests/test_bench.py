@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bench.gpu import SETTINGS
-from bench.gpu_check import summary
+from bench.gpu_check import TINY_THROUGHPUT, summary
 from bench.workspace import python_env
 from tests.helpers import ROOT
 
@@ -18,7 +18,7 @@ from tests.helpers import ROOT
 def test_gpu_settings_rows_each_train_and_the_tf32_ones_carry_no_mfu(tmp_path):
     result = tmp_path / "settings.json"
     # eager: compiling each row would outweigh the rest of the test
-    tiny = ["--n-layer", "1", "--n-embd", "64", "--steps", "4", "--batch", "1", "--block", "128", "--eager"]
+    tiny = [*TINY_THROUGHPUT, "--eager"]
     subprocess.run(
         [sys.executable, "-m", "bench.gpu", "--settings", "--json", str(result), *tiny],
         cwd=ROOT,
@@ -28,6 +28,7 @@ def test_gpu_settings_rows_each_train_and_the_tf32_ones_carry_no_mfu(tmp_path):
     )
     rows = json.loads(result.read_text())
     assert [row["variant"] for row in rows] == list(SETTINGS)
+    assert {row["config"] for row in rows} == {"1x64/128/50257"}  # --block reaches the model and its blocks
     assert all(row["tokens_per_sec"] > 0 and math.isfinite(row["loss_after"]) for row in rows)
     assert [row["mfu_%"] is None for row in rows] == ["tf32" in options for *_, options in SETTINGS.values()]
 
