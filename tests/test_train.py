@@ -196,9 +196,9 @@ def test_a_gpu_run_learns_what_the_cpu_run_learns(built, tmp_path, monkeypatch, 
     assert all(tensor.dtype == torch.float32 and tensor.device.type == "cpu" for tensor in weights().values())
     cost = read_json("metrics/train_cost.json")
     assert set(cost["estimate"]["measured"]) == {name + "+compile" for name in device.precision_candidates("auto")}
-    assert (
-        0 < cost["actual"]["peak_gib"] <= cost["estimate"]["peak_gib"]
-    )  # GPU memory; the plan is an upper bound there
+    assert all(candidate["peak_gib"] > 0 for candidate in cost["estimate"]["measured"].values())
+    # the GPU memory training allocated, against the probe's step plus AdamW's moments
+    assert cost["actual"]["peak_gib"] == pytest.approx(cost["estimate"]["peak_gib"], rel=0.25)
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs/accelerate").glob("*.yaml")))

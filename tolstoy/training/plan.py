@@ -39,7 +39,8 @@ def predicted_peak_bytes(base_rss, n_params, config, micro_batch, block_size):
     """Peak memory of a training step, fitted to measured peak RSS of CPU fp32 runs (bench/README.md):
     per token and layer about 44.5 saved d-wide fp32 vectors, about 3 copies of the logits, 3.3 of
     every head's T x T attention (CPU SDPA keeps them for backward), plus 12 bytes/parameter for
-    gradients and AdamW moments. bf16 and GPU flash attention need less: elsewhere an upper bound."""
+    gradients and AdamW moments. bf16 and GPU flash attention need less: elsewhere an upper bound, by
+    which a GPU's micro-batch is chosen before its step is probed."""
     layers, width, heads = config.num_hidden_layers, config.hidden_size, config.num_attention_heads
     tokens = micro_batch * block_size
     activations = (
@@ -73,9 +74,13 @@ def probe_micro_batch(
     model, micro_batch, block_size, precision, compile_model, warmup=2, min_repeats=3, min_seconds=1.0
 ):
     """(median seconds of a forward+backward of a micro-batch of random tokens after warm-up passes,
-    seconds the warm-up passes took beyond that: compilation, allocator and kernel set-up).
+    seconds the warm-up passes took beyond that: compilation, allocator and kernel set-up, the peak
+    GPU memory the passes allocated: weights, gradients and activations; None on a CPU).
     Short passes are repeated until they add up to `min_seconds`, so that noise averages out."""
     model.to(torch_device())
+    model.train()  # dropout on, as Trainer trains it (a base is loaded in eval mode)
+    if on_gpu():
+        torch.cuda.reset_peak_memory_stats()
     module = torch.compile(model) if compile_model else model
     ids = torch.randint(0, model.config.vocab_size, (micro_batch, block_size), device=torch_device())
     dtype = AUTOCAST_DTYPES.get(precision)
@@ -89,7 +94,7 @@ def probe_micro_batch(
     while sum(steady) < min_seconds and len(steady) < 20:
         steady += timed(step, 1)
     median = statistics.median(steady)
-    return median, max(0.0, sum(warm) - warmup * median)
+    return median, max(0.0, sum(warm) - warmup * median), torch.cuda.max_memory_allocated() if on_gpu() else None
 
 
 def choose_settings(model, precision_setting, compile_setting, micro_batch, grad_accum, block_size, steps, kept=None):
@@ -103,13 +108,14 @@ def choose_settings(model, precision_setting, compile_setting, micro_batch, grad
     choice `kept` it made (timed eager). Every process of a distributed run takes rank 0's choice."""
 
     def measure(precision, compile_model):
-        seconds, warmup = probe_micro_batch(model, micro_batch, block_size, precision, compile_model)
+        seconds, warmup, peak = probe_micro_batch(model, micro_batch, block_size, precision, compile_model)
         return {
             "precision": precision,
             "compile": compile_model,
             "seconds_per_step": float(f"{grad_accum * seconds:.6g}"),
             "warmup_seconds": round(warmup, 1),
             "expected_seconds": round(warmup + steps * grad_accum * seconds, 1),
+            **({"peak_gib": round(peak / 2**30, 3)} if peak is not None else {}),
         }
 
     if kept:
@@ -180,7 +186,7 @@ def total_steps(train_params, n_blocks, world_size):
 
 
 def make_plan(model, train_params, block_size, steps, kept=None):
-    """Micro-batches that fit in memory, FLOPs and time per step, precision and compile."""
+    """Micro-batches that fit in memory, FLOPs and time per step, precision and compile, peak memory."""
     config = model.config
     n_params = sum(p.numel() for p in model.parameters())
     per_token = model_flops_per_token(model, block_size)
@@ -194,6 +200,8 @@ def make_plan(model, train_params, block_size, steps, kept=None):
     best, choice = choose_settings(
         model, train_params.precision, train_params.compile, micro, grad_accum, block_size, steps, kept
     )
+    # On a GPU the probe measured the step's memory; training adds AdamW's two fp32 moments per parameter.
+    peak = best["peak_gib"] * 2**30 + 8 * n_params if "peak_gib" in best else predict(micro)
     return Plan(
         n_params,
         micro,
@@ -202,7 +210,7 @@ def make_plan(model, train_params, block_size, steps, kept=None):
         per_token,
         best["seconds_per_step"],
         best["warmup_seconds"],
-        predict(micro),
+        peak,
         best["precision"],
         best["compile"],
         choice,
@@ -213,13 +221,22 @@ def current_rss():
     return psutil.Process().memory_info().rss
 
 
+def reset_gpu_peak_memory():
+    """From here on the GPU's peak memory is the training's alone, not the probes' (their cached blocks
+    are given back too). On a CPU the peak stays the whole process's RSS, which predicted_peak_bytes fits."""
+    if on_gpu():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
 def record_cost(path, estimate, seconds, tokens, outcome, checkpoint):
-    """Write the plan beside what the run took (time, tokens/s, peak memory: the GPU's, or RSS of this
-    process; checkpoint size) and its outcome (steps, why it stopped, the step kept and its validation loss)."""
+    """Write the plan beside what the run took (time, tokens/s, peak memory: the GPU memory training
+    allocated, or RSS of this process; checkpoint size) and its outcome (steps, why it stopped, the
+    step kept and its validation loss)."""
     actual = {
         "seconds": round(seconds, 1),
         "tokens_per_sec": round(tokens / seconds, 1),
-        "peak_gib": round((torch.cuda.max_memory_reserved() if on_gpu() else peak_rss_bytes()) / 2**30, 3),
+        "peak_gib": round((torch.cuda.max_memory_allocated() if on_gpu() else peak_rss_bytes()) / 2**30, 3),
         "checkpoint_mib": round(sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file()) / 2**20, 1)
         if checkpoint
         else None,

@@ -32,7 +32,7 @@ from tolstoy.training import checkpoints, distributed
 from tolstoy.training.arguments import describe, outcome, stop_callbacks, training_arguments
 from tolstoy.training.callbacks import LiveCallback, ProgressCallback, open_live
 from tolstoy.training.checkpoints import SealCheckpoints, fingerprint
-from tolstoy.training.plan import make_plan, record_cost, total_steps, write_train_metrics
+from tolstoy.training.plan import make_plan, record_cost, reset_gpu_peak_memory, total_steps, write_train_metrics
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,7 @@ def train(files, model_params, train_params, block_size, sample_params):
             ],
         )
         trainer.remove_callback(PrinterCallback)  # Trainer's raw dictionaries: the progress line says it all
+        reset_gpu_peak_memory()
         with distributed.watched():
             run = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         result = outcome(trainer.state, train_params, eval_data.chars_per_token)
