@@ -7,7 +7,8 @@ GPU's bf16 dense datasheet peak (steady state: the second half of the steps), an
 loader workers, and fp32 with TF32 off and on (Trainer turns TF32 on whenever it compiles on a recent GPU).
 --speed runs the train stage's model as it trains and beside it each change that might raise its MFU,
 one at a time: AdamW not fused, twice the micro-batch, CUDA graphs (compile mode reduce-overhead),
-each attention kernel SDPA can be held to, memory not pinned and two loader workers.
+each attention kernel SDPA can be held to, SDPA given the causal flag and no mask (train.attn_implementation
+sdpa_causal) with its own choice of kernel and held to flash, memory not pinned and two loader workers.
 
     python -m bench.gpu [--steps 300] [--batch 32] [--block 1024] [--settings | --speed] [--json bench/results/gpu.json]
 """
@@ -29,27 +30,44 @@ from tolstoy.config.params import ModelParams
 from tolstoy.model.build import scratch_model
 
 VOCAB, BLOCK = 50257, 1024  # GPT-2's
-# name: (own loss, vocabulary multiple, precision: "half" = bf16 on a GPU, other TrainingArguments[, SDPA backend])
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One way to train the model: as the train stage trains it unless a field says otherwise."""
+
+    own_loss: bool = True
+    vocab_multiple: int = 64
+    precision: str = "half"  # bf16 on a GPU, fp32 on a CPU
+    arguments: dict = dataclasses.field(default_factory=dict)  # other TrainingArguments
+    backend: SDPBackend | None = None  # the one attention kernel SDPA may use
+    attention: str = PARAMS["train"]["attn_implementation"]
+
+
 VARIANTS = {
-    "transformers loss, 50,257 rows": (False, 1, "half", {}),
-    "own loss, 50,304 rows": (True, 64, "half", {}),
+    "transformers loss, 50,257 rows": Row(own_loss=False, vocab_multiple=1),
+    "own loss, 50,304 rows": Row(),
 }  # before and as the stage trains
 SETTINGS = {
-    "own loss, memory not pinned": (True, 64, "half", {"dataloader_pin_memory": False}),
-    "own loss, 2 loader workers": (True, 64, "half", {"dataloader_num_workers": 2}),
-    "own loss, fp32, TF32 off": (True, 64, "fp32", {"tf32": False}),
-    "own loss, fp32, TF32 on": (True, 64, "fp32", {"tf32": None}),  # Trainer turns TF32 on when it compiles on a GPU
+    "own loss, memory not pinned": Row(arguments={"dataloader_pin_memory": False}),
+    "own loss, 2 loader workers": Row(arguments={"dataloader_num_workers": 2}),
+    "own loss, fp32, TF32 off": Row(precision="fp32", arguments={"tf32": False}),
+    "own loss, fp32, TF32 on": Row(
+        precision="fp32", arguments={"tf32": None}
+    ),  # Trainer turns TF32 on when it compiles on a GPU
 }
 SPEED = {
-    "as trained": (True, 64, "half", {}),
-    "AdamW not fused": (True, 64, "half", {"optim": "adamw_torch"}),
-    "micro-batch x2": (True, 64, "half", {"per_device_train_batch_size": None}),  # None: twice --batch
-    "CUDA graphs (reduce-overhead)": (True, 64, "half", {"torch_compile_mode": "reduce-overhead"}),
-    "SDPA flash only": (True, 64, "half", {}, SDPBackend.FLASH_ATTENTION),
-    "SDPA cuDNN only": (True, 64, "half", {}, SDPBackend.CUDNN_ATTENTION),
-    "SDPA efficient only": (True, 64, "half", {}, SDPBackend.EFFICIENT_ATTENTION),
-    "memory not pinned": (True, 64, "half", {"dataloader_pin_memory": False}),
-    "2 loader workers": (True, 64, "half", {"dataloader_num_workers": 2}),
+    "as trained": Row(),
+    "AdamW not fused": Row(arguments={"optim": "adamw_torch"}),
+    "micro-batch x2": Row(arguments={"per_device_train_batch_size": None}),  # None: twice --batch
+    "CUDA graphs (reduce-overhead)": Row(arguments={"torch_compile_mode": "reduce-overhead"}),
+    "SDPA flash only": Row(backend=SDPBackend.FLASH_ATTENTION),
+    "SDPA cuDNN only": Row(backend=SDPBackend.CUDNN_ATTENTION),
+    "SDPA efficient only": Row(backend=SDPBackend.EFFICIENT_ATTENTION),
+    "SDPA causal flag, no mask (sdpa_causal)": Row(attention="sdpa_causal"),
+    "sdpa_causal, flash only": Row(attention="sdpa_causal", backend=SDPBackend.FLASH_ATTENTION),
+    "memory not pinned": Row(arguments={"dataloader_pin_memory": False}),
+    "2 loader workers": Row(arguments={"dataloader_num_workers": 2}),
 }
 
 
@@ -102,21 +120,20 @@ def main():
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     rows = []
     variants = SPEED if args.speed else SETTINGS if args.settings else VARIANTS
-    for variant, (own_loss, multiple, precision, arguments, *backend) in variants.items():
+    for variant, row in variants.items():
         arguments = {
             key: 2 * args.batch if value is None and key == "per_device_train_batch_size" else value
-            for key, value in arguments.items()
+            for key, value in row.arguments.items()
         }
-        precision = "bf16" if precision == "half" and torch.cuda.is_available() else "fp32"
+        precision = "bf16" if row.precision == "half" and torch.cuda.is_available() else "fp32"
         # logging every 50 steps at most: a loss read is a GPU sync
         training = project_arguments(args.steps, args.batch, min(50, args.steps), precision, not args.eager)
         torch.manual_seed(0)
         model = training_forward(
-            scratch_model(shape, VOCAB, VOCAB - 1, VOCAB - 1, PARAMS["train"]["attn_implementation"], multiple),
-            own_loss,
+            scratch_model(shape, VOCAB, VOCAB - 1, VOCAB - 1, row.attention, row.vocab_multiple), row.own_loss
         )
         training = dataclasses.replace(training, **arguments)
-        with sdpa_kernel(backend) if backend else contextlib.nullcontext():
+        with sdpa_kernel(row.backend) if row.backend else contextlib.nullcontext():
             try:
                 run = timed_training(model, blocks, training, precision)
             except Exception as error:  # a kernel this GPU or build lacks: the row says so, the others still run

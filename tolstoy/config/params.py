@@ -267,8 +267,8 @@ class TrainParams(BaseModel):
     """auto: the faster, timed here, of fp32 and the hardware's bf16 or fp16."""
     compile: Annotated[Literal["auto"] | bool, Allowed("one of 'auto', True, False")]
     """torch.compile; auto: timed here for runs over 2 minutes, on when the run gets 5% shorter."""
-    attn_implementation: choice("sdpa", "eager")
-    """Attention as transformers computes it."""
+    attn_implementation: choice("sdpa", "eager", "sdpa_causal")
+    """Attention as transformers computes it; sdpa_causal: SDPA's causal flag, no mask (blocks are whole)."""
     seed: SEED
     """Initial weights, data order and dropout."""
     logging_steps: integer(1)

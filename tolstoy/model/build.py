@@ -7,6 +7,7 @@ from types import MethodType
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.modeling_outputs import CausalLMOutput
 
+import tolstoy.model.attention  # noqa: F401  registers train.attn_implementation sdpa_causal with transformers
 from tolstoy import StageError
 from tolstoy.files import reading
 from tolstoy.model.bases import base_directory
