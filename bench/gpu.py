@@ -52,9 +52,8 @@ SETTINGS = {
     "own loss, memory not pinned": Row(arguments={"dataloader_pin_memory": False}),
     "own loss, 2 loader workers": Row(arguments={"dataloader_num_workers": 2}),
     "own loss, fp32, TF32 off": Row(precision="fp32", arguments={"tf32": False}),
-    "own loss, fp32, TF32 on": Row(
-        precision="fp32", arguments={"tf32": None}
-    ),  # Trainer turns TF32 on when it compiles on a GPU
+    # tf32 None: Trainer turns TF32 on when it compiles on a GPU
+    "own loss, fp32, TF32 on": Row(precision="fp32", arguments={"tf32": None}),
 }
 SPEED = {
     "as trained": Row(),
