@@ -53,3 +53,9 @@ def test_compiled_causal_sdpa_trains_on_the_flash_kernel():
         loss, _ = loss_and_gradients(torch.compile(model), ids)
     eager_loss, _ = loss_and_gradients(model_with("eager"))
     assert loss == pytest.approx(eager_loss, rel=2e-2)  # bf16 keeps 8 bits of mantissa
+
+
+def test_a_saved_model_does_not_name_causal_sdpa(tmp_path):
+    """Any transformers client loads the exported model: its config leaves the attention out."""
+    model_with("sdpa_causal").save_pretrained(tmp_path)
+    assert "sdpa_causal" not in (tmp_path / "config.json").read_text()
