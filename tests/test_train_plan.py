@@ -43,6 +43,13 @@ def test_explicit_settings_are_obeyed_and_auto_is_measured():
     assert plan.settings_name(best) == fastest
 
 
+def test_the_probe_times_a_training_step_even_of_a_model_loaded_for_inference():
+    model = tiny_model().eval()  # as from_pretrained loads a base: dropout off
+    seconds, _, peak = plan.probe_micro_batch(model, 2, 32, "fp32", False, min_seconds=0)
+    assert model.training and seconds > 0
+    assert (peak is not None) == device.on_gpu()  # GPU memory the passes allocated; a CPU has no such figure
+
+
 @pytest.mark.slow  # compiles the training step
 def test_auto_compile_counts_compilation_against_the_run_length():
     """A long run also times compiled steps; the expected run is warm-up plus steps at steady speed,
